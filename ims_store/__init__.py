@@ -1,0 +1,53 @@
+"""ims_store: Imaris (.ims) files as first-class citizens of the OME-Zarr world.
+
+>>> import zarr
+>>> from ims_store import ImsStore
+>>> root = zarr.open_group(ImsStore("cells.ims"), mode="r")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    CorruptChunkError,
+    ImsError,
+    ImsFileNotFoundError,
+    MalformedImsError,
+    MissingDependencyError,
+    NotHDF5Error,
+    NotImarisError,
+    ReadOnlyError,
+    SelectionError,
+    TruncatedFileError,
+)
+from .layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint, read_layout
+from .store import ChunkMode, ImsStore
+
+try:
+    __version__ = version("ims-store")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Channel",
+    "ChunkMode",
+    "CorruptChunkError",
+    "Filter",
+    "ImsError",
+    "ImsFileNotFoundError",
+    "ImsLayout",
+    "ImsStore",
+    "ImsWarning",
+    "Level",
+    "MalformedImsError",
+    "MissingDependencyError",
+    "NotHDF5Error",
+    "NotImarisError",
+    "ReadOnlyError",
+    "SelectionError",
+    "TimePoint",
+    "TruncatedFileError",
+    "__version__",
+    "read_layout",
+]

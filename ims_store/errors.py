@@ -1,0 +1,86 @@
+"""The exceptions ims_store raises, rooted in one base class.
+
+Every error names the file it is about and what is wrong with it, so that a message read in a
+log from a batch of a thousand files still says which file to look at::
+
+    try:
+        store = ImsStore("cells.ims")
+    except ImsError as err:
+        print(err.path, err)
+
+Each class also derives from the builtin a caller would naturally catch (``FileNotFoundError``
+for a missing file, ``ValueError`` for an out-of-range selection, ``ImportError`` for a missing
+optional dependency), so code written without ims_store in mind keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "CorruptChunkError",
+    "ImsError",
+    "ImsFileNotFoundError",
+    "MalformedImsError",
+    "MissingDependencyError",
+    "NotHDF5Error",
+    "NotImarisError",
+    "ReadOnlyError",
+    "SelectionError",
+    "TruncatedFileError",
+]
+
+
+class ImsError(Exception):
+    """Base class of every error ims_store raises about a file.
+
+    ``path`` is the file concerned (or ``None`` where no file is involved).
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+    def __reduce__(self):  # keep the (message, path) signature through pickling (dask, processes)
+        return (type(self), (self.reason, self.path))
+
+
+class ImsFileNotFoundError(ImsError, FileNotFoundError):
+    """The path does not exist."""
+
+
+class NotHDF5Error(ImsError):
+    """The path exists but is not an HDF5 file (a text file, a directory, an empty file...)."""
+
+
+class TruncatedFileError(ImsError):
+    """The file is HDF5 but shorter than its own structures say: a copy cut short."""
+
+
+class NotImarisError(ImsError):
+    """The file is HDF5 but holds no Imaris image (no ``DataSet/ResolutionLevel 0``)."""
+
+
+class MalformedImsError(ImsError):
+    """The file is an Imaris file, but something it needs is missing or inconsistent."""
+
+
+class CorruptChunkError(MalformedImsError):
+    """One chunk of the image cannot be read or decoded; the message names level, time point,
+    channel and chunk."""
+
+
+class SelectionError(ImsError, IndexError, ValueError):
+    """A resolution level, time point or channel outside what the file holds.
+
+    The message lists what exists.
+    """
+
+
+class ReadOnlyError(ImsError, ValueError):
+    """Something tried to write through a read-only view of an Imaris file."""
+
+
+class MissingDependencyError(ImsError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

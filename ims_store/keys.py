@@ -1,0 +1,131 @@
+"""The key space of the virtual OME-Zarr: metadata documents and chunk keys, zarr v2 and v3.
+
+Layout of the virtual hierarchy (one array per resolution level, 5-D ``t, c, z, y, x``)::
+
+    zarr v3 / NGFF 0.5                 zarr v2 / NGFF 0.4
+    zarr.json                          .zgroup, .zattrs
+    0/zarr.json                        0/.zarray, 0/.zattrs
+    0/c/<t>/<c>/<z>/<y>/<x>            0/<t>/<c>/<z>/<y>/<x>   (dimension_separator "/")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .codecs import CodecPlan
+from .layout import ImsLayout, Level
+from .ngff import AXES, ngff_attributes
+
+__all__ = ["ChunkKey", "build_metadata", "chunk_key", "parse_chunk_key"]
+
+ZarrFormat = Literal[2, 3]
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    """A chunk of the virtual store: level, time point and channel indices, chunk grid position."""
+
+    level: int
+    t: int
+    c: int
+    z: int
+    y: int
+    x: int
+
+
+def _dtype_v2(level: Level) -> str:
+    return level.dtype.str  # e.g. "<u2"; single-byte types carry "|"
+
+
+def _endian(level: Level) -> str:
+    return "big" if level.dtype.byteorder == ">" else "little"
+
+
+def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format: ZarrFormat) -> dict[str, dict]:
+    """Metadata documents (key -> JSON object) of one level's array, relative to the level.
+
+    ``plan`` holds the codecs the served chunk bytes are encoded with (`codecs.RAW`: none).
+    """
+    shape = list(layout.shape(level.index))
+    chunks = [1, 1, *level.chunks]
+    if zarr_format == 3:
+        codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": _endian(level)}}]
+        codecs += plan.v3_codecs
+        return {
+            "zarr.json": {
+                "zarr_format": 3,
+                "node_type": "array",
+                "shape": shape,
+                "data_type": level.dtype.newbyteorder("=").name,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "fill_value": 0,
+                "codecs": codecs,
+                "attributes": {},
+                "dimension_names": list(AXES),
+                "storage_transformers": [],
+            }
+        }
+    return {
+        ".zarray": {
+            "zarr_format": 2,
+            "shape": shape,
+            "chunks": chunks,
+            "dtype": _dtype_v2(level),
+            "compressor": plan.v2_compressor,
+            "filters": plan.v2_filters,
+            "fill_value": 0,
+            "order": "C",
+            "dimension_separator": "/",
+        },
+        ".zattrs": {"_ARRAY_DIMENSIONS": list(AXES)},
+    }
+
+
+def build_metadata(layout: ImsLayout, plans: list[CodecPlan], zarr_format: ZarrFormat) -> dict[str, bytes]:
+    """Every metadata document of the virtual store, encoded, keyed by store key."""
+    docs: dict[str, Any] = {}
+    if zarr_format == 3:
+        docs["zarr.json"] = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": ngff_attributes(layout, "0.5"),
+        }
+    elif zarr_format == 2:
+        docs[".zgroup"] = {"zarr_format": 2}
+        docs[".zattrs"] = ngff_attributes(layout, "0.4")
+    else:
+        raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
+    for level, plan in zip(layout.levels, plans, strict=True):
+        for name, doc in array_metadata(layout, level, plan, zarr_format).items():
+            docs[f"{level.index}/{name}"] = doc
+    return {key: json.dumps(doc, indent=2, allow_nan=False).encode() for key, doc in docs.items()}
+
+
+def chunk_key(key: ChunkKey, zarr_format: ZarrFormat) -> str:
+    """The store key of a chunk."""
+    middle = "/c/" if zarr_format == 3 else "/"
+    return f"{key.level}{middle}{key.t}/{key.c}/{key.z}/{key.y}/{key.x}"
+
+
+def parse_chunk_key(key: str, layout: ImsLayout, zarr_format: ZarrFormat) -> ChunkKey | None:
+    """The chunk a key names, or ``None`` if it names nothing in this store (wrong form, out of range)."""
+    parts = key.split("/")
+    if zarr_format == 3:
+        if len(parts) != 7 or parts[1] != "c":
+            return None
+        del parts[1]
+    elif len(parts) != 6:
+        return None
+    # canonical decimal only: "01" or "+1" would be another key for the same chunk
+    if not all(p.isdigit() and p.isascii() and (p == "0" or not p.startswith("0")) for p in parts):
+        return None
+    level, t, c, z, y, x = (int(p) for p in parts)
+    if level >= len(layout.levels) or t >= len(layout.timepoints) or c >= len(layout.channels):
+        return None
+    gz, gy, gx = layout.levels[level].chunk_grid
+    if z >= gz or y >= gy or x >= gx:
+        return None
+    return ChunkKey(level, t, c, z, y, x)

@@ -1,0 +1,506 @@
+"""Parse an Imaris file once into a plain metadata model (`ImsLayout`).
+
+Everything downstream (the zarr store, the NGFF metadata, ``ims-store info``) reads this model
+and never the HDF5 attributes again. Parsing is lenient where real files are untidy (any float
+syntax, latin-1 text, missing optional groups, leftover attributes) and strict where pixels are
+at stake (no image data, sizes larger than the data, levels that disagree).
+
+Opening is cheap even for files with thousands of datasets: per resolution level only one
+``Data`` dataset is inspected; the others are checked when their chunks are first indexed.
+
+>>> layout = read_layout("PtK2Cell.ims")                      # doctest: +SKIP
+>>> layout.levels[0].size, layout.channels[1].name              # doctest: +SKIP
+((32, 256, 256), 'Microtubules')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import h5py
+import numpy as np
+
+from .attributes import parse_float, parse_floats, parse_int, read_text
+from .errors import (
+    ImsError,
+    ImsFileNotFoundError,
+    MalformedImsError,
+    NotHDF5Error,
+    NotImarisError,
+    SelectionError,
+    TruncatedFileError,
+)
+from .geometry import extents_valid, voxel_size
+
+__all__ = [
+    "Channel",
+    "Filter",
+    "ImsLayout",
+    "ImsWarning",
+    "Level",
+    "TimePoint",
+    "dataset_filters",
+    "open_hdf5",
+    "parse_layout",
+    "parse_timestamp",
+    "read_layout",
+]
+
+Vec3 = tuple[float, float, float]
+Shape3 = tuple[int, int, int]
+
+
+class ImsWarning(UserWarning):
+    """A file is readable but something in it was odd and a documented default was used."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One stage of an HDF5 filter pipeline, as stored in the dataset's creation properties."""
+
+    id: int
+    name: str
+    flags: int = 0
+    values: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution level. Shapes and sizes are (z, y, x)."""
+
+    index: int
+    """Position in the pyramid: 0 is full resolution."""
+    number: int
+    """The N of the ``ResolutionLevel N`` group."""
+    size: Shape3
+    """The true image size (``ImageSizeZ/Y/X``), never the padded dataset shape."""
+    dataset_shape: Shape3
+    """The stored (padded) shape of the ``Data`` datasets."""
+    chunks: Shape3
+    """HDF5 chunk shape (the whole dataset for a contiguous one)."""
+    dtype: np.dtype
+    filters: tuple[Filter, ...]
+    voxel_size: Vec3
+    """Physical voxel size at this level, in the layout's unit."""
+
+    @property
+    def chunk_grid(self) -> Shape3:
+        """Chunks per axis over the true size."""
+        return tuple(-(-s // c) for s, c in zip(self.size, self.chunks, strict=True))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel: the data in ``Channel N`` groups plus its ``DataSetInfo/Channel N`` description."""
+
+    index: int
+    number: int
+    name: str | None = None
+    color: tuple[float, float, float] | None = None
+    """Base colour as (r, g, b) in 0..1."""
+    color_range: tuple[float, float] | None = None
+    """Display window (``ColorRange``)."""
+    histogram_range: tuple[float, float] | None = None
+    """``HistogramMin``/``HistogramMax`` of the full-resolution data, when recorded."""
+    description: str | None = None
+    opacity: float | None = None
+    gamma: float | None = None
+    color_mode: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name to show: the stored name, or ``Channel N``."""
+        return self.name if self.name else f"Channel {self.number}"
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    """One time point: the N of ``TimePoint N`` and its time stamp (from ``TimeInfo``)."""
+
+    index: int
+    number: int
+    stamp: _dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImsLayout:
+    """Everything ims_store knows about an Imaris file, parsed once. Tuples are (z, y, x)."""
+
+    path: str
+    dataset_group: str
+    """HDF5 path of the image data (``/DataSet`` unless the root attributes name another)."""
+    levels: tuple[Level, ...]
+    timepoints: tuple[TimePoint, ...]
+    channels: tuple[Channel, ...]
+    extent_min: Vec3
+    extent_max: Vec3
+    unit: str
+    name: str | None = None
+    description: str | None = None
+    recording_date: _dt.datetime | None = None
+    imaris_version: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.levels[0].dtype
+
+    @property
+    def origin(self) -> Vec3:
+        """``ExtMin``: the outer corner of the first voxel (not its centre)."""
+        return self.extent_min
+
+    def shape(self, level: int = 0) -> tuple[int, int, int, int, int]:
+        """The 5-D (t, c, z, y, x) shape of a level."""
+        return (len(self.timepoints), len(self.channels), *self.level(level).size)
+
+    def level(self, index: int) -> Level:
+        return self.levels[self._check("level", index, len(self.levels))]
+
+    def channel(self, index: int) -> Channel:
+        return self.channels[self._check("channel", index, len(self.channels))]
+
+    def timepoint(self, index: int) -> TimePoint:
+        return self.timepoints[self._check("time point", index, len(self.timepoints))]
+
+    def time_offsets(self) -> list[float] | None:
+        """Seconds since the first time point, or ``None`` unless every time point has a stamp."""
+        stamps = [tp.stamp for tp in self.timepoints]
+        if not stamps or any(s is None for s in stamps):
+            return None
+        first = stamps[0]
+        return [(s - first).total_seconds() for s in stamps]  # type: ignore[operator]
+
+    def data_path(self, level: int, timepoint: int, channel: int) -> str:
+        """HDF5 path of the ``Data`` dataset of a (level, time point, channel), by index."""
+        return (
+            f"{self.dataset_group}/ResolutionLevel {self.level(level).number}"
+            f"/TimePoint {self.timepoint(timepoint).number}/Channel {self.channel(channel).number}/Data"
+        )
+
+    def _check(self, what: str, index: int, count: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
+            raise SelectionError(
+                f"{what} {index!r} does not exist; the file has {what}s 0..{count - 1}", self.path
+            )
+        return int(index)
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+
+
+def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
+    """Open ``path`` read-only with h5py, turning every failure into a specific `ImsError`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImsFileNotFoundError("no such file", path)
+    if os.path.isdir(path):
+        raise NotHDF5Error("is a directory, not an Imaris (.ims) file", path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise ImsError(f"cannot be read: {err.strerror or err}", path) from err
+    if size == 0:
+        raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", path)
+    try:
+        try:
+            # default locking, so that h5py.File(path) elsewhere in the process shares the file
+            return h5py.File(path, "r")
+        except OSError as err:
+            if "lock" not in str(err).lower():
+                raise
+            # a file system without locks (NFS, read-only media): reading needs none
+            return h5py.File(path, "r", locking=False)
+    except PermissionError as err:
+        raise ImsError("cannot be read: permission denied", path) from err
+    except OSError as err:
+        message = str(err)
+        if "truncated" in message.lower():
+            raise TruncatedFileError(
+                f"the file is truncated (shorter than its HDF5 structures say: {message})", path
+            ) from err
+        if "signature" in message.lower() or not _has_hdf5_signature(path):
+            raise NotHDF5Error("not an HDF5 file, so not an Imaris (.ims) file", path) from err
+        raise TruncatedFileError(f"HDF5 cannot open the file; it is damaged ({message})", path) from err
+
+
+def _has_hdf5_signature(path: str) -> bool:
+    signature = b"\x89HDF\r\n\x1a\n"
+    try:
+        with open(path, "rb") as fh:
+            offset = 0
+            size = os.fstat(fh.fileno()).st_size
+            # the superblock may sit at 0, 512, 1024, 2048, ... (after a user block)
+            while offset < size:
+                fh.seek(offset)
+                if fh.read(8) == signature:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+def read_layout(path: str | os.PathLike[str]) -> ImsLayout:
+    """Open an Imaris file, parse it into an `ImsLayout` and close it.
+
+    >>> read_layout("cells.ims").levels[0].size                  # doctest: +SKIP
+    (32, 256, 256)
+    """
+    with open_hdf5(path) as f:
+        return parse_layout(f, path)
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+
+_NUMBERED = {
+    "ResolutionLevel": re.compile(r"^ResolutionLevel (\d+)$"),
+    "TimePoint": re.compile(r"^TimePoint (\d+)$"),
+    "Channel": re.compile(r"^Channel (\d+)$"),
+}
+
+
+def _numbered(group: h5py.Group, kind: str) -> list[int]:
+    """Numbers N of the ``<kind> N`` members of ``group``, sorted by number (HDF5 sorts by name)."""
+    pattern = _NUMBERED[kind]
+    numbers = []
+    for name in group:
+        match = pattern.match(name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return sorted(numbers)
+
+
+def _group(parent: h5py.Group, name: str) -> h5py.Group | None:
+    try:
+        obj = parent.get(name)
+    except (KeyError, OSError, RuntimeError):
+        return None
+    return obj if isinstance(obj, h5py.Group) else None
+
+
+_TIMESTAMP = re.compile(
+    r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?\s*$"
+)
+
+
+def parse_timestamp(text: str | None) -> _dt.datetime | None:
+    """An Imaris time stamp (``YYYY-MM-DD HH:MM:SS[.fff...]``, any number of fraction digits).
+
+    >>> parse_timestamp("2002-01-01 00:00:01.500000000")
+    datetime.datetime(2002, 1, 1, 0, 0, 1, 500000)
+    """
+    match = _TIMESTAMP.match(text or "")
+    if not match:
+        return None
+    *whole, fraction = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        return _dt.datetime(*(int(v) for v in whole), micro)
+    except ValueError:
+        return None
+
+
+def _color(text: str | None) -> tuple[float, float, float] | None:
+    values = parse_floats(text)
+    if len(values) < 3 or not all(math.isfinite(v) for v in values[:3]):
+        return None
+    return tuple(min(max(v, 0.0), 1.0) for v in values[:3])  # type: ignore[return-value]
+
+
+def _pair(low: str | None, high: str | None = None) -> tuple[float, float] | None:
+    values = parse_floats(low) if high is None else [parse_float(low), parse_float(high)]
+    if len(values) < 2 or any(v is None or not math.isfinite(v) for v in values[:2]):
+        return None
+    return (float(values[0]), float(values[1]))  # type: ignore[arg-type]
+
+
+def dataset_filters(dataset: h5py.Dataset) -> tuple[Filter, ...]:
+    """The filter pipeline of a dataset, in the order HDF5 applies it when writing."""
+    plist = dataset.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        fid, flags, values, name = plist.get_filter(i)
+        out.append(
+            Filter(int(fid), name.decode("latin-1") if isinstance(name, bytes) else str(name), int(flags), tuple(int(v) for v in values))
+        )
+    return tuple(out)
+
+
+def _level_dataset(f: h5py.File, path: str, where: str) -> h5py.Dataset:
+    try:
+        obj = f.get(path)
+    except (KeyError, OSError, RuntimeError) as err:
+        raise MalformedImsError(f"{where}: its Data cannot be opened ({err})", f.filename) from err
+    if not isinstance(obj, h5py.Dataset):
+        raise MalformedImsError(f"{where} has no Data dataset", f.filename)
+    if obj.ndim != 3:
+        raise MalformedImsError(f"{where}: Data has {obj.ndim} dimensions, expected 3 (z, y, x)", f.filename)
+    if obj.dtype.kind not in "uif" or obj.dtype.itemsize > 8:
+        raise MalformedImsError(f"{where}: Data has unsupported type {obj.dtype}", f.filename)
+    return obj
+
+
+def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> ImsLayout:
+    """Parse an open HDF5 file into an `ImsLayout` (see the module docstring)."""
+    path = os.fspath(path) if path is not None else f.filename
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        warnings.warn(f"{path}: {message}", ImsWarning, stacklevel=4)
+
+    dataset_dir = read_text(f, "DataSetDirectoryName") or "DataSet"
+    info_dir = read_text(f, "DataSetInfoDirectoryName") or "DataSetInfo"
+    data = _group(f, dataset_dir)
+    if data is None and dataset_dir != "DataSet":
+        dataset_dir, data = "DataSet", _group(f, "DataSet")
+    level_numbers = _numbered(data, "ResolutionLevel") if data is not None else []
+    if not level_numbers:
+        if read_text(f, "ImarisDataSet") is not None:
+            raise MalformedImsError(f"Imaris file without image data: no /{dataset_dir}/ResolutionLevel groups", path)
+        raise NotImarisError("HDF5 file, but not an Imaris file (no /DataSet/ResolutionLevel 0)", path)
+    if level_numbers[0] != 0:
+        raise MalformedImsError(f"no ResolutionLevel 0 (levels found: {level_numbers})", path)
+    assert data is not None
+
+    info = _group(f, info_dir)
+    image = _group(info, "Image") if info is not None else None
+
+    # time points and channels are what level 0 holds
+    level0 = data[f"ResolutionLevel {level_numbers[0]}"]
+    t_numbers = _numbered(level0, "TimePoint")
+    if not t_numbers:
+        raise MalformedImsError("ResolutionLevel 0 has no TimePoint groups", path)
+    c_numbers = _numbered(level0[f"TimePoint {t_numbers[0]}"], "Channel")
+    if not c_numbers:
+        raise MalformedImsError("ResolutionLevel 0/TimePoint 0 has no Channel groups", path)
+
+    # geometry
+    ext_min = [parse_float(read_text(image, f"ExtMin{i}")) if image is not None else None for i in (2, 1, 0)]
+    ext_max = [parse_float(read_text(image, f"ExtMax{i}")) if image is not None else None for i in (2, 1, 0)]
+    unit = (read_text(image, "Unit") if image is not None else None) or "um"
+
+    levels: list[Level] = []
+    for index, number in enumerate(level_numbers):
+        group = data[f"ResolutionLevel {number}"]
+        where = f"ResolutionLevel {number}"
+        if index:
+            t_here = _numbered(group, "TimePoint")
+            if t_here != t_numbers:
+                raise MalformedImsError(
+                    f"{where} holds time points {_span(t_here)} but ResolutionLevel 0 holds {_span(t_numbers)}", path
+                )
+            c_here = _numbered(group[f"TimePoint {t_numbers[0]}"], "Channel")
+            if c_here != c_numbers:
+                raise MalformedImsError(
+                    f"{where} holds channels {_span(c_here)} but ResolutionLevel 0 holds {_span(c_numbers)}", path
+                )
+        channel_group = group[f"TimePoint {t_numbers[0]}/Channel {c_numbers[0]}"]
+        where = f"{where}/TimePoint {t_numbers[0]}/Channel {c_numbers[0]}"
+        dataset = _level_dataset(f, f"{channel_group.name}/Data", where)
+        size = tuple(parse_int(read_text(channel_group, f"ImageSize{a}")) for a in "ZYX")
+        if index == 0 and any(s is None for s in size) and image is not None:
+            size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
+        if any(s is None for s in size):
+            raise MalformedImsError(f"{where}: ImageSizeX/Y/Z missing or not whole numbers", path)
+        if any(s <= 0 for s in size):  # type: ignore[operator]
+            raise MalformedImsError(f"{where}: image size {size} (z, y, x) is not positive", path)
+        if any(s > d for s, d in zip(size, dataset.shape)):  # type: ignore[operator]
+            raise MalformedImsError(
+                f"{where}: image size {size} (z, y, x) is larger than the stored data {dataset.shape}", path
+            )
+        levels.append(
+            Level(
+                index=index,
+                number=number,
+                size=size,  # type: ignore[arg-type]
+                dataset_shape=tuple(int(s) for s in dataset.shape),  # type: ignore[arg-type]
+                # a contiguous dataset is served plane by plane (see chunks.index_dataset)
+                chunks=tuple(int(c) for c in (dataset.chunks or (1, *dataset.shape[1:]))),  # type: ignore[arg-type]
+                dtype=dataset.dtype,
+                filters=dataset_filters(dataset),
+                voxel_size=(1.0, 1.0, 1.0),  # set below, once the extents are settled
+            )
+        )
+        if levels[-1].dtype != levels[0].dtype:
+            raise MalformedImsError(f"{where}: data type {dataset.dtype} differs from level 0's {levels[0].dtype}", path)
+
+    if any(v is None for v in ext_min + ext_max) or not extents_valid(ext_min, ext_max):  # type: ignore[arg-type]
+        note(
+            f"extents ExtMin/ExtMax missing or invalid (min {ext_min}, max {ext_max}, z, y, x); "
+            "using a voxel size of 1 and an origin of 0"
+        )
+        size0 = levels[0].size
+        ext_min = [0.0, 0.0, 0.0]
+        ext_max = [float(s) for s in size0]
+    extent_min: Vec3 = tuple(float(v) for v in ext_min)  # type: ignore[assignment]
+    extent_max: Vec3 = tuple(float(v) for v in ext_max)  # type: ignore[assignment]
+    levels = [replace(lvl, voxel_size=voxel_size(extent_min, extent_max, lvl.size)) for lvl in levels]
+
+    channels = []
+    t0 = level0[f"TimePoint {t_numbers[0]}"]
+    for index, number in enumerate(c_numbers):
+        meta = _group(info, f"Channel {number}") if info is not None else None
+        data_group = t0[f"Channel {number}"]
+        get = (lambda name: read_text(meta, name)) if meta is not None else (lambda name: None)
+        channels.append(
+            Channel(
+                index=index,
+                number=number,
+                name=get("Name") or None,
+                color=_color(get("Color")),
+                color_range=_pair(get("ColorRange")),
+                histogram_range=_pair(read_text(data_group, "HistogramMin"), read_text(data_group, "HistogramMax")),
+                description=get("Description") or None,
+                opacity=parse_float(get("ColorOpacity")),
+                gamma=parse_float(get("GammaCorrection")),
+                color_mode=get("ColorMode") or None,
+            )
+        )
+
+    time_info = _group(info, "TimeInfo") if info is not None else None
+    timepoints = [
+        TimePoint(
+            index=index,
+            number=number,
+            stamp=parse_timestamp(read_text(time_info, f"TimePoint{number + 1}")) if time_info is not None else None,
+        )
+        for index, number in enumerate(t_numbers)
+    ]
+
+    def image_text(name: str) -> str | None:
+        return (read_text(image, name) or None) if image is not None else None
+
+    return ImsLayout(
+        path=path,
+        dataset_group="/" + dataset_dir.strip("/"),
+        levels=tuple(levels),
+        timepoints=tuple(timepoints),
+        channels=tuple(channels),
+        extent_min=extent_min,
+        extent_max=extent_max,
+        unit=unit,
+        name=image_text("Name"),
+        description=image_text("Description"),
+        recording_date=parse_timestamp(image_text("RecordingDate")),
+        imaris_version=read_text(f, "ImarisVersion"),
+        warnings=tuple(notes),
+    )
+
+
+def _span(numbers: Iterable[int]) -> str:
+    numbers = list(numbers)
+    if not numbers:
+        return "none"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{numbers[0]}..{numbers[-1]}" if len(numbers) > 1 else str(numbers[0])
+    return ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")

@@ -1,0 +1,154 @@
+"""Plain summaries of an Imaris file and of its virtual OME-Zarr, for people and for JSON.
+
+`layout_summary` turns an `ImsLayout` into plain data (what ``ims-store info --json`` prints);
+`format_layout` and `format_tree` render text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .geometry import ngff_unit, voxel_centre_origin
+from .layout import Filter, ImsLayout
+from .ngff import channel_hex, time_step
+
+__all__ = ["describe_filters", "format_layout", "format_tree", "layout_summary"]
+
+
+def describe_filters(filters: tuple[Filter, ...]) -> str:
+    """``"shuffle + gzip level 2"``, ``"LZ4"``, ``"none"``..."""
+    if not filters:
+        return "none"
+    names = []
+    for f in filters:
+        if f.id == 1:
+            names.append(f"gzip level {f.values[0]}" if f.values else "gzip")
+        elif f.id == 2:
+            names.append("shuffle")
+        elif f.id == 32004:
+            names.append("LZ4")
+        else:
+            names.append(f"filter {f.id} ({f.name.split(';')[0]})")
+    return " + ".join(names)
+
+
+def _fmt(values: tuple[float, ...] | list[float]) -> str:
+    return " x ".join(f"{v:.6g}" for v in values)
+
+
+def layout_summary(layout: ImsLayout) -> dict[str, Any]:
+    """Everything ``ims-store info`` shows, as JSON-ready data. Spatial lists are (z, y, x)."""
+    return {
+        "path": layout.path,
+        "name": layout.name,
+        "description": layout.description,
+        "recording_date": layout.recording_date.isoformat() if layout.recording_date else None,
+        "imaris_version": layout.imaris_version,
+        "dtype": layout.dtype.name,
+        "unit": layout.unit,
+        "ngff_unit": ngff_unit(layout.unit),
+        "extent_min": list(layout.extent_min),
+        "extent_max": list(layout.extent_max),
+        "shape_tczyx": list(layout.shape(0)),
+        "levels": [
+            {
+                "level": lvl.index,
+                "size": list(lvl.size),
+                "stored_shape": list(lvl.dataset_shape),
+                "chunks": list(lvl.chunks),
+                "compression": describe_filters(lvl.filters),
+                "voxel_size": list(lvl.voxel_size),
+                "origin": list(voxel_centre_origin(layout.extent_min, lvl.voxel_size)),
+            }
+            for lvl in layout.levels
+        ],
+        "timepoints": [
+            {"index": tp.index, "stamp": tp.stamp.isoformat() if tp.stamp else None} for tp in layout.timepoints
+        ],
+        "time_step_seconds": time_step(layout),
+        "channels": [
+            {
+                "index": ch.index,
+                "name": ch.label,
+                "color": "#" + channel_hex(ch, len(layout.channels)),
+                "display_range": list(ch.color_range) if ch.color_range else None,
+                "description": ch.description,
+            }
+            for ch in layout.channels
+        ],
+        "warnings": list(layout.warnings),
+    }
+
+
+def format_layout(layout: ImsLayout) -> str:
+    """A human-readable account of what an Imaris file holds."""
+    s = layout_summary(layout)
+    unit = layout.unit
+    lines = [s["path"]]
+    if s["name"]:
+        lines.append(f"  name         {s['name']}")
+    if s["recording_date"]:
+        lines.append(f"  recorded     {s['recording_date'].replace('T', ' ')}")
+    t, c, z, y, x = s["shape_tczyx"]
+    lines += [
+        f"  data type    {s['dtype']}",
+        f"  size         {x} x {y} x {z} voxels (x, y, z), {t} time point(s), {c} channel(s)",
+        f"  voxel size   {_fmt(layout.levels[0].voxel_size[::-1])} {unit} (x, y, z)",
+        f"  extent       {_fmt(layout.extent_min[::-1])} .. {_fmt(layout.extent_max[::-1])} {unit} (x, y, z; ExtMin..ExtMax)",
+        f"  first voxel  centre at {_fmt(tuple(s['levels'][0]['origin'][::-1]))} {unit} (x, y, z)",
+        f"  unit         {unit}" + (f" ({s['ngff_unit']})" if s["ngff_unit"] else " (no OME-NGFF equivalent)"),
+        "  resolution levels:",
+    ]
+    for lvl in s["levels"]:
+        lines.append(
+            f"    {lvl['level']}: {_fmt(lvl['size'][::-1])}  stored {_fmt(lvl['stored_shape'][::-1])}"
+            f"  chunks {_fmt(lvl['chunks'][::-1])}  voxel {_fmt(lvl['voxel_size'][::-1])} {unit}"
+            f"  {lvl['compression']}"
+        )
+    lines.append("  channels:")
+    for ch in s["channels"]:
+        window = ch["display_range"]
+        shown = f"  display {window[0]:g}..{window[1]:g}" if window else ""
+        lines.append(f"    {ch['index']}: {ch['name']}  {ch['color']}{shown}")
+    stamps = [tp["stamp"] for tp in s["timepoints"]]
+    lines.append(f"  time points: {len(stamps)}")
+    if any(stamps):
+        shown = stamps if len(stamps) <= 6 else [*stamps[:3], "...", *stamps[-2:]]
+        lines.append("    " + ", ".join(str(v).replace("T", " ") for v in shown))
+        if s["time_step_seconds"]:
+            lines.append(f"    mean interval {s['time_step_seconds']:.6g} s")
+    for warning in s["warnings"]:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+def format_tree(attributes: dict[str, Any], arrays: dict[str, Any]) -> str:
+    """The virtual OME-Zarr as a tree: root group attributes, then each level array.
+
+    ``attributes`` are the root group's attributes (NGFF 0.4 or 0.5 form); ``arrays`` maps each
+    level path to an object with ``shape``, ``chunks`` and ``dtype`` (a zarr array).
+    """
+    ome = attributes.get("ome", attributes)
+    version = ome.get("version") or ome["multiscales"][0].get("version")
+    ms = ome["multiscales"][0]
+    axes = ", ".join(f"{a['name']}" + (f" [{a['unit']}]" if a.get("unit") else "") for a in ms["axes"])
+    lines = [f'/  OME-NGFF {version} multiscale image "{ms.get("name", "")}"', f"   axes: {axes}"]
+    for i, ds in enumerate(ms["datasets"]):
+        arr = arrays[ds["path"]]
+        scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
+        shift = next((t["translation"] for t in ds["coordinateTransformations"] if t["type"] == "translation"), None)
+        branch = "└──" if i == len(ms["datasets"]) - 1 else "├──"
+        lines.append(
+            f"{branch} {ds['path']}  shape {tuple(arr.shape)}  {arr.dtype}  chunks {tuple(arr.chunks)}"
+        )
+        pad = "    " if i == len(ms["datasets"]) - 1 else "│   "
+        lines.append(f"{pad}  scale       {[float(f'{v:.6g}') for v in scale]}")
+        if shift is not None:
+            lines.append(f"{pad}  translation {[float(f'{v:.6g}') for v in shift]}")
+    omero = ome.get("omero")
+    if omero:
+        lines.append("channels (omero):")
+        for i, ch in enumerate(omero["channels"]):
+            w = ch["window"]
+            lines.append(f"   {i}: {ch['label']}  #{ch['color']}  window {w['start']:g}..{w['end']:g}")
+    return "\n".join(lines)
