@@ -293,8 +293,14 @@ class ImsStore(Store):
         prefix = prefix.rstrip("/")
         base = f"{prefix}/" if prefix else ""
         for child in self._candidate_children(prefix):
-            if base + child in self._metadata or any(True for _ in self._keys_under(f"{base}{child}/")):
+            if self._is_key(base + child) or any(True for _ in self._keys_under(f"{base}{child}/")):
                 yield child
+
+    def _is_key(self, key: str) -> bool:
+        if key in self._metadata:
+            return True
+        ck = parse_chunk_key(key, self._layout, self._zarr_format)
+        return ck is not None and self._allocated(ck)
 
     def _keys_under(self, prefix: str) -> Iterator[str]:
         for key in self._metadata:

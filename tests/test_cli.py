@@ -1,0 +1,73 @@
+"""The ims-store command line, run through its entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ims_store.cli import main
+
+
+def test_info_text(real_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(real_files["PyramidalCell.ims"])]) == 0
+    out = capsys.readouterr().out
+    assert "255 x 254 x 69 voxels (x, y, z), 1 time point(s), 1 channel(s)" in out
+    assert "0: 255 x 254 x 69  stored 256 x 256 x 80  chunks 256 x 256 x 16" in out
+    assert "1: 127 x 127 x 34  stored 128 x 128 x 64  chunks 128 x 128 x 64" in out
+    assert "gzip level 2" in out and "uint8" in out and "um (micrometer)" in out
+    assert "#FFFF00" in out and "display 0..220" in out
+
+
+def test_info_json(synthetic_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json", str(synthetic_files["uint32-shuffle-lz4"])]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dtype"] == "uint32"
+    assert doc["shape_tczyx"] == [2, 2, 9, 66, 40]
+    assert doc["levels"][0]["compression"] == "shuffle + LZ4"
+    assert doc["levels"][0]["chunks"] == [4, 32, 32]
+    assert [c["name"] for c in doc["channels"]] == ["Channel 0", "Channel 1"]
+    assert len(doc["timepoints"]) == 2 and doc["time_step_seconds"] == pytest.approx(1.5)
+    assert doc["levels"][0]["voxel_size"] == [1.0, 0.25, 0.25]
+    assert doc["levels"][0]["origin"] == [0.5, 0.125, 0.125]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("missing.ims", "no such file"), ("text.ims", "not an HDF5 file")],
+)
+def test_info_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, message: str) -> None:
+    path = tmp_path / name
+    if name == "text.ims":
+        path.write_text("just text\n" * 10)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and str(path) in err and "Traceback" not in err
+
+
+def test_demo_through_console_script(tmp_path: Path) -> None:
+    out_file = tmp_path / "demo.ims"
+    result = subprocess.run(
+        [sys.executable, "-m", "ims_store.cli", "demo", "--output", str(out_file)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "OME-NGFF 0.5 multiscale image" in out
+    assert "├── 0  shape (2, 3, 32, 256, 256)  uint16" in out
+    assert "└── 1  shape (2, 3, 16, 128, 128)  uint16" in out
+    for label in ("DAPI", "GFP", "mCherry"):
+        assert label in out
+    assert "equal to h5py's read of the same voxels: True" in out
+    assert out_file.exists()
+
+
+def test_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["--help"], ["info", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as code:
+            main(args)
+        assert code.value.code == 0
+    assert "usage: ims-store demo" in capsys.readouterr().out

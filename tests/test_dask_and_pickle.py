@@ -1,0 +1,56 @@
+"""Lazy reads through dask with threads and processes; the store crosses process boundaries."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from conftest import h5py_level
+
+from ims_store import ImsStore, SelectionError
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_from_zarr(synthetic_files: dict[str, Path], scheduler: str) -> None:
+    path = synthetic_files["12-timepoints-3-channels"]
+    arr = da.from_zarr(zarr.open_array(ImsStore(path), path="0", mode="r"))
+    with dask.config.set(scheduler=scheduler):
+        total = arr.sum(axis=(2, 3, 4)).compute()
+    expected = np.array([[h5py_level(path, 0, t, c).sum() for c in range(3)] for t in range(12)])
+    np.testing.assert_array_equal(total, expected)
+
+
+def test_to_dask_selects_level_time_channel(synthetic_files: dict[str, Path]) -> None:
+    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    store = ImsStore(path)
+    sel = store.to_dask(2, timepoint=1, channel=0)
+    np.testing.assert_array_equal(sel.compute(), h5py_level(path, 2, 1, 0))
+    assert store.to_dask(1).shape == (2, 2, *h5py_level(path, 1, 0, 0).shape)
+    with pytest.raises(SelectionError, match=r"level 3 does not exist; the file has levels 0\.\.2"):
+        store.to_dask(3)
+    with pytest.raises(SelectionError, match=r"channels 0\.\.1"):
+        store.to_dask(0, channel=2)
+    with pytest.raises(SelectionError, match=r"time points 0\.\.1"):
+        store.to_dask(0, timepoint=5)
+
+
+def test_pickled_store_reads_in_another_process(real_files: dict[str, Path]) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    path = real_files["PtK2Cell.ims"]
+    store = ImsStore(path, zarr_format=2)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        remote = pool.submit(_read_channel, pickle.dumps(store), 3).result(timeout=120)
+    np.testing.assert_array_equal(remote, h5py_level(path, 0, 0, 3))
+
+
+def _read_channel(blob: bytes, channel: int) -> np.ndarray:
+    store = pickle.loads(blob)
+    return zarr.open_array(store, path="0", mode="r")[0, channel]
