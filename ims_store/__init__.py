@@ -2,7 +2,9 @@
 
 >>> import zarr
 >>> from ims_store import ImsStore
->>> root = zarr.open_group(ImsStore("cells.ims"), mode="r")     # doctest: +SKIP
+>>> root = zarr.open_group(ImsStore("cells.ims"), mode="r")
+>>> [ch["label"] for ch in root.attrs["ome"]["omero"]["channels"]]
+['DAPI', 'GFP', 'mCherry']
 """
 
 from __future__ import annotations

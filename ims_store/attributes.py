@@ -89,8 +89,11 @@ def write_text(obj: h5py.Group | h5py.Dataset, name: str, value: str) -> None:
     h5py's high-level API would write a variable-length string (or NULLPAD for ``S1``), which
     Imaris does not accept, hence the low-level calls.
 
-    >>> with h5py.File("example.ims", "w") as f:          # doctest: +SKIP
+    >>> with h5py.File("example.h5", "w") as f:
     ...     write_text(f, "ImarisVersion", "5.5.0")
+    >>> with h5py.File("example.h5", "r") as f:
+    ...     read_text(f, "ImarisVersion"), f.attrs["ImarisVersion"].dtype
+    ('5.5.0', dtype('S1'))
     """
     data = value.encode("latin-1") or b"\x00"
     if name in obj.attrs:

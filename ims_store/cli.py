@@ -81,24 +81,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ims-store", description="Imaris (.ims) files as virtual OME-Zarr images."
-    )
+    parser = argparse.ArgumentParser(prog="ims-store", description="Imaris (.ims) files as virtual OME-Zarr images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = sub.add_parser("info", help="show what an .ims file holds", description="Show levels, sizes, chunks, "
-                          "compression, data type, channels, time points, voxel size, origin and unit of an .ims file.")
+    info = sub.add_parser(
+        "info",
+        help="show what an .ims file holds",
+        description="Show levels, sizes, chunks, "
+        "compression, data type, channels, time points, voxel size, origin and unit of an .ims file.",
+    )
     info.add_argument("file", help="the .ims file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_cmd_info)
 
-    demo = sub.add_parser("demo", help="make an example .ims and show it as OME-Zarr", description="Write a small "
-                          "multi-channel, multi-level .ims file, open it through ImsStore and print the virtual "
-                          "OME-Zarr tree.")
+    demo = sub.add_parser(
+        "demo",
+        help="make an example .ims and show it as OME-Zarr",
+        description="Write a small "
+        "multi-channel, multi-level .ims file, open it through ImsStore and print the virtual "
+        "OME-Zarr tree.",
+    )
     demo.add_argument("--output", help="keep the example file at this path (default: a temporary directory)")
-    demo.add_argument("--zarr-format", type=int, choices=(2, 3), default=3,
-                      help="3: OME-NGFF 0.5 on zarr v3 (default); 2: OME-NGFF 0.4 on zarr v2")
+    demo.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="3: OME-NGFF 0.5 on zarr v3 (default); 2: OME-NGFF 0.4 on zarr v2",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

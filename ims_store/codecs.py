@@ -14,6 +14,7 @@ mask says some filters were skipped, is decoded by HDF5 itself (through h5py, wi
 from __future__ import annotations
 
 import struct
+import zlib as _stdlib_zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,8 +22,6 @@ import numpy as np
 from numcodecs import LZ4 as _NumcodecsLZ4
 
 from .layout import Filter
-
-import zlib as _stdlib_zlib
 
 try:  # ISA-L (de)compresses the same zlib streams several times faster than the standard library
     from isal import isal_zlib as _zlib

@@ -62,6 +62,5 @@ def voxel_centre_origin(extent_min: Sequence[float], voxel: Sequence[float]) -> 
 def extents_valid(extent_min: Sequence[float], extent_max: Sequence[float]) -> bool:
     """Whether the extents describe a real box: finite, with max above min on every axis."""
     return all(
-        math.isfinite(lo) and math.isfinite(hi) and hi > lo
-        for lo, hi in zip(extent_min, extent_max, strict=True)
+        math.isfinite(lo) and math.isfinite(hi) and hi > lo for lo, hi in zip(extent_min, extent_max, strict=True)
     )

@@ -8,9 +8,9 @@ at stake (no image data, sizes larger than the data, levels that disagree).
 Opening is cheap even for files with thousands of datasets: per resolution level only one
 ``Data`` dataset is inspected; the others are checked when their chunks are first indexed.
 
->>> layout = read_layout("PtK2Cell.ims")                      # doctest: +SKIP
->>> layout.levels[0].size, layout.channels[1].name              # doctest: +SKIP
-((32, 256, 256), 'Microtubules')
+>>> layout = read_layout("cells.ims")
+>>> layout.levels[0].size, layout.channels[1].name
+((16, 128, 96), 'GFP')
 """
 
 from __future__ import annotations
@@ -186,9 +186,7 @@ class ImsLayout:
 
     def _check(self, what: str, index: int, count: int) -> int:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
-            raise SelectionError(
-                f"{what} {index!r} does not exist; the file has {what}s 0..{count - 1}", self.path
-            )
+            raise SelectionError(f"{what} {index!r} does not exist; the file has {what}s 0..{count - 1}", self.path)
         return int(index)
 
 
@@ -251,8 +249,8 @@ def _has_hdf5_signature(path: str) -> bool:
 def read_layout(path: str | os.PathLike[str]) -> ImsLayout:
     """Open an Imaris file, parse it into an `ImsLayout` and close it.
 
-    >>> read_layout("cells.ims").levels[0].size                  # doctest: +SKIP
-    (32, 256, 256)
+    >>> read_layout("cells.ims").levels[1].size
+    (8, 64, 48)
     """
     with open_hdf5(path) as f:
         return parse_layout(f, path)
@@ -287,9 +285,7 @@ def _group(parent: h5py.Group, name: str) -> h5py.Group | None:
     return obj if isinstance(obj, h5py.Group) else None
 
 
-_TIMESTAMP = re.compile(
-    r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?\s*$"
-)
+_TIMESTAMP = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?\s*$")
 
 
 def parse_timestamp(text: str | None) -> _dt.datetime | None:
@@ -330,7 +326,12 @@ def dataset_filters(dataset: h5py.Dataset) -> tuple[Filter, ...]:
     for i in range(plist.get_nfilters()):
         fid, flags, values, name = plist.get_filter(i)
         out.append(
-            Filter(int(fid), name.decode("latin-1") if isinstance(name, bytes) else str(name), int(flags), tuple(int(v) for v in values))
+            Filter(
+                int(fid),
+                name.decode("latin-1") if isinstance(name, bytes) else str(name),
+                int(flags),
+                tuple(int(v) for v in values),
+            )
         )
     return tuple(out)
 
@@ -414,7 +415,7 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
             raise MalformedImsError(f"{where}: ImageSizeX/Y/Z missing or not whole numbers", path)
         if any(s <= 0 for s in size):  # type: ignore[operator]
             raise MalformedImsError(f"{where}: image size {size} (z, y, x) is not positive", path)
-        if any(s > d for s, d in zip(size, dataset.shape)):  # type: ignore[operator]
+        if any(s > d for s, d in zip(size, dataset.shape, strict=True)):  # type: ignore[operator]
             raise MalformedImsError(
                 f"{where}: image size {size} (z, y, x) is larger than the stored data {dataset.shape}", path
             )
@@ -432,7 +433,9 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
             )
         )
         if levels[-1].dtype != levels[0].dtype:
-            raise MalformedImsError(f"{where}: data type {dataset.dtype} differs from level 0's {levels[0].dtype}", path)
+            raise MalformedImsError(
+                f"{where}: data type {dataset.dtype} differs from level 0's {levels[0].dtype}", path
+            )
 
     if any(v is None for v in ext_min + ext_max) or not extents_valid(ext_min, ext_max):  # type: ignore[arg-type]
         note(
@@ -451,7 +454,10 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
     for index, number in enumerate(c_numbers):
         meta = _group(info, f"Channel {number}") if info is not None else None
         data_group = t0[f"Channel {number}"]
-        get = (lambda name: read_text(meta, name)) if meta is not None else (lambda name: None)
+
+        def get(name: str, meta: h5py.Group | None = meta) -> str | None:
+            return read_text(meta, name) if meta is not None else None
+
         channels.append(
             Channel(
                 index=index,

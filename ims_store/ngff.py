@@ -4,10 +4,11 @@ One builder per NGFF version returns the group attributes; both share the axis, 
 ``omero`` logic. Spatial transforms follow the voxel-centre convention of OME-NGFF: a level's
 ``translation`` is ``ExtMin + voxel / 2`` of that level, its ``scale`` the level's voxel size.
 
->>> attrs = ngff_attributes(read_layout("PtK2Cell.ims"), "0.5")          # doctest: +SKIP
->>> attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]  # doctest: +SKIP
-[{'type': 'scale', 'scale': [1.0, 1.0, 0.2, 0.06699609375, 0.06699609375]},
- {'type': 'translation', 'translation': [0.0, 0.0, 0.0, -0.0015..., -0.0015...]}]
+>>> from ims_store import read_layout
+>>> attrs = ngff_attributes(read_layout("cells.ims"), "0.5")
+>>> scale, translation = attrs["ome"]["multiscales"][0]["datasets"][1]["coordinateTransformations"]
+>>> scale["scale"], translation["translation"]
+([1.5, 1.0, 2.0, 0.5, 0.5], [0.0, 0.0, 1.0, 0.25, 0.25])
 """
 
 from __future__ import annotations

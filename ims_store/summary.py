@@ -94,7 +94,8 @@ def format_layout(layout: ImsLayout) -> str:
         f"  data type    {s['dtype']}",
         f"  size         {x} x {y} x {z} voxels (x, y, z), {t} time point(s), {c} channel(s)",
         f"  voxel size   {_fmt(layout.levels[0].voxel_size[::-1])} {unit} (x, y, z)",
-        f"  extent       {_fmt(layout.extent_min[::-1])} .. {_fmt(layout.extent_max[::-1])} {unit} (x, y, z; ExtMin..ExtMax)",
+        f"  extent       {_fmt(layout.extent_min[::-1])} .. {_fmt(layout.extent_max[::-1])} {unit}"
+        " (x, y, z; ExtMin..ExtMax)",
         f"  first voxel  centre at {_fmt(tuple(s['levels'][0]['origin'][::-1]))} {unit} (x, y, z)",
         f"  unit         {unit}" + (f" ({s['ngff_unit']})" if s["ngff_unit"] else " (no OME-NGFF equivalent)"),
         "  resolution levels:",
@@ -138,9 +139,7 @@ def format_tree(attributes: dict[str, Any], arrays: dict[str, Any]) -> str:
         scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
         shift = next((t["translation"] for t in ds["coordinateTransformations"] if t["type"] == "translation"), None)
         branch = "└──" if i == len(ms["datasets"]) - 1 else "├──"
-        lines.append(
-            f"{branch} {ds['path']}  shape {tuple(arr.shape)}  {arr.dtype}  chunks {tuple(arr.chunks)}"
-        )
+        lines.append(f"{branch} {ds['path']}  shape {tuple(arr.shape)}  {arr.dtype}  chunks {tuple(arr.chunks)}")
         pad = "    " if i == len(ms["datasets"]) - 1 else "│   "
         lines.append(f"{pad}  scale       {[float(f'{v:.6g}') for v in scale]}")
         if shift is not None:

@@ -5,7 +5,8 @@ Imaris' rule, histograms, thumbnail) straight through h5py, holding the whole im
 its knobs reproduce what real files vary in (dtype, chunking, padding, filters, soft links,
 unallocated chunks, time point numbering). For large data, use the streaming writer instead.
 
->>> path = make_example_ims("example.ims", shape=(16, 64, 64), channels=2)   # doctest: +SKIP
+>>> make_example_ims("example.ims", shape=(16, 64, 64), channels=2, timepoints=1).name
+'example.ims'
 """
 
 from __future__ import annotations
@@ -158,12 +159,14 @@ def make_example_ims(
             for c_index, c_number in enumerate(c_numbers):
                 current = volume(t_index, c_index)
                 if current.shape != shape:
-                    raise ValueError(f"volume for (t={t_index}, c={c_index}) has shape {current.shape}, expected {shape}")
+                    raise ValueError(
+                        f"volume for (t={t_index}, c={c_index}) has shape {current.shape}, expected {shape}"
+                    )
                 if t_index == 0:
                     ranges[c_index] = (float(current.min()), float(current.max()))
                     mip = current.max(axis=0)
                     thumb = _add_to_thumbnail(thumb, mip, colors[c_index], ranges[c_index])
-                for level, (size, chunk) in enumerate(zip(sizes, level_chunks, strict=True)):
+                for level, chunk in enumerate(level_chunks):
                     if level:
                         current = downsample(current, halved_axes(sizes[level - 1]))
                     group = root.require_group(f"ResolutionLevel {level}/TimePoint {t_number}/Channel {c_number}")

@@ -52,7 +52,10 @@ def test_demo_through_console_script(tmp_path: Path) -> None:
     out_file = tmp_path / "demo.ims"
     result = subprocess.run(
         [sys.executable, "-m", "ims_store.cli", "demo", "--output", str(out_file)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from conftest import h5py_level
+from helpers import h5py_level
 
 from ims_store import ImsStore, SelectionError
 

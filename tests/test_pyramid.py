@@ -14,7 +14,7 @@ from ims_store.pyramid import downsample, halved_axes, level_sizes
 
 
 def test_real_pyramid_matches_rule_and_truncated_mean(real_files: dict[str, Path]) -> None:
-    from conftest import h5py_level
+    from helpers import h5py_level
 
     path = real_files["PyramidalCell.ims"]
     level0, level1 = h5py_level(path, 0, 0, 0), h5py_level(path, 1, 0, 0)

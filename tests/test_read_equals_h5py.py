@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import REAL_FILES, h5py_counts, h5py_level
+from helpers import REAL_FILES, h5py_counts, h5py_level
 from synthetic_files import VARIANTS
 
 from ims_store import ImsStore
@@ -57,8 +57,10 @@ def test_unallocated_chunks_are_missing_keys_and_read_as_zero(synthetic_files: d
     store = ImsStore(path)
     with h5py.File(path, "r") as f:
         ds = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]
-        allocated = {tuple(o // c for o, c in zip(ds.id.get_chunk_info(i).chunk_offset, ds.chunks, strict=True))
-                     for i in range(ds.id.get_num_chunks())}
+        allocated = {
+            tuple(o // c for o, c in zip(ds.id.get_chunk_info(i).chunk_offset, ds.chunks, strict=True))
+            for i in range(ds.id.get_num_chunks())
+        }
     assert 0 < len(allocated) < 2 * 4 * 2
     root = zarr.open_group(store, mode="r")
     for z in range(2):

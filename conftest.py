@@ -1,0 +1,33 @@
+"""Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``cells.ims``: 3 channels (DAPI, GFP, mCherry), 2 time points, 2 levels."""
+    from ims_store.synthetic import make_example_ims
+
+    folder = tmp_path_factory.mktemp("examples")
+    make_example_ims(
+        folder / "cells.ims",
+        shape=(16, 128, 96),
+        channels=3,
+        timepoints=2,
+        threshold_voxels=100_000,
+        channel_names=["DAPI", "GFP", "mCherry"],
+    )
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _doctests_run_beside_cells_ims(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if isinstance(request.node, pytest.DoctestItem):
+        folder = request.getfixturevalue("example_dir")
+        work = request.getfixturevalue("tmp_path")
+        (work / "cells.ims").symlink_to(folder / "cells.ims")
+        monkeypatch.chdir(work)

@@ -1,0 +1,37 @@
+"""nox sessions: the test suite on each supported Python (and so on both zarr lines).
+
+Python 3.11 resolves zarr 3.1.x; Python 3.12+ resolves zarr 3.2+. On machines with pyenv:
+
+    PYENV_VERSION=3.11.7:3.12.1:3.13.0 nox            # every session
+    PYENV_VERSION=3.11.7:3.12.1:3.13.0 nox -s tests-3.12
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python=["3.11", "3.12", "3.13"])
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the newest dependencies this Python resolves."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-c", "import zarr, numcodecs; print('zarr', zarr.__version__, 'numcodecs', numcodecs.__version__)"
+    )
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def oldest(session: nox.Session) -> None:
+    """The oldest zarr 3 release the package claims to support."""
+    session.install("-e", ".[test]", "zarr==3.0.8")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "ims_store", "tests", "benchmarks", "noxfile.py")

@@ -1,0 +1,38 @@
+"""Ground truth for the tests: h5py's own reads, found without ims_store code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REAL_FILES = ["Minimal_IMS_File.ims", "PtK2Cell.ims", "PyramidalCell.ims"]
+
+
+def h5py_level(path: Path, level: int, t: int, c: int) -> np.ndarray:
+    """h5py's read of the true-size region of one (level, time point, channel), found by walking
+    the file independently of ims_store (groups sorted by their number)."""
+
+    def numbered(group: h5py.Group, prefix: str) -> list[str]:
+        names = [n for n in group if n.startswith(prefix + " ") and n.split(" ")[-1].isdigit()]
+        return sorted(names, key=lambda n: int(n.split(" ")[-1]))
+
+    with h5py.File(path, "r") as f:
+        root = f["DataSet"]
+        lv = root[numbered(root, "ResolutionLevel")[level]]
+        tp = lv[numbered(lv, "TimePoint")[t]]
+        ch = tp[numbered(tp, "Channel")[c]]
+        size = [int(float(b"".join(ch.attrs[f"ImageSize{a}"]).decode())) for a in "ZYX"]
+        return ch["Data"][: size[0], : size[1], : size[2]]
+
+
+def h5py_counts(path: Path) -> tuple[int, int, int]:
+    """(levels, time points, channels) counted with h5py."""
+    with h5py.File(path, "r") as f:
+        root = f["DataSet"]
+        levels = [n for n in root if n.startswith("ResolutionLevel ")]
+        lv0 = root["ResolutionLevel 0"]
+        times = [n for n in lv0 if n.startswith("TimePoint ")]
+        chans = [n for n in lv0[times[0]] if n.startswith("Channel ")]
+        return len(levels), len(times), len(chans)
