@@ -17,7 +17,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IMARISWRITER_THRESHOLD_BYTES", "downsample", "halved_axes", "level_sizes"]
+__all__ = [
+    "IMARISWRITER_BLOCK_BYTES",
+    "IMARISWRITER_THRESHOLD_BYTES",
+    "block_shapes",
+    "downsample",
+    "halved_axes",
+    "level_sizes",
+]
 
 Shape3 = tuple[int, int, int]
 
@@ -81,3 +88,64 @@ def downsample(block: np.ndarray, halve: Sequence[bool]) -> np.ndarray:
     else:
         mean = total // count
     return mean.astype(block.dtype)
+
+
+IMARISWRITER_BLOCK_BYTES = 1024 * 1024
+"""ImarisWriter's blocks ("chunks") hold about 1 MiB of data."""
+
+
+def _slices_touched(grid: Sequence[int]) -> int:
+    nz, ny, nx = grid
+    return 1 + nx * ny + nx * nz + ny * nz - nx - ny - nz
+
+
+def block_shapes(
+    sizes: Sequence[Sequence[int]], itemsize: int, timepoints: int = 1, block_bytes: int = IMARISWRITER_BLOCK_BYTES
+) -> list[Shape3]:
+    """The chunk ("block") shape of every level, chosen the way ImarisWriter chooses them.
+
+    A block holds ``2**floor(log2(block_bytes / itemsize))`` voxels (the time extent of a block,
+    a power of two up to the number of time points, counts against that budget); every side is a
+    power of two. 3-D images take blocks with X == Y and Z > 2; 2-D images Z == 1, X <= 4Y and
+    Y <= 4X. A level's block is at least the previous level's block halved along the axes that
+    level halved. Among candidates whose padded volume is at most twice the image (all of them if
+    none is), the writer prefers the fewest blocks touched by an axis-aligned slice, then the
+    smallest block surface, then the least padding.
+
+    >>> block_shapes([(300, 2048, 2048), (150, 1024, 1024)], 2)
+    [(32, 128, 128), (32, 128, 128)]
+    >>> block_shapes([(70, 120, 130)], 4)
+    [(64, 64, 64)]
+    """
+    budget_log2 = int(np.floor(np.log2(max(block_bytes // itemsize, 1))))
+    t_log2_max = int(np.floor(np.log2(max(timepoints, 1))))
+    shapes: list[Shape3] = []
+    for index, size in enumerate(sizes):
+        z, y, x = (int(s) for s in size)
+        minimum = (1, 1, 1)
+        if index:
+            halve = halved_axes(sizes[index - 1])
+            minimum = tuple(max(1, b // 2 if h else b) for b, h in zip(shapes[-1], halve, strict=True))  # type: ignore[assignment]
+        candidates = []
+        for t_log2 in range(t_log2_max + 1):
+            voxels_log2 = budget_log2 - t_log2
+            for by_log2 in range(voxels_log2 + 1):
+                for bx_log2 in range(voxels_log2 + 1 - by_log2):
+                    bz_log2 = voxels_log2 - by_log2 - bx_log2
+                    block = (1 << bz_log2, 1 << by_log2, 1 << bx_log2)
+                    if z == 1:
+                        if bz_log2 != 0 or block[2] > 4 * block[1] or block[1] > 4 * block[2]:
+                            continue
+                    elif block[1] != block[2] or block[0] <= 2:
+                        continue
+                    if any(b < m for b, m in zip(block, minimum, strict=True)):
+                        continue
+                    grid = [-(-s // b) for s, b in zip((z, y, x), block, strict=True)]
+                    padded = int(np.prod([g * b for g, b in zip(grid, block, strict=True)]))
+                    surface = 2 * (block[0] * block[1] + block[0] * block[2] + block[1] * block[2])
+                    candidates.append((padded > 2 * z * y * x, _slices_touched(grid), surface, padded, block))
+        if not candidates:  # tiny images: one block covering the level
+            shapes.append(tuple(1 << int(np.ceil(np.log2(max(s, 1)))) for s in (z, y, x)))  # type: ignore[arg-type]
+            continue
+        shapes.append(min(candidates)[-1])
+    return shapes

@@ -65,3 +65,19 @@ def test_float32_sums_in_float32_order() -> None:
             for dx in range(2):
                 acc = acc + b[:, dz, :, dy, :, dx]
     np.testing.assert_array_equal(out, acc / np.float32(8))
+
+
+@pytest.mark.parametrize(
+    ("shape", "itemsize", "timepoints", "expected"),
+    [
+        # the shapes the official writer produced (docs/format.md), (z, y, x)
+        ((300, 2048, 2048), 2, 1, [(32, 128, 128)] * 5),
+        ((70, 120, 130), 4, 1, [(64, 64, 64)]),
+        ((1, 700, 1000), 1, 1, [(1, 1024, 1024)]),
+        ((40, 200, 300), 2, 2, [(16, 128, 128), (32, 128, 128)]),
+    ],
+)
+def test_block_shapes_like_imariswriter(shape, itemsize, timepoints, expected) -> None:
+    from ims_store.pyramid import block_shapes
+
+    assert block_shapes(level_sizes(shape, itemsize), itemsize, timepoints) == expected
