@@ -24,7 +24,9 @@ from .errors import (
     TruncatedFileError,
 )
 from .layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint, read_layout
+from .sources import SourceError
 from .store import ChunkMode, ImsStore
+from .writer import DestinationExistsError, WriteError, write_ims
 
 try:
     __version__ = version("ims-store")
@@ -35,6 +37,7 @@ __all__ = [
     "Channel",
     "ChunkMode",
     "CorruptChunkError",
+    "DestinationExistsError",
     "Filter",
     "ImsError",
     "ImsFileNotFoundError",
@@ -48,8 +51,11 @@ __all__ = [
     "NotImarisError",
     "ReadOnlyError",
     "SelectionError",
+    "SourceError",
     "TimePoint",
     "TruncatedFileError",
     "__version__",
+    "WriteError",
     "read_layout",
+    "write_ims",
 ]

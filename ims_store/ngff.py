@@ -20,7 +20,7 @@ import numpy as np
 from .geometry import ngff_unit, voxel_centre_origin
 from .layout import Channel, ImsLayout
 
-__all__ = ["AXES", "NGFF_VERSIONS", "channel_hex", "ngff_attributes", "time_step", "transforms"]
+__all__ = ["AXES", "NGFF_VERSIONS", "channel_hex", "default_color", "ngff_attributes", "time_step", "transforms"]
 
 AXES = ("t", "c", "z", "y", "x")
 NGFF_VERSIONS = ("0.4", "0.5")
@@ -62,11 +62,15 @@ def transforms(layout: ImsLayout, level: int) -> list[dict[str, Any]]:
     ]
 
 
+def default_color(index: int, count: int) -> tuple[float, float, float]:
+    """The colour of channel ``index`` of ``count`` when none is recorded: white for a lone
+    channel, else red, green, blue, magenta, cyan, yellow in turn."""
+    return (1.0, 1.0, 1.0) if count == 1 else _PALETTE[index % len(_PALETTE)]
+
+
 def channel_hex(channel: Channel, count: int) -> str:
-    """The channel's colour as ``RRGGBB``; white for a lone channel without one."""
-    color = channel.color
-    if color is None:
-        color = (1.0, 1.0, 1.0) if count == 1 else _PALETTE[channel.index % len(_PALETTE)]
+    """The channel's colour as ``RRGGBB`` (`default_color` when the file records none)."""
+    color = channel.color or default_color(channel.index, count)
     return "".join(f"{round(v * 255):02X}" for v in color)
 
 

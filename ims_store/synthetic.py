@@ -21,13 +21,12 @@ import h5py
 import numpy as np
 
 from .attributes import write_text
+from .ngff import default_color
 from .pyramid import downsample, halved_axes, level_sizes
 
 __all__ = ["make_example_ims", "microscopy_volume"]
 
 Compression = Literal["gzip", "lz4", "none"]
-
-_COLORS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0))
 
 
 def microscopy_volume(
@@ -137,7 +136,7 @@ def make_example_ims(
         filter_args["shuffle"] = bool(shuffle)
 
     names = list(channel_names) if channel_names else [f"Channel {n}" for n in c_numbers]
-    colors = list(channel_colors) if channel_colors else [_COLORS[i % len(_COLORS)] for i in range(channels)]
+    colors = list(channel_colors) if channel_colors else [default_color(i, channels) for i in range(channels)]
     ext_min = [float(v) for v in extent_min]
     ext_max = [lo + v * n for lo, v, n in zip(ext_min, voxel_size, shape, strict=True)]
 

@@ -1,0 +1,334 @@
+"""Adapters that turn what users hold into one lazy 5-D image with its physical metadata.
+
+`open_source` accepts numpy and dask arrays (with an ``axes`` string), OME-Zarr images (a path,
+URL or zarr group; NGFF 0.4 and 0.5), NIfTI files (``.nii``, ``.nii.gz``) and Imaris files (a
+path or an `ImsStore`), and returns a `SourceImage`: a dask array ``(t, c, z, y, x)`` plus voxel
+size, origin (centre of the first voxel), unit, channel names, colours and display ranges, and
+time stamps. Spatial tuples are (z, y, x).
+
+>>> import numpy as np
+>>> src = open_source(np.zeros((3, 4, 5), np.uint8), axes="zyx", voxel_size=(2.0, 1.0, 1.0))
+>>> src.data.shape, src.voxel_size
+((1, 1, 3, 4, 5), (2.0, 1.0, 1.0))
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImsError, MissingDependencyError
+from .geometry import UNIT_NAMES, voxel_centre_origin
+
+__all__ = ["SourceError", "SourceImage", "open_source"]
+
+Vec3 = tuple[float, float, float]
+
+# OME-NGFF / NIfTI unit names -> the symbol Imaris writes, with the factor to micrometres
+_IMARIS_UNIT = {"nanometer": "nm", "micrometer": "um", "millimeter": "mm", "meter": "m", "centimeter": "cm"}
+_TO_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+class SourceError(ImsError, ValueError):
+    """A source cannot become an Imaris image (unknown kind, bad axes, oblique affine...)."""
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A lazy (t, c, z, y, x) image and what is known of its physical meaning."""
+
+    data: Any
+    """dask array, 5-D (t, c, z, y, x)."""
+    voxel_size: Vec3 | None = None
+    origin: Vec3 | None = None
+    """Physical position of the centre of the first voxel (as OME-NGFF translations and NIfTI)."""
+    unit: str | None = None
+    """An Imaris unit symbol (``um``, ``nm``, ``mm``...)."""
+    channel_names: tuple[str, ...] | None = None
+    channel_colors: tuple[tuple[float, float, float], ...] | None = None
+    channel_ranges: tuple[tuple[float, float], ...] | None = None
+    time_stamps: tuple[_dt.datetime, ...] | None = None
+    name: str | None = None
+    description: str | None = None
+    recording_date: _dt.datetime | None = None
+    label: str = "array"
+    """What the source was, for messages."""
+
+
+def open_source(source: Any, *, axes: str | None = None, **overrides: Any) -> SourceImage:
+    """Turn ``source`` into a `SourceImage`; keyword ``overrides`` replace what it carries.
+
+    ``axes`` names the dimensions of an array source (``"zyx"``, ``"czyx"``, ``"tczyx"``,
+    ``"yx"``...); without it, 2-D is ``yx``, 3-D ``zyx``, 4-D ``czyx`` and 5-D ``tczyx``.
+    """
+    from .store import ImsStore
+
+    if isinstance(source, SourceImage):
+        image = source
+    elif isinstance(source, ImsStore):
+        image = _from_ims(source)
+    elif isinstance(source, (str, os.PathLike)):
+        image = _from_path(source)
+    elif _is_zarr_group(source):
+        image = _from_ome_zarr(source, getattr(source, "store", "zarr group"))
+    elif hasattr(source, "shape") and hasattr(source, "dtype"):
+        image = _from_array(source, axes)
+    else:
+        raise SourceError(
+            f"cannot write a {type(source).__name__}: give an array, an OME-Zarr, a NIfTI or an .ims file"
+        )
+    if axes is not None and not (hasattr(source, "shape") and hasattr(source, "dtype")):
+        raise SourceError("axes= applies to array sources only; this source names its own axes", image.label)
+    changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
+    return replace(image, **changes) if changes else image
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if key in ("voxel_size", "origin"):
+        values = tuple(float(v) for v in value)
+        if len(values) != 3:
+            raise SourceError(f"{key} must have 3 values (z, y, x), got {value!r}")
+        return values
+    if key in ("channel_names",):
+        return tuple(str(v) for v in value)
+    if key in ("channel_colors",):
+        return tuple(tuple(float(x) for x in v) for v in value)
+    if key in ("channel_ranges",):
+        return tuple((float(v[0]), float(v[1])) for v in value)
+    if key == "time_stamps":
+        return tuple(_as_datetime(v) for v in value)
+    return value
+
+
+def _as_datetime(value: Any) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        return value
+    if isinstance(value, (int, float, np.number)):  # seconds from an arbitrary start
+        return _dt.datetime(2000, 1, 1) + _dt.timedelta(seconds=float(value))
+    if isinstance(value, str):
+        return _dt.datetime.fromisoformat(value)
+    raise SourceError(f"time stamps must be datetimes, ISO strings or seconds, got {value!r}")
+
+
+def _is_zarr_group(obj: Any) -> bool:
+    try:
+        import zarr
+    except ImportError:  # pragma: no cover - zarr is a core dependency
+        return False
+    return isinstance(obj, zarr.Group)
+
+
+# --------------------------------------------------------------------------------------------
+# arrays
+
+
+def _from_array(array: Any, axes: str | None) -> SourceImage:
+    import dask.array as da
+
+    ndim = len(array.shape)
+    if axes is None:
+        axes = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}.get(ndim)
+        if axes is None:
+            raise SourceError(f"a {ndim}-D array needs axes= (2 to 5 of t, c, z, y, x)")
+    axes = axes.lower()
+    if len(axes) != ndim or len(set(axes)) != ndim or not set(axes) <= set("tczyx"):
+        raise SourceError(f"axes {axes!r} do not fit a {ndim}-D array: use {ndim} distinct letters of 'tczyx'")
+    data = array if isinstance(array, da.Array) else da.from_array(array, chunks=_default_chunks(array, axes))
+    return SourceImage(data=_to_tczyx(data, axes))
+
+
+def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
+    # whole planes, a few at a time: slabs are read along z
+    return tuple(min(s, 16) if a in "tcz" else s for s, a in zip(array.shape, axes, strict=True))
+
+
+def _to_tczyx(data: Any, axes: str) -> Any:
+    order = [axes.index(a) for a in "tczyx" if a in axes]
+    data = data.transpose(order) if order != list(range(len(order))) else data
+    present = [a for a in "tczyx" if a in axes]
+    for i, a in enumerate("tczyx"):
+        if a not in present:
+            data = data[(slice(None),) * i + (None,)]
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def _from_path(source: str | os.PathLike[str]) -> SourceImage:
+    text = os.fspath(source)
+    lower = text.lower().rstrip("/")
+    if lower.endswith(".ims"):
+        from .store import ImsStore
+
+        return _from_ims(ImsStore(text))
+    if lower.endswith((".nii", ".nii.gz")):
+        return _from_nifti(text)
+    if "://" in text or lower.endswith(".zarr") or Path(text).is_dir():
+        import zarr
+
+        try:
+            group = zarr.open_group(text, mode="r")
+        except Exception as err:
+            raise SourceError(f"not an OME-Zarr image ({err})", text) from err
+        return _from_ome_zarr(group, text)
+    if not Path(text).exists():
+        from .errors import ImsFileNotFoundError
+
+        raise ImsFileNotFoundError("no such file", text)
+    raise SourceError("unknown kind of file: expected .ims, .nii, .nii.gz or an OME-Zarr (.zarr)", text)
+
+
+def _from_ims(store: Any) -> SourceImage:
+    layout = store.layout
+    level = layout.levels[0]
+    ranges = [ch.color_range for ch in layout.channels]
+    stamps = [tp.stamp for tp in layout.timepoints]
+    return SourceImage(
+        data=store.to_dask(0),
+        voxel_size=level.voxel_size,
+        origin=voxel_centre_origin(layout.extent_min, level.voxel_size),
+        unit=layout.unit,
+        channel_names=tuple(ch.label for ch in layout.channels),
+        channel_colors=tuple(ch.color or (1.0, 1.0, 1.0) for ch in layout.channels),
+        channel_ranges=tuple(ranges) if all(ranges) else None,  # type: ignore[arg-type]
+        time_stamps=tuple(stamps) if all(stamps) else None,  # type: ignore[arg-type]
+        name=layout.name,
+        description=layout.description,
+        recording_date=layout.recording_date,
+        label=layout.path,
+    )
+
+
+def _imaris_unit(ngff: str | None) -> tuple[str | None, float]:
+    """An NGFF/NIfTI unit name -> (Imaris symbol, factor to apply to values)."""
+    if not ngff:
+        return None, 1.0
+    name = UNIT_NAMES.get(ngff.lower(), ngff.lower())
+    symbol = _IMARIS_UNIT.get(name)
+    if symbol is None:  # angstrom, picometer...: write micrometres, converted
+        factor = {"angstrom": 1e-4, "picometer": 1e-6}.get(name)
+        if factor is None:
+            return None, 1.0
+        return "um", factor
+    return symbol, 1.0
+
+
+def _from_ome_zarr(group: Any, label: Any) -> SourceImage:
+    import dask.array as da
+
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)
+    multiscales = ome.get("multiscales")
+    if not multiscales:
+        raise SourceError("not an OME-Zarr image: no 'multiscales' in the group attributes", str(label))
+    ms = multiscales[0]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", ["t", "c", "z", "y", "x"])]
+    units = {a["name"]: a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
+    if not set(axes) <= set("tczyx"):
+        raise SourceError(f"axes {axes} are not a subset of t, c, z, y, x", str(label))
+    dataset = ms["datasets"][0]
+    scale = [1.0] * len(axes)
+    shift = [0.0] * len(axes)
+    for transforms in (dataset.get("coordinateTransformations", []), ms.get("coordinateTransformations", [])):
+        for tr in transforms:  # dataset transforms first, then the multiscale's
+            if tr.get("type") == "scale":
+                shift = [s * v for s, v in zip(shift, tr["scale"], strict=True)]
+                scale = [s * v for s, v in zip(scale, tr["scale"], strict=True)]
+            elif tr.get("type") == "translation":
+                shift = [s + v for s, v in zip(shift, tr["translation"], strict=True)]
+    data = da.from_zarr(group[dataset["path"]])
+    by_axis = dict(zip(axes, zip(scale, shift, strict=True), strict=True))
+    space_unit = next((units.get(a) for a in "zyx" if units.get(a)), None)
+    unit, factor = _imaris_unit(space_unit)
+    voxel = tuple(by_axis.get(a, (1.0, 0.0))[0] * factor for a in "zyx")
+    origin = tuple(by_axis.get(a, (1.0, 0.0))[1] * factor for a in "zyx")
+    image = SourceImage(
+        data=_to_tczyx(data, "".join(axes)),
+        voxel_size=voxel,  # type: ignore[arg-type]
+        origin=origin,  # type: ignore[arg-type]
+        unit=unit,
+        name=ms.get("name") or None,
+        label=str(label),
+    )
+    omero = ome.get("omero")
+    if omero and omero.get("channels"):
+        chans = omero["channels"]
+        names = tuple(str(ch.get("label", f"Channel {i}")) for i, ch in enumerate(chans))
+        colors = tuple(_hex_color(ch.get("color", "FFFFFF")) for ch in chans)
+        windows = tuple((float(ch["window"]["start"]), float(ch["window"]["end"])) for ch in chans if "window" in ch)
+        complete = windows if len(windows) == len(chans) else None
+        image = replace(image, channel_names=names, channel_colors=colors, channel_ranges=complete)
+    if "t" in units and units.get("t") in ("second", "s") and "t" in by_axis:
+        step, start = by_axis["t"]
+        count = image.data.shape[0]
+        base = _dt.datetime(2000, 1, 1)
+        image = replace(image, time_stamps=tuple(base + _dt.timedelta(seconds=start + i * step) for i in range(count)))
+    return image
+
+
+def _hex_color(text: str) -> tuple[float, float, float]:
+    text = text.lstrip("#")
+    try:
+        return tuple(int(text[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+    except ValueError:
+        return (1.0, 1.0, 1.0)
+
+
+def _from_nifti(path: str) -> SourceImage:
+    try:
+        import nibabel as nib
+    except ImportError as err:  # pragma: no cover - nibabel is a core dependency
+        raise MissingDependencyError("reading NIfTI needs nibabel: pip install nibabel", path) from err
+    import dask.array as da
+
+    try:
+        img = nib.load(path)
+    except FileNotFoundError as err:
+        from .errors import ImsFileNotFoundError
+
+        raise ImsFileNotFoundError("no such file", path) from err
+    except Exception as err:
+        raise SourceError(f"not a readable NIfTI file ({err})", path) from err
+    shape = img.shape
+    if len(shape) < 3:
+        shape = (*shape, 1)
+    if len(shape) > 4 and any(s != 1 for s in shape[4:]):
+        raise SourceError(f"NIfTI with {len(shape)} dimensions is not supported (x, y, z and t only)", path)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    linear = affine[:3, :3]
+    # which world axis each array axis (i, j, k) runs along; anything else is oblique
+    order = np.argmax(np.abs(linear), axis=0)
+    if sorted(order.tolist()) != [0, 1, 2] or np.count_nonzero(np.abs(linear) > 1e-9 * np.abs(linear).max()) != 3:
+        raise SourceError(
+            "the NIfTI affine is oblique (rotated against the world axes); Imaris images are axis-aligned. "
+            "Resample it to an axis-aligned grid first (e.g. nibabel.processing.resample_to_output)",
+            path,
+        )
+    data = da.from_array(img.dataobj, chunks=tuple(shape[:3]) + tuple(1 for _ in shape[3:]))
+    data = data.reshape(shape[:4]) if len(shape) > 4 else data
+    if data.ndim == 3:
+        data = data[..., None]
+    # reorder array axes so axis a runs along world axis a (x, y, z), then flip negative steps
+    perm = [int(np.where(order == w)[0][0]) for w in range(3)]
+    data = data.transpose(*perm, 3)
+    steps = np.array([linear[w, perm[w]] for w in range(3)])
+    origin = affine[:3, 3].copy()
+    for w in range(3):
+        if steps[w] < 0:
+            origin[w] += steps[w] * (data.shape[w] - 1)  # the voxel that becomes first
+            data = da.flip(data, axis=w)
+    xyzt_unit = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    symbol = {"meter": "m", "mm": "mm", "micron": "um"}.get(xyzt_unit, "mm")  # NIfTI's default unit is mm
+    factor = _TO_UM[symbol]
+    # (x, y, z, t) -> (t, c, z, y, x); lengths in micrometres, Imaris' default unit
+    data = data.transpose(3, 2, 1, 0)[:, None]
+    voxel = tuple(float(abs(steps[w]) * factor) for w in (2, 1, 0))
+    centre = tuple(float(origin[w] * factor) for w in (2, 1, 0))
+    return SourceImage(data=data, voxel_size=voxel, origin=centre, unit="um", name=Path(path).name, label=path)  # type: ignore[arg-type]

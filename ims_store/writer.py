@@ -1,0 +1,676 @@
+"""`write_ims`: arrays, OME-Zarr, NIfTI and Imaris files into real Imaris files, chunk by chunk.
+
+The source is read one slab of full-resolution planes at a time. Each slab is cut into blocks
+(compressed in a thread pool, written in order by the one thread that talks to HDF5 with
+``write_direct_chunk``) and handed down the pyramid: every level is built from the level above
+while streaming, so memory stays bounded by a few slabs whatever the size of the volume.
+Histograms and the thumbnail are accumulated on the way. The file is written under a temporary
+name beside the destination and renamed at the end; on any error nothing remains at the
+destination.
+
+>>> import numpy as np
+>>> path = write_ims(np.zeros((8, 64, 64), np.uint16), "zeros.ims", voxel_size=(2.0, 0.5, 0.5))
+>>> from ims_store import read_layout
+>>> read_layout(path).levels[0].voxel_size
+(2.0, 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as _dt
+import math
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from .attributes import write_text
+from .codecs import encode_chunk
+from .errors import ImsError
+from .layout import Filter, dataset_filters
+from .ngff import default_color
+from .pyramid import block_shapes, downsample, halved_axes, level_sizes
+from .sources import SourceImage, open_source
+
+__all__ = [
+    "DestinationExistsError",
+    "WriteError",
+    "histogram",
+    "storage_dtype",
+    "write_ims",
+]
+
+Compression = Literal["gzip", "lz4", "none"]
+Vec3 = tuple[float, float, float]
+
+THUMBNAIL_SIZE = 256
+
+
+class WriteError(ImsError):
+    """Writing an Imaris file failed; nothing was left at the destination."""
+
+
+class DestinationExistsError(WriteError, FileExistsError):
+    """The destination exists and ``overwrite`` was not given."""
+
+
+# --------------------------------------------------------------------------------------------
+# dtypes
+
+
+def storage_dtype(dtype: np.dtype) -> np.dtype:
+    """The type a source dtype is stored as. Imaris knows uint8, uint16, uint32 and float32.
+
+    The rule never wraps values: ``bool`` -> uint8; int8 and int16 -> float32 (exact);
+    float16 and float64 -> float32 (float64 rounds to the nearest float32; values beyond the
+    float32 range are refused); int32, int64 and uint64 -> uint32 when every value is in
+    0..4294967295 (checked on the data), else refused.
+
+    >>> storage_dtype(np.dtype("int16")), storage_dtype(np.dtype("bool"))
+    (dtype('float32'), dtype('uint8'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.uint16, np.uint32, np.float32):
+        return dtype.newbyteorder("<")
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype in (np.int8, np.int16, np.float16, np.float64):
+        return np.dtype("<f4")
+    if dtype.kind in "iu":
+        return np.dtype("<u4")
+    raise WriteError(f"cannot store data of type {dtype} in an Imaris file (use uint8, uint16, uint32 or float32)")
+
+
+def _check_range(data: Any, dtype: np.dtype, target: np.dtype, label: str) -> None:
+    """Refuse what the dtype rule cannot store without wrapping or overflowing."""
+    import dask.array as da
+
+    if dtype.kind in "iu" and target == np.uint32 and dtype.itemsize >= 4 and dtype != np.uint32:
+        lo, hi = da.compute(data.min(), data.max())
+        if lo < 0 or hi > np.iinfo(np.uint32).max:
+            raise WriteError(
+                f"values {lo}..{hi} of type {dtype} do not fit uint32, the widest integer Imaris stores; "
+                "rescale or cast to float32 first",
+                label,
+            )
+    if dtype == np.float64:
+        (top,) = da.compute(abs(data).max())
+        if np.isfinite(top) and top > np.finfo(np.float32).max:
+            raise WriteError(f"values up to {top} overflow float32, the only float type Imaris stores", label)
+
+
+# --------------------------------------------------------------------------------------------
+# histograms
+
+
+def histogram(counts: np.ndarray | None, lo: float, hi: float, nbins: int) -> tuple[np.ndarray, float, float]:
+    """Resample exact integer counts (``counts[v]`` = voxels of value v) to ``nbins`` bins over lo..hi."""
+    assert counts is not None
+    edges = np.linspace(lo, hi + 1, nbins + 1)
+    index = np.clip(np.searchsorted(edges, np.arange(counts.size), side="right") - 1, 0, nbins - 1)
+    return np.bincount(index, weights=counts, minlength=nbins).astype(np.uint64), lo, hi
+
+
+@dataclass
+class _Histogram:
+    """Counts of one (level, time point, channel), accumulated plane slab by plane slab."""
+
+    dtype: np.dtype
+    value_range: tuple[float, float] = (0.0, 1.0)
+    counts: np.ndarray | None = None
+    vmin: float = math.inf
+    vmax: float = -math.inf
+
+    def add(self, planes: np.ndarray) -> None:
+        if planes.size == 0:
+            return
+        if self.dtype.kind == "u" and self.dtype.itemsize <= 2:
+            counts = np.bincount(planes.ravel(), minlength=256 if self.dtype.itemsize == 1 else 0)
+        else:  # uint32 / float32: 1024 linear bins over the range found in a first pass
+            lo, hi = self.value_range
+            counts, _ = np.histogram(planes, bins=1024, range=(lo, hi if hi > lo else lo + 1))
+        counts = counts.astype(np.uint64)
+        if self.counts is None:
+            self.counts = counts
+        elif counts.size > self.counts.size:
+            counts[: self.counts.size] += self.counts
+            self.counts = counts
+        else:
+            self.counts[: counts.size] += counts
+        self.vmin = min(self.vmin, float(planes.min()))
+        self.vmax = max(self.vmax, float(planes.max()))
+
+    def tables(self) -> dict[str, tuple[np.ndarray, float, float]]:
+        """``{"Histogram": (counts, min, max), "Histogram1024": ...}`` as Imaris stores them."""
+        counts = self.counts if self.counts is not None else np.zeros(1, np.uint64)
+        if self.dtype == np.uint8:
+            return {"Histogram": (np.pad(counts, (0, 256 - counts.size))[:256].astype(np.uint64), 0.0, 255.0)}
+        if self.dtype == np.uint16:
+            # values 0..max (at least 256) counted exactly, then resampled as ImarisWriter does
+            top = max(int(self.vmax) if math.isfinite(self.vmax) else 0, 256)
+            exact = np.pad(counts, (0, top + 1 - counts.size))[: top + 1]
+            factor = -(-exact.size // 1024)
+            coarse = np.add.reduceat(exact, np.arange(0, exact.size, factor)).astype(np.uint64)
+            return {
+                "Histogram1024": (coarse, 0.0, float(top)),
+                "Histogram": histogram(exact, 0.0, float(top), 256),
+            }
+        lo, hi = self.value_range
+        fine = counts.astype(np.uint64)
+        return {
+            "Histogram1024": (fine, lo, hi),
+            "Histogram": (fine.reshape(256, 4).sum(axis=1).astype(np.uint64), lo, hi),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# the plan of a file
+
+
+@dataclass
+class _Plan:
+    source: SourceImage
+    dtype: np.dtype
+    sizes: list[tuple[int, int, int]]
+    blocks: list[tuple[int, int, int]]
+    voxel_size: Vec3
+    extent_min: Vec3
+    unit: str
+    channel_names: list[str]
+    channel_colors: list[tuple[float, float, float]]
+    channel_ranges: list[tuple[float, float]] | None
+    time_stamps: list[_dt.datetime]
+    recording_date: _dt.datetime
+    create_args: dict[str, Any]
+    value_ranges: np.ndarray | None = None
+    """(t, c, 2) min/max of the source for float and uint32 histograms."""
+
+    @property
+    def timepoints(self) -> int:
+        return int(self.source.data.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.source.data.shape[1])
+
+
+def _create_args(compression: Compression, level: int, shuffle: bool) -> dict[str, Any]:
+    if compression == "gzip":
+        if not 0 <= level <= 9:
+            raise WriteError(f"gzip compression_level must be 0..9, not {level}")
+        return {"compression": "gzip", "compression_opts": level, "shuffle": shuffle}
+    if compression == "lz4":
+        import hdf5plugin
+
+        return {**dict(hdf5plugin.LZ4()), "shuffle": shuffle}
+    if compression == "none":
+        return {}
+    raise WriteError(f"compression must be 'gzip', 'lz4' or 'none', not {compression!r}")
+
+
+def _plan(
+    src: SourceImage,
+    *,
+    compression: Compression,
+    compression_level: int,
+    shuffle: bool | None,
+    chunks: Sequence[int] | None,
+) -> _Plan:
+    data = src.data
+    if data.ndim != 5 or any(s == 0 for s in data.shape):
+        raise WriteError(f"the image has shape {tuple(data.shape)}; every axis needs at least one element", src.label)
+    dtype = storage_dtype(data.dtype)
+    _check_range(data, np.dtype(data.dtype), dtype, src.label)
+    size = tuple(int(s) for s in data.shape[2:])
+    sizes = level_sizes(size, dtype.itemsize)
+    if chunks is not None:
+        block = tuple(int(c) for c in chunks)
+        if len(block) != 3 or any(c <= 0 for c in block):
+            raise WriteError(f"chunks must be 3 positive sizes (z, y, x), not {chunks!r}")
+        blocks = [block] * len(sizes)
+    else:
+        blocks = block_shapes(sizes, dtype.itemsize, int(data.shape[0]))
+    if shuffle is None:
+        shuffle = dtype.kind == "u" and dtype.itemsize in (2, 4)  # as ImarisWriter: multi-byte integers
+    voxel = src.voxel_size or (1.0, 1.0, 1.0)
+    if any(not (math.isfinite(v) and v > 0) for v in voxel):
+        raise WriteError(f"voxel sizes must be positive, got {voxel} (z, y, x)", src.label)
+    origin = src.origin or tuple(v / 2 for v in voxel)
+    channels = int(data.shape[1])
+    names = list(src.channel_names or [f"Channel {i}" for i in range(channels)])
+    colors = list(src.channel_colors or [default_color(i, channels) for i in range(channels)])
+    for what, values in (("channel_names", names), ("channel_colors", colors)):
+        if len(values) != channels:
+            raise WriteError(f"{what} has {len(values)} entries for {channels} channels", src.label)
+    ranges = list(src.channel_ranges) if src.channel_ranges else None
+    if ranges is not None and len(ranges) != channels:
+        raise WriteError(f"channel ranges have {len(ranges)} entries for {channels} channels", src.label)
+    now = _dt.datetime.now().replace(microsecond=0)
+    recording = src.recording_date or (src.time_stamps[0] if src.time_stamps else now)
+    stamps = list(src.time_stamps or [recording + _dt.timedelta(seconds=i) for i in range(int(data.shape[0]))])
+    if len(stamps) != data.shape[0]:
+        raise WriteError(f"{len(stamps)} time stamps for {data.shape[0]} time points", src.label)
+    return _Plan(
+        source=src,
+        dtype=dtype,
+        sizes=sizes,
+        blocks=blocks,
+        voxel_size=voxel,  # type: ignore[arg-type]
+        extent_min=tuple(o - v / 2 for o, v in zip(origin, voxel, strict=True)),  # type: ignore[arg-type]
+        unit=src.unit or "um",
+        channel_names=names,
+        channel_colors=colors,
+        channel_ranges=ranges,
+        time_stamps=stamps,
+        recording_date=recording,
+        create_args=_create_args(compression, compression_level, bool(shuffle)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# streaming one (time point, channel) through the pyramid
+
+
+class _ChunkSink:
+    """Compresses blocks in a pool and writes them in order with ``write_direct_chunk``."""
+
+    def __init__(self, workers: int, progress: Any) -> None:
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ims-store-encode")
+        self._pending: collections.deque[tuple[h5py.Dataset, tuple[int, int, int], Future]] = collections.deque()
+        self._limit = 4 * max(1, workers)  # bounds the compressed bytes in flight
+        self._progress = progress
+
+    def submit(self, dataset: h5py.Dataset, offset: tuple[int, int, int], block: np.ndarray, filters, dtype) -> None:
+        future = self._pool.submit(encode_chunk, block, filters, dtype)
+        self._pending.append((dataset, offset, future))
+        while len(self._pending) > self._limit:
+            self._write_one()
+
+    def _write_one(self) -> None:
+        dataset, offset, future = self._pending.popleft()
+        dataset.id.write_direct_chunk(offset, bytes(memoryview(future.result())))
+        if self._progress is not None:
+            self._progress.update(1)
+
+    def flush(self) -> None:
+        while self._pending:
+            self._write_one()
+
+    def close(self) -> None:
+        for _, _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Level:
+    size: tuple[int, int, int]
+    block: tuple[int, int, int]
+    dataset: h5py.Dataset
+    filters: tuple[Filter, ...]
+    halve_next: tuple[bool, bool, bool] | None
+    histogram: _Histogram
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_planes: int = 0
+    written_planes: int = 0
+    carry: np.ndarray | None = None
+
+
+class _Stream:
+    """Pushes planes of one (time point, channel) through every level of the pyramid."""
+
+    def __init__(self, levels: list[_Level], sink: _ChunkSink, dtype: np.dtype, thumb: _Thumbnail | None) -> None:
+        self.levels, self.sink, self.dtype, self.thumb = levels, sink, dtype, thumb
+
+    def push(self, index: int, planes: np.ndarray) -> None:
+        level = self.levels[index]
+        level.histogram.add(planes)
+        if self.thumb is not None and index == self.thumb.level:
+            self.thumb.add(planes)
+        level.pending.append(planes)
+        level.pending_planes += planes.shape[0]
+        while level.pending_planes >= level.block[0]:
+            self._write_row(level, self._take(level, level.block[0]))
+        if level.halve_next is not None:
+            if level.carry is not None:
+                planes = np.concatenate([level.carry, planes])
+                level.carry = None
+            usable = planes.shape[0] - planes.shape[0] % 2 if level.halve_next[0] else planes.shape[0]
+            if usable < planes.shape[0]:
+                level.carry = planes[usable:]
+            if usable:
+                self.push(index + 1, downsample(planes[:usable], level.halve_next))
+
+    @staticmethod
+    def _take(level: _Level, count: int) -> np.ndarray:
+        rows = np.concatenate(level.pending) if len(level.pending) > 1 else level.pending[0]
+        taken, rest = rows[:count], rows[count:]
+        level.pending = [rest] if rest.shape[0] else []
+        level.pending_planes = rest.shape[0]
+        return taken
+
+    def _write_row(self, level: _Level, planes: np.ndarray) -> None:
+        bz, by, bx = level.block
+        _, y, x = level.size
+        gy, gx = -(-y // by), -(-x // bx)
+        row = np.zeros((bz, gy * by, gx * bx), dtype=self.dtype)  # zero padding to whole blocks
+        row[: planes.shape[0], :y, :x] = planes
+        z0 = level.written_planes
+        for iy in range(gy):
+            for ix in range(gx):
+                block = np.ascontiguousarray(row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx])
+                self.sink.submit(level.dataset, (z0, iy * by, ix * bx), block, level.filters, self.dtype)
+        level.written_planes += bz
+
+    def finish(self) -> None:
+        for level in self.levels:
+            if level.pending_planes:
+                self._write_row(level, self._take(level, level.pending_planes))
+
+
+@dataclass
+class _Thumbnail:
+    """Maximum projection along z of one level, per channel, for ``Thumbnail/Data``."""
+
+    level: int
+    mips: dict[int, np.ndarray] = field(default_factory=dict)
+    channel: int = 0
+
+    def add(self, planes: np.ndarray) -> None:
+        mip = planes.max(axis=0)
+        current = self.mips.get(self.channel)
+        self.mips[self.channel] = mip if current is None else np.maximum(current, mip)
+
+    def rgba(self, colors: Sequence[tuple[float, float, float]], ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+        """Channels blended by maximum, each scaled by its display range (no wrapping), longest side 256."""
+        first = next(iter(self.mips.values()))
+        h, w = first.shape
+        scale = min(1.0, THUMBNAIL_SIZE / max(h, w))
+        th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+        rows = np.minimum((np.arange(th) + 0.5) / scale, h - 1).astype(int)
+        cols = np.minimum((np.arange(tw) + 0.5) / scale, w - 1).astype(int)
+        rgb = np.zeros((th, tw, 3), np.float64)
+        for c, mip in self.mips.items():
+            lo, hi = ranges[c]
+            small = mip[np.ix_(rows, cols)].astype(np.float64)
+            level = np.clip((small - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+            rgb = np.maximum(rgb, level[..., None] * np.asarray(colors[c], np.float64))
+        out = np.empty((th, tw, 4), np.uint8)
+        out[..., :3] = np.rint(rgb * 255)
+        out[..., 3] = 255
+        return out.reshape(th, tw * 4)
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+
+def _number(value: float) -> str:
+    """Full precision, no exponent: ``0.0004`` stays ``0.0004`` (Imaris parses plain decimals)."""
+    return np.format_float_positional(float(value), trim="-")
+
+
+def _stamp(value: _dt.datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def write_root_attributes(f: h5py.File) -> None:
+    """The root attributes every Imaris file has."""
+    for key, value in (
+        ("DataSetDirectoryName", "DataSet"),
+        ("DataSetInfoDirectoryName", "DataSetInfo"),
+        ("ImarisDataSet", "ImarisDataSet"),
+        ("ImarisVersion", "5.5.0"),
+        ("ThumbnailDirectoryName", "Thumbnail"),
+    ):
+        write_text(f, key, value)
+    f.attrs.create("NumberOfDataSets", np.array([1], dtype=np.uint32))
+
+
+def write_dataset_info(
+    f: h5py.File,
+    *,
+    size: Sequence[int],
+    extent_min: Sequence[float],
+    extent_max: Sequence[float],
+    unit: str,
+    channel_names: Sequence[str],
+    channel_colors: Sequence[tuple[float, float, float]],
+    channel_ranges: Sequence[tuple[float, float]],
+    time_stamps: Sequence[_dt.datetime],
+    recording_date: _dt.datetime,
+    name: str = "",
+    description: str = "",
+) -> None:
+    """``DataSetInfo``: Image, Channel N, TimeInfo and the creator groups. Spatial tuples (z, y, x)."""
+    info = f.require_group("DataSetInfo")
+    image = info.require_group("Image")
+    z, y, x = (int(s) for s in size)
+    for key, value in (("X", x), ("Y", y), ("Z", z), ("Noc", len(channel_names))):
+        write_text(image, key, str(value))
+    for axis, i in (("0", 2), ("1", 1), ("2", 0)):
+        write_text(image, f"ExtMin{axis}", _number(extent_min[i]))
+        write_text(image, f"ExtMax{axis}", _number(extent_max[i]))
+    write_text(image, "Unit", unit)
+    write_text(image, "Name", name)
+    write_text(image, "Description", description)
+    write_text(image, "RecordingDate", _stamp(recording_date))
+    for c, channel_name in enumerate(channel_names):
+        ch = info.require_group(f"Channel {c}")
+        write_text(ch, "Name", channel_name)
+        write_text(ch, "Description", "")
+        write_text(ch, "Color", " ".join(f"{v:.3f}" for v in channel_colors[c]))
+        write_text(ch, "ColorMode", "BaseColor")
+        write_text(ch, "ColorOpacity", "1.000")
+        write_text(ch, "GammaCorrection", "1.000")
+        lo, hi = channel_ranges[c]
+        write_text(ch, "ColorRange", f"{_number(lo)} {_number(hi)}")
+    time_info = info.require_group("TimeInfo")
+    write_text(time_info, "DatasetTimePoints", str(len(time_stamps)))
+    write_text(time_info, "FileTimePoints", str(len(time_stamps)))
+    for i, stamp in enumerate(time_stamps):
+        write_text(time_info, f"TimePoint{i + 1}", _stamp(stamp))
+    creator = info.require_group("ImarisDataSet")
+    for key, value in (("Creator", "ims_store"), ("NumberOfImages", "1"), ("Version", "5.5")):
+        write_text(creator, key, value)
+    imaris = info.require_group("Imaris")
+    for key, value in (("ThumbnailMode", "thumbnailMIP"), ("ThumbnailSize", str(THUMBNAIL_SIZE)), ("Version", "5.5")):
+        write_text(imaris, key, value)
+    write_text(info.require_group("Log"), "Entries", "0")
+
+
+def write_thumbnail(f: h5py.File, rgba: np.ndarray) -> None:
+    """``Thumbnail/Data``: uint8, shape (h, 4 * w), interleaved RGBA."""
+    f.require_group("Thumbnail").create_dataset("Data", data=np.ascontiguousarray(rgba, dtype=np.uint8))
+
+
+def _write_histograms(group: h5py.Group, hist: _Histogram) -> None:
+    for name, (counts, lo, hi) in hist.tables().items():
+        group.create_dataset(name, data=counts.astype(np.uint64))
+        suffix = "1024" if name.endswith("1024") else ""
+        write_text(group, f"HistogramMin{suffix}", f"{lo:.3f}")
+        write_text(group, f"HistogramMax{suffix}", f"{hi:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# the public function
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed onto it on success and removed on any failure."""
+    if path.exists() and not overwrite:
+        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    if path.is_dir():
+        raise WriteError("is a directory", path)
+    if not path.parent.is_dir():
+        raise WriteError(f"folder {path.parent} does not exist", path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _progress_bar(enabled: bool, total: int, label: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="chunk", desc=f"writing {label}", dynamic_ncols=True)
+
+
+def write_ims(
+    source: Any,
+    path: str | os.PathLike[str],
+    *,
+    axes: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    origin: Sequence[float] | None = None,
+    unit: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    channel_colors: Sequence[tuple[float, float, float]] | None = None,
+    time_stamps: Sequence[Any] | None = None,
+    compression: Compression = "gzip",
+    compression_level: int = 2,
+    shuffle: bool | None = None,
+    chunks: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Write ``source`` as an Imaris file at ``path`` and return the path.
+
+    ``source``: a numpy or dask array (with ``axes``, e.g. ``"zyx"``, ``"czyx"``, ``"tczyx"``),
+    an OME-Zarr image (path, URL or zarr group), a NIfTI file, or an ``.ims`` file / `ImsStore`.
+    Spatial tuples are (z, y, x); ``origin`` is the centre of the first voxel (as in OME-NGFF and
+    NIfTI), so the file's ExtMin is ``origin - voxel_size / 2``. Given metadata overrides what
+    the source carries. The file gets the full pyramid (Imaris' rule), per-level histograms and a
+    thumbnail; blocks are compressed on ``workers`` threads (default: all cores).
+
+    >>> import numpy as np
+    >>> stack = np.random.default_rng(0).integers(0, 4000, (2, 20, 300, 200), dtype=np.uint16)
+    >>> out = write_ims(stack, "stack.ims", axes="czyx", voxel_size=(1.0, 0.2, 0.2),
+    ...                 channel_names=["DAPI", "GFP"])
+    >>> from ims_store import read_layout
+    >>> [lvl.size for lvl in read_layout(out).levels]
+    [(20, 300, 200), (20, 150, 100)]
+    """
+    path = Path(path)
+    src = open_source(
+        source,
+        axes=axes,
+        voxel_size=voxel_size,
+        origin=origin,
+        unit=unit,
+        channel_names=channel_names,
+        channel_colors=channel_colors,
+        time_stamps=time_stamps,
+    )
+    plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
+    workers = workers or os.cpu_count() or 1
+    with _temporary_beside(path, overwrite) as tmp:
+        try:
+            _write(plan, tmp, workers, progress, path.name)
+        except ImsError:
+            raise
+        except (OSError, ValueError, RuntimeError) as err:
+            raise WriteError(f"writing failed: {err}", path) from err
+    return path
+
+
+def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> None:
+    import dask.array as da
+
+    data = plan.source.data
+    if data.dtype != plan.dtype:
+        data = data.astype(plan.dtype)
+    if plan.dtype.kind == "f" or plan.dtype == np.uint32:
+        lo, hi = da.compute(data.min(axis=(2, 3, 4)), data.max(axis=(2, 3, 4)))
+        plan.value_ranges = np.stack([lo, hi], axis=-1).astype(np.float64)
+    T, C = plan.timepoints, plan.channels
+    n_levels = len(plan.sizes)
+    grids = [
+        [-(-s // b) for s, b in zip(size, block, strict=True)]
+        for size, block in zip(plan.sizes, plan.blocks, strict=True)
+    ]
+    total = T * C * sum(int(np.prod(g)) for g in grids)
+    # the thumbnail comes from the smallest level still at least 256 wide (cheap, yet sharp)
+    thumb_level = max([i for i, s in enumerate(plan.sizes) if max(s[1:]) >= THUMBNAIL_SIZE] or [0])
+    bar = _progress_bar(progress, total, label)
+    sink = _ChunkSink(workers, bar)
+    thumb = _Thumbnail(thumb_level)
+    ranges_seen: dict[int, tuple[float, float]] = {}
+    try:
+        with h5py.File(tmp, "w") as f:
+            write_root_attributes(f)
+            root = f.create_group("DataSet")
+            for t in range(T):
+                for c in range(C):
+                    levels = []
+                    for index, (size, block) in enumerate(zip(plan.sizes, plan.blocks, strict=True)):
+                        group = root.require_group(f"ResolutionLevel {index}/TimePoint {t}/Channel {c}")
+                        for key, value in zip(("ImageSizeZ", "ImageSizeY", "ImageSizeX"), size, strict=True):
+                            write_text(group, key, str(value))
+                        stored = tuple(g * b for g, b in zip(grids[index], block, strict=True))
+                        dataset = group.create_dataset(
+                            "Data", shape=stored, dtype=plan.dtype, chunks=block, fillvalue=0, **plan.create_args
+                        )
+                        value_range = tuple(plan.value_ranges[t, c]) if plan.value_ranges is not None else (0.0, 1.0)
+                        levels.append(
+                            _Level(
+                                size=size,
+                                block=block,
+                                dataset=dataset,
+                                filters=dataset_filters(dataset),
+                                halve_next=halved_axes(size) if index + 1 < n_levels else None,
+                                histogram=_Histogram(plan.dtype, value_range),  # type: ignore[arg-type]
+                            )
+                        )
+                    thumb.channel = c
+                    stream = _Stream(levels, sink, plan.dtype, thumb if t == 0 else None)
+                    slab = plan.blocks[0][0]
+                    for z0 in range(0, plan.sizes[0][0], slab):
+                        planes = np.asarray(data[t, c, z0 : z0 + slab].compute())
+                        stream.push(0, planes)
+                    stream.finish()
+                    sink.flush()
+                    for index, level in enumerate(levels):
+                        _write_histograms(root[f"ResolutionLevel {index}/TimePoint {t}/Channel {c}"], level.histogram)
+                    if t == 0:
+                        hist = levels[0].histogram
+                        ranges_seen[c] = (hist.vmin, hist.vmax)
+            ranges = plan.channel_ranges or [ranges_seen[c] for c in range(C)]
+            z, y, x = plan.sizes[0]
+            extent_max = tuple(lo + v * n for lo, v, n in zip(plan.extent_min, plan.voxel_size, (z, y, x), strict=True))
+            write_dataset_info(
+                f,
+                size=plan.sizes[0],
+                extent_min=plan.extent_min,
+                extent_max=extent_max,
+                unit=plan.unit,
+                channel_names=plan.channel_names,
+                channel_colors=plan.channel_colors,
+                channel_ranges=ranges,
+                time_stamps=plan.time_stamps,
+                recording_date=plan.recording_date,
+                name=plan.source.name or "",
+                description=plan.source.description or "",
+            )
+            write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
+    finally:
+        sink.close()
+        if bar is not None:
+            bar.close()
