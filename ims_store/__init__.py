@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .convert import to_nifti, to_ome_zarr
 from .errors import (
     CorruptChunkError,
     ImsError,
@@ -24,9 +25,10 @@ from .errors import (
     TruncatedFileError,
 )
 from .layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint, read_layout
+from .outputs import DestinationExistsError, WriteError
 from .sources import SourceError
 from .store import ChunkMode, ImsStore
-from .writer import DestinationExistsError, WriteError, write_ims
+from .writer import write_ims
 
 try:
     __version__ = version("ims-store")
@@ -57,5 +59,7 @@ __all__ = [
     "__version__",
     "WriteError",
     "read_layout",
+    "to_nifti",
+    "to_ome_zarr",
     "write_ims",
 ]

@@ -18,12 +18,10 @@ destination.
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as _dt
 import math
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from .codecs import encode_chunk
 from .errors import ImsError
 from .layout import Filter, dataset_filters
 from .ngff import default_color
+from .outputs import DestinationExistsError, WriteError, atomic_output
 from .pyramid import block_shapes, downsample, halved_axes, level_sizes
 from .sources import SourceImage, open_source
 
@@ -52,14 +51,6 @@ Compression = Literal["gzip", "lz4", "none"]
 Vec3 = tuple[float, float, float]
 
 THUMBNAIL_SIZE = 256
-
-
-class WriteError(ImsError):
-    """Writing an Imaris file failed; nothing was left at the destination."""
-
-
-class DestinationExistsError(WriteError, FileExistsError):
-    """The destination exists and ``overwrite`` was not given."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,25 +496,6 @@ def _write_histograms(group: h5py.Group, hist: _Histogram) -> None:
 # the public function
 
 
-@contextlib.contextmanager
-def _temporary_beside(path: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it on success and removed on any failure."""
-    if path.exists() and not overwrite:
-        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
-    if path.is_dir():
-        raise WriteError("is a directory", path)
-    if not path.parent.is_dir():
-        raise WriteError(f"folder {path.parent} does not exist", path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
 def _progress_bar(enabled: bool, total: int, label: str) -> Any:
     if not enabled:
         return None
@@ -581,7 +553,7 @@ def write_ims(
     )
     plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
     workers = workers or os.cpu_count() or 1
-    with _temporary_beside(path, overwrite) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         try:
             _write(plan, tmp, workers, progress, path.name)
         except ImsError:

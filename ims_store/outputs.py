@@ -1,0 +1,64 @@
+"""Atomic outputs: write under a temporary name beside the destination, rename at the end.
+
+On any error or interruption the temporary file or folder is removed and the destination is
+untouched; an existing destination is only replaced when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ImsError
+
+__all__ = ["DestinationExistsError", "WriteError", "atomic_output"]
+
+
+class WriteError(ImsError):
+    """Writing an output failed; nothing was left at the destination."""
+
+
+class DestinationExistsError(WriteError, FileExistsError):
+    """The destination exists and ``overwrite`` was not given."""
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it goes.
+
+    >>> with atomic_output(Path("result.txt"), overwrite=False) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> Path("result.txt").read_text()
+    'done'
+    """
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    if not path.parent.is_dir():
+        raise WriteError(f"folder {path.parent} does not exist", path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            # a folder cannot be replaced atomically: move the old one aside first
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
