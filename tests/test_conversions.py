@@ -126,15 +126,15 @@ def test_ims_reencode_lz4_to_gzip_keeps_metadata(tmp_path: Path, synthetic_files
 
 
 def test_written_files_open_with_an_independent_reader(tmp_path: Path, real_files: dict[str, Path]) -> None:
-    from imaris_ims_file_reader import ims as reader  # an Imaris reader that shares no code with ims_store
+    from imaris_ims_file_reader.ims import ims as open_ims  # a reader that shares no code with ims_store
 
     data = np.random.default_rng(0).integers(0, 60000, (2, 3, 20, 200, 150), dtype=np.uint16)
     path = write_ims(data, tmp_path / "indep.ims", axes="tczyx", voxel_size=(1.0, 0.5, 0.5))
-    ims = reader.ims(str(path))
+    ims = open_ims(str(path))
     assert ims.shape == data.shape
     np.testing.assert_array_equal(ims[0, :, :, :, :, :], data)
     assert tuple(ims.resolution) == (1.0, 0.5, 0.5)
     # and the re-encoded real file too
     out = write_ims(real_files["PtK2Cell.ims"], tmp_path / "ptk2.ims")
-    ims2 = reader.ims(str(out))
+    ims2 = open_ims(str(out))
     np.testing.assert_array_equal(ims2[0, 0, 2, :, :, :], h5py_level(real_files["PtK2Cell.ims"], 0, 0, 2))
