@@ -70,24 +70,28 @@ def downsample(block: np.ndarray, halve: Sequence[bool]) -> np.ndarray:
     steps = [2 if h else 1 for h in halve]
     out_shape = [s // k for s, k in zip(block.shape, steps, strict=True)]
     trimmed = block[tuple(slice(0, n * k) for n, k in zip(out_shape, steps, strict=True))]
-    blocks = trimmed.reshape(out_shape[0], steps[0], out_shape[1], steps[1], out_shape[2], steps[2])
     count = steps[0] * steps[1] * steps[2]
+    # sum the strided views one by one: far faster than a reduction over a 6-D reshape
+    parts = [
+        trimmed[dz :: steps[0], dy :: steps[1], dx :: steps[2]]
+        for dz in range(steps[0])
+        for dy in range(steps[1])
+        for dx in range(steps[2])
+    ]
     if block.dtype.kind == "f":
-        acc = None
-        for dz in range(steps[0]):
-            for dy in range(steps[1]):
-                for dx in range(steps[2]):
-                    value = blocks[:, dz, :, dy, :, dx]
-                    acc = value.astype(block.dtype, copy=True) if acc is None else np.add(acc, value, out=acc)
-        assert acc is not None
+        acc = parts[0].astype(block.dtype, copy=True)
+        for part in parts[1:]:
+            np.add(acc, part, out=acc)
         return (acc / block.dtype.type(count)).astype(block.dtype, copy=False)
-    wide = np.int64 if block.dtype.kind == "i" else np.uint64
-    total = blocks.sum(axis=(1, 3, 5), dtype=wide)
-    if block.dtype.kind == "i":
-        mean = np.sign(total) * (np.abs(total) // count)  # truncate toward zero
-    else:
-        mean = total // count
-    return mean.astype(block.dtype)
+    # eight values of n bits sum exactly in 2n bits (n <= 32)
+    wide = np.dtype(f"{block.dtype.kind}{min(2 * block.dtype.itemsize, 8)}")
+    acc = parts[0].astype(wide, copy=True)
+    for part in parts[1:]:
+        np.add(acc, part, out=acc)
+    if block.dtype.kind == "u":
+        np.floor_divide(acc, count, out=acc)
+        return acc.astype(block.dtype)
+    return (np.sign(acc) * (np.abs(acc) // count)).astype(block.dtype)  # truncate toward zero
 
 
 IMARISWRITER_BLOCK_BYTES = 1024 * 1024

@@ -51,7 +51,7 @@ def microscopy_volume(
     for k in range(z):
         # sum of separable Gaussians for this plane: (blobs, y)^T @ (blobs, x) weighted by z profile
         plane = (gy * (weights * gz[:, k])[:, None]).T @ gx
-        plane += rng.normal(0.0, noise, size=plane.shape).astype(np.float32)
+        plane += rng.standard_normal(size=plane.shape, dtype=np.float32) * np.float32(noise)
         np.clip(plane, 0.0, 1.0, out=plane)
         plane *= top
         out[k] = plane if dtype.kind == "f" else np.rint(plane)

@@ -1,0 +1,154 @@
+"""Write speed and memory of `write_ims`, against a plain h5py write measured in the same run.
+
+Prints:
+
+* (a) a plain single-threaded h5py write of level 0 only (shuffle + gzip level 2, the same
+  chunk shape `write_ims` picks), the baseline a user would script;
+* (b) `write_ims` writing the full file: every pyramid level, histograms, thumbnail;
+* the ratio (a) / (b) (target: >= 2x);
+* the cost of each stage measured alone over the same volume (downsampling, histograms,
+  shuffle + deflate of every block on one thread);
+* the peak resident memory of `write_ims` from a lazy dask source of 2 GiB, in a child process
+  (target: within 1 GiB for a 4 GiB source; the ratio to the source size is printed).
+
+Usage::
+
+    python benchmarks/bench_write.py            # the 128x1024x1024 uint16 volume
+    python benchmarks/bench_write.py --quick    # 32x512x512, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ims_store import write_ims
+from ims_store.codecs import encode_chunk
+from ims_store.layout import Filter
+from ims_store.pyramid import block_shapes, downsample, halved_axes, level_sizes
+from ims_store.synthetic import microscopy_volume
+from ims_store.writer import _Histogram
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def plain_h5py(volume: np.ndarray, path: Path, chunks: tuple[int, int, int]) -> None:
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "Data", data=volume, chunks=chunks, compression="gzip", compression_opts=2, shuffle=True
+        )
+
+
+def stage_times(volume: np.ndarray, chunks: tuple[int, int, int]) -> dict[str, float]:
+    sizes = level_sizes(volume.shape, volume.itemsize)
+    out: dict[str, float] = {}
+
+    def pyramid() -> None:
+        level = volume
+        for i in range(1, len(sizes)):
+            level = downsample(level, halved_axes(sizes[i - 1]))
+
+    def histograms() -> None:
+        hist = _Histogram(volume.dtype)
+        for z in range(0, volume.shape[0], chunks[0]):
+            hist.add(volume[z : z + chunks[0]])
+        hist.tables()
+
+    filters = (Filter(2, "shuffle", 1, (volume.itemsize,)), Filter(1, "deflate", 1, (2,)))
+    blocks = [
+        np.ascontiguousarray(volume[z : z + chunks[0], y : y + chunks[1], x : x + chunks[2]])
+        for z in range(0, volume.shape[0], chunks[0])
+        for y in range(0, volume.shape[1], chunks[1])
+        for x in range(0, volume.shape[2], chunks[2])
+    ]
+
+    def encode() -> None:
+        for block in blocks:
+            encode_chunk(block, filters, volume.dtype)
+
+    out["downsample all levels"] = best_of(1, pyramid)
+    out["histograms, level 0"] = best_of(1, histograms)
+    out["shuffle+deflate level 0, 1 thread"] = best_of(1, encode)
+    return out
+
+
+_CHILD = """
+import resource, sys, time
+import dask.array as da, numpy as np
+from ims_store import write_ims
+from ims_store.synthetic import microscopy_volume
+shape = tuple(int(v) for v in sys.argv[1].split("x"))
+def make(block_info=None):
+    loc = block_info[None]["array-location"]
+    return microscopy_volume((loc[0][1] - loc[0][0], shape[1], shape[2]), "uint16", seed=loc[0][0])
+src = da.map_blocks(make, dtype=np.uint16, chunks=((32,) * (shape[0] // 32), (shape[1],), (shape[2],)))
+start = time.perf_counter()
+write_ims(src, sys.argv[2], axes="zyx")
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def memory_run(shape: tuple[int, int, int], folder: Path) -> tuple[float, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, "x".join(map(str, shape)), str(folder / "big.ims")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, peak = result.stdout.split()
+    return float(seconds), int(peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small volume, for a smoke run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    shape = (32, 512, 512) if args.quick else (128, 1024, 1024)
+    mem_shape = (64, 1024, 1024) if args.quick else (512, 2048, 1024)
+
+    volume = microscopy_volume(shape, "uint16", seed=1)
+    chunks = block_shapes(level_sizes(shape, 2), 2)[0]
+    mb = volume.nbytes / 1e6
+    print(f"volume {shape} uint16 ({mb:.0f} MB), chunks {chunks}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        folder = Path(tmp)
+        a = best_of(args.repeats, lambda: plain_h5py(volume, folder / "plain.h5", chunks))
+        b = best_of(args.repeats, lambda: write_ims(volume, folder / "full.ims", axes="zyx", overwrite=True))
+        ratio = (folder / "full.ims").stat().st_size / (folder / "plain.h5").stat().st_size
+        print(f"(a) h5py, level 0 only, 1 thread : {a:7.2f} s  {mb / a:7.0f} MB/s")
+        print(f"(b) write_ims, full file         : {b:7.2f} s  {mb / b:7.0f} MB/s  (file {ratio:.2f}x the size of (a))")
+        print(f"    speed-up (a)/(b)             : {a / b:7.2f}x   (target >= 2x)")
+        print("stages alone (1 thread):")
+        for name, seconds in stage_times(volume, chunks).items():
+            print(f"    {name:34s}: {seconds:7.2f} s  {mb / seconds:7.0f} MB/s")
+        if not args.skip_memory:
+            del volume
+            seconds, peak = memory_run(mem_shape, folder)
+            source = int(np.prod(mem_shape)) * 2
+            print(
+                f"dask source {mem_shape} uint16 ({source / 2**30:.2f} GiB): written in {seconds:.1f} s, "
+                f"peak RSS {peak / 2**20:.0f} MiB ({peak / source:.2f}x the source)"
+            )
+    print(f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
