@@ -143,8 +143,8 @@ def _from_array(array: Any, axes: str | None) -> SourceImage:
 
 
 def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
-    # whole planes, a few at a time: slabs are read along z
-    return tuple(min(s, 16) if a in "tcz" else s for s, a in zip(array.shape, axes, strict=True))
+    # one time point and channel, whole planes a few at a time: the writer reads z slabs
+    return tuple({"t": 1, "c": 1, "z": min(s, 16)}.get(a, s) for s, a in zip(array.shape, axes, strict=True))
 
 
 def _to_tczyx(data: Any, axes: str) -> Any:

@@ -563,6 +563,19 @@ def write_ims(
     return path
 
 
+def _slabs(z_chunks: Sequence[int], minimum: int) -> list[tuple[int, int]]:
+    """(start, stop) of z slabs: whole source chunks, merged until at least ``minimum`` planes."""
+    bounds, start, stop = [], 0, 0
+    for size in z_chunks:
+        stop += int(size)
+        if stop - start >= minimum:
+            bounds.append((start, stop))
+            start = stop
+    if stop > start:
+        bounds.append((start, stop))
+    return bounds
+
+
 def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> None:
     import dask.array as da
 
@@ -613,10 +626,9 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                         )
                     thumb.channel = c
                     stream = _Stream(levels, sink, plan.dtype, thumb if t == 0 else None)
-                    slab = plan.blocks[0][0]
-                    for z0 in range(0, plan.sizes[0][0], slab):
-                        planes = np.asarray(data[t, c, z0 : z0 + slab].compute())
-                        stream.push(0, planes)
+                    # slabs follow the source's own z chunks, so no source chunk is read twice
+                    for z0, z1 in _slabs(data.chunks[2], plan.blocks[0][0]):
+                        stream.push(0, np.asarray(data[t, c, z0:z1].compute()))
                     stream.finish()
                     sink.flush()
                     for index, level in enumerate(levels):
