@@ -264,8 +264,7 @@ class ImsStore(Store):
     async def exists(self, key: str) -> bool:
         if key in self._metadata:
             return True
-        ck = parse_chunk_key(key, self._layout, self._zarr_format)
-        return ck is not None and await asyncio.to_thread(self._allocated, ck)
+        return await asyncio.to_thread(self._is_key, key)
 
     async def getsize(self, key: str) -> int:
         meta = self._metadata.get(key)

@@ -236,3 +236,11 @@ def test_any_small_shape_round_trips(tmp_path_factory: pytest.TempPathFactory, s
     path = write_ims(data, tmp_path_factory.mktemp("h") / "any.ims", axes="tczyx", chunks=(4, 16, 16))
     back = zarr.open_array(ImsStore(path), path="0", mode="r")[...]
     np.testing.assert_array_equal(back, data)
+
+
+def test_progress_bar_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _volume((4, 64, 64), "uint8")
+    write_ims(data, tmp_path / "quiet.ims", axes="zyx")
+    assert capsys.readouterr().err == ""
+    write_ims(data, tmp_path / "loud.ims", axes="zyx", progress=True)
+    assert "writing loud.ims" in capsys.readouterr().err
