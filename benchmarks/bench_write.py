@@ -50,9 +50,7 @@ def best_of(repeats: int, fn) -> float:
 
 def plain_h5py(volume: np.ndarray, path: Path, chunks: tuple[int, int, int]) -> None:
     with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "Data", data=volume, chunks=chunks, compression="gzip", compression_opts=2, shuffle=True
-        )
+        f.create_dataset("Data", data=volume, chunks=chunks, compression="gzip", compression_opts=2, shuffle=True)
 
 
 def stage_times(volume: np.ndarray, chunks: tuple[int, int, int]) -> dict[str, float]:

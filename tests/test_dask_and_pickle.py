@@ -9,6 +9,8 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import zarr
 from helpers import h5py_level
 
@@ -54,3 +56,31 @@ def test_pickled_store_reads_in_another_process(real_files: dict[str, Path]) -> 
 def _read_channel(blob: bytes, channel: int) -> np.ndarray:
     store = pickle.loads(blob)
     return zarr.open_array(store, path="0", mode="r")[0, channel]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_level_array_slices_equal_h5py(synthetic_files: dict[str, Path], data: st.DataObject) -> None:
+    from ims_store.store import LevelArray
+
+    path = synthetic_files["float32-padded-levels"]
+    level = data.draw(st.integers(0, 2))
+    expected = h5py_level(path, level, 0, 0)
+    arr = LevelArray(ImsStore(path), level)
+    assert arr.shape == (1, 1, *expected.shape)
+    key = tuple(
+        data.draw(st.one_of(st.integers(0, n - 1), st.builds(slice, st.integers(0, n), st.integers(0, n))))
+        for n in expected.shape
+    )
+    np.testing.assert_array_equal(arr[(0, 0, *key)], expected[key])
+    np.testing.assert_array_equal(arr[0, 0, ::3, 1::2], expected[::3, 1::2])
+
+
+def test_read_chunk(real_files: dict[str, Path]) -> None:
+    path = real_files["PyramidalCell.ims"]
+    store = ImsStore(path)
+    chunk = store.read_chunk(0, 0, 0, 4, 0, 0)
+    assert chunk.shape == (16, 256, 256)
+    np.testing.assert_array_equal(chunk[:5, :254, :255], h5py_level(path, 0, 0, 0)[64:69])
+    with pytest.raises(SelectionError, match="chunk"):
+        store.read_chunk(0, 0, 0, 5, 0, 0)

@@ -1,0 +1,204 @@
+"""Read speed of `ImsStore` against h5py and against the limit, measured in the same run.
+
+The volume: 128x1024x1024 uint16 microscopy-like data (a 12-bit camera's range, smooth blobs
+plus noise; compresses about 2x), shuffle + gzip level 2, 16x256x256 chunks, as Imaris writes.
+Level 0 is read fully by
+
+* (a) h5py ``dataset[:]``;
+* (b) ``zarr.open_group(ImsStore(path))["0"][...]`` in the default ``decoded`` mode;
+* (b2) the same in ``passthrough`` mode (zarr decodes with numcodecs' zlib);
+* (b3) ``ImsStore.to_dask`` computed with dask's threaded scheduler (chunks decoded by the
+  store, no zarr round trip);
+* (b4) ``dask.array.from_zarr`` on the store's level array, threaded scheduler;
+* (c) the limit: every chunk read with ``os.pread``, inflated with ISA-L and unshuffled on 2
+  threads straight into one array; (c2) the same inflating with libdeflate, which the store
+  uses when the decoded size is known (it measured faster here).
+
+Each result is checked equal to h5py's. Printed: best time of ``--repeats`` runs, MB/s of
+voxels, the ratio to h5py (target: ImsStore >= 2x) and to the limit. Then the time to open a file
+of 1,000 time points x 3 channels x 6 levels (18,000 datasets).
+
+Usage::
+
+    python benchmarks/bench_read.py            # full size; data cached in benchmarks/_data
+    python benchmarks/bench_read.py --quick    # 32x512x512, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dask
+import dask.array
+import deflate
+import h5py
+import numpy as np
+import zarr
+from isal import isal_zlib
+
+from ims_store import ImsStore, write_ims
+from ims_store.attributes import write_text
+from ims_store.chunks import read_range
+from ims_store.codecs import unshuffle
+from ims_store.synthetic import microscopy_volume
+from ims_store.writer import write_dataset_info, write_root_attributes
+
+DATA = "/DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def volume_file(folder: Path, shape: tuple[int, int, int]) -> Path:
+    path = folder / f"read_{'x'.join(map(str, shape))}.ims"
+    if not path.exists():
+        data = microscopy_volume(shape, "uint16", seed=1, blobs=12, noise=0.005, peak=4000, background=100)
+        write_ims(data, path, axes="zyx", chunks=(16, 256, 256), compression="gzip", compression_level=2)
+    return path
+
+
+def limit_read(path: Path, inflater: str = "isal", workers: int = 2) -> np.ndarray:
+    """Every chunk: pread, inflate (ISA-L or libdeflate), unshuffle, copy into place; on ``workers`` threads."""
+    inflate = (lambda data, n: isal_zlib.decompress(data, bufsize=n)) if inflater == "isal" else deflate.zlib_decompress
+    store = ImsStore(path)
+    level = store.layout.levels[0]
+    index = store._index(0, 0, 0)  # the chunk index the store builds, reused for the limit
+    out = np.empty(level.dataset_shape, dtype=level.dtype)
+    cz, cy, cx = level.chunks
+    fd = os.open(path, os.O_RDONLY)
+    nbytes = cz * cy * cx * level.dtype.itemsize
+
+    def one(pos: tuple[int, int, int]) -> None:
+        offset, size, _ = index.locate(*pos)
+        raw = unshuffle(inflate(read_range(fd, offset, size), nbytes), level.dtype.itemsize)
+        z, y, x = pos
+        out[z * cz : (z + 1) * cz, y * cy : (y + 1) * cy, x * cx : (x + 1) * cx] = np.frombuffer(
+            raw, dtype=level.dtype
+        ).reshape(level.chunks)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, np.ndindex(*index.offsets.shape)))
+    finally:
+        os.close(fd)
+    z, y, x = level.size
+    return out[:z, :y, :x]
+
+
+def many_datasets_file(folder: Path, timepoints: int = 1000, channels: int = 3, levels: int = 6) -> Path:
+    """An Imaris file with ``timepoints x channels x levels`` tiny datasets (structure only)."""
+    path = folder / f"many_{timepoints}x{channels}x{levels}.ims"
+    if path.exists():
+        return path
+    import datetime as dt
+
+    tmp = path.with_suffix(".part")
+    sizes = [(1, 64 >> i, 64 >> i) for i in range(levels)]
+    with h5py.File(tmp, "w") as f:
+        write_root_attributes(f)
+        for level, size in enumerate(sizes):
+            for t in range(timepoints):
+                for c in range(channels):
+                    group = f.create_group(f"DataSet/ResolutionLevel {level}/TimePoint {t}/Channel {c}")
+                    for axis, value in zip("ZYX", size, strict=True):
+                        write_text(group, f"ImageSize{axis}", str(value))
+                    group.create_dataset("Data", shape=size, dtype=np.uint8, chunks=size)
+        start = dt.datetime(2026, 1, 1)
+        write_dataset_info(
+            f,
+            size=sizes[0],
+            extent_min=(0.0, 0.0, 0.0),
+            extent_max=(1.0, 64.0, 64.0),
+            unit="um",
+            channel_names=[f"ch{c}" for c in range(channels)],
+            channel_colors=[(1.0, 1.0, 1.0)] * channels,
+            channel_ranges=[(0.0, 255.0)] * channels,
+            time_stamps=[start + dt.timedelta(seconds=t) for t in range(timepoints)],
+            recording_date=start,
+        )
+    tmp.rename(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a 32x512x512 volume, for a smoke run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "_data")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    shape = (32, 512, 512) if args.quick else (128, 1024, 1024)
+    path = volume_file(args.data_dir, shape)
+
+    with h5py.File(path, "r") as f:
+        ds = f[DATA]
+        stored = sum(ds.id.get_chunk_info(i).size for i in range(ds.id.get_num_chunks()))
+        raw = ds.size * ds.dtype.itemsize
+    mb = np.prod(shape) * 2 / 1e6
+    print(
+        f"{path.name}: {shape} uint16, shuffle + gzip 2, chunks (16, 256, 256), ratio {raw / stored:.2f}x, "
+        f"{os.cpu_count()} cores"
+    )
+
+    def h5() -> np.ndarray:
+        with h5py.File(path, "r") as f:
+            return f[DATA][: shape[0], : shape[1], : shape[2]]
+
+    def store(mode: str) -> Callable[[], np.ndarray]:
+        return lambda: zarr.open_group(ImsStore(path, chunk_mode=mode), mode="r")["0"][0, 0]
+
+    def with_dask() -> np.ndarray:
+        with dask.config.set(scheduler="threads"):
+            return ImsStore(path).to_dask(0, timepoint=0, channel=0).compute()
+
+    def from_zarr() -> np.ndarray:
+        with dask.config.set(scheduler="threads"):
+            return dask.array.from_zarr(ImsStore(path).open_array(0))[0, 0].compute()
+
+    runs = {
+        "(a) h5py dataset[:]": h5,
+        "(b) ImsStore decoded (default)": store("decoded"),
+        "(b2) ImsStore passthrough": store("passthrough"),
+        "(b3) ImsStore.to_dask, threads": with_dask,
+        "(b4) dask.array.from_zarr, threads": from_zarr,
+        "(c) limit: pread+ISA-L+unshuffle, 2 thr": lambda: limit_read(path),
+        "(c2) same with libdeflate, 2 thr": lambda: limit_read(path, "libdeflate"),
+    }
+    times: dict[str, float] = {}
+    reference = None
+    for name, fn in runs.items():
+        times[name], result = best_of(args.repeats, fn)
+        if reference is None:
+            reference = result
+        elif not np.array_equal(result, reference):
+            raise SystemExit(f"{name}: result differs from h5py's")
+    base, limit = times["(a) h5py dataset[:]"], times["(c) limit: pread+ISA-L+unshuffle, 2 thr"]
+    print(f"{'method':42s} {'best s':>8s} {'MB/s':>8s} {'vs h5py':>8s} {'vs limit':>9s}")
+    for name, seconds in times.items():
+        print(f"{name:42s} {seconds:8.3f} {mb / seconds:8.0f} {base / seconds:7.2f}x {limit / seconds:8.2f}x")
+
+    many = many_datasets_file(args.data_dir)
+    open_time, _ = best_of(args.repeats, lambda: ImsStore(many))
+    s = ImsStore(many)
+    group_time, _ = best_of(args.repeats, lambda: zarr.open_group(s, mode="r"))
+    first, _ = best_of(1, lambda: ImsStore(many).get_sync("5/c/999/2/0/0/0"))
+    print(
+        f"open {many.name} (18,000 datasets): ImsStore() {open_time * 1000:.0f} ms, "
+        f"zarr.open_group {group_time * 1000:.0f} ms, open + first chunk of the last time point "
+        f"{first * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
