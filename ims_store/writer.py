@@ -110,37 +110,51 @@ def histogram(counts: np.ndarray | None, lo: float, hi: float, nbins: int) -> tu
     return np.bincount(index, weights=counts, minlength=nbins).astype(np.uint64), lo, hi
 
 
+def _count(planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> tuple[np.ndarray, float, float]:
+    """Counts of a few planes (runs on the pool: bincount releases the GIL), with their min and max."""
+    if dtype.kind == "u" and dtype.itemsize <= 2:
+        counts = np.zeros(256 if dtype.itemsize == 1 else 0, dtype=np.uint64)
+        for plane in planes:  # plane by plane: bincount makes an int64 copy of its input
+            part = np.bincount(plane.ravel(), minlength=counts.size)
+            if part.size > counts.size:
+                part[: counts.size] += counts.astype(part.dtype)
+                counts = part.astype(np.uint64)
+            else:
+                counts[: part.size] += part.astype(np.uint64)
+    else:  # uint32 / float32: 1024 linear bins over the range found in a first pass
+        lo, hi = value_range
+        counts = np.histogram(planes, bins=1024, range=(lo, hi if hi > lo else lo + 1))[0].astype(np.uint64)
+    return counts, float(planes.min()), float(planes.max())
+
+
 @dataclass
 class _Histogram:
-    """Counts of one (level, time point, channel), accumulated plane slab by plane slab."""
+    """Counts of one (level, time point, channel), accumulated slab by slab on the worker pool."""
 
     dtype: np.dtype
     value_range: tuple[float, float] = (0.0, 1.0)
+    parts: list[Future] = field(default_factory=list)
     counts: np.ndarray | None = None
     vmin: float = math.inf
     vmax: float = -math.inf
 
-    def add(self, planes: np.ndarray) -> None:
-        if planes.size == 0:
-            return
-        if self.dtype.kind == "u" and self.dtype.itemsize <= 2:
-            counts = np.bincount(planes.ravel(), minlength=256 if self.dtype.itemsize == 1 else 0)
-        else:  # uint32 / float32: 1024 linear bins over the range found in a first pass
-            lo, hi = self.value_range
-            counts, _ = np.histogram(planes, bins=1024, range=(lo, hi if hi > lo else lo + 1))
-        counts = counts.astype(np.uint64)
-        if self.counts is None:
-            self.counts = counts
-        elif counts.size > self.counts.size:
-            counts[: self.counts.size] += self.counts
-            self.counts = counts
-        else:
-            self.counts[: counts.size] += counts
-        self.vmin = min(self.vmin, float(planes.min()))
-        self.vmax = max(self.vmax, float(planes.max()))
+    def add(self, planes: np.ndarray, pool: ThreadPoolExecutor) -> None:
+        if planes.size:
+            self.parts.append(pool.submit(_count, planes, self.dtype, self.value_range))
+
+    def _gather(self) -> None:
+        for part in self.parts:
+            counts, lo, hi = part.result()
+            if self.counts is None or counts.size > self.counts.size:
+                counts, self.counts = self.counts, counts
+            if counts is not None:
+                self.counts[: counts.size] += counts
+            self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
+        self.parts.clear()
 
     def tables(self) -> dict[str, tuple[np.ndarray, float, float]]:
         """``{"Histogram": (counts, min, max), "Histogram1024": ...}`` as Imaris stores them."""
+        self._gather()
         counts = self.counts if self.counts is not None else np.zeros(1, np.uint64)
         if self.dtype == np.uint8:
             return {"Histogram": (np.pad(counts, (0, 256 - counts.size))[:256].astype(np.uint64), 0.0, 255.0)}
@@ -274,13 +288,13 @@ class _ChunkSink:
     """Compresses blocks in a pool and writes them in order with ``write_direct_chunk``."""
 
     def __init__(self, workers: int, progress: Any) -> None:
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ims-store-encode")
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ims-store-encode")
         self._pending: collections.deque[tuple[h5py.Dataset, tuple[int, int, int], Future]] = collections.deque()
         self._limit = 4 * max(1, workers)  # bounds the compressed bytes in flight
         self._progress = progress
 
     def submit(self, dataset: h5py.Dataset, offset: tuple[int, int, int], block: np.ndarray, filters, dtype) -> None:
-        future = self._pool.submit(encode_chunk, block, filters, dtype)
+        future = self.pool.submit(encode_chunk, block, filters, dtype)
         self._pending.append((dataset, offset, future))
         while len(self._pending) > self._limit:
             self._write_one()
@@ -299,7 +313,7 @@ class _ChunkSink:
         for _, _, future in self._pending:
             future.cancel()
         self._pending.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -324,7 +338,7 @@ class _Stream:
 
     def push(self, index: int, planes: np.ndarray) -> None:
         level = self.levels[index]
-        level.histogram.add(planes)
+        level.histogram.add(planes, self.sink.pool)
         if self.thumb is not None and index == self.thumb.level:
             self.thumb.add(planes)
         level.pending.append(planes)
@@ -353,8 +367,11 @@ class _Stream:
         bz, by, bx = level.block
         _, y, x = level.size
         gy, gx = -(-y // by), -(-x // bx)
-        row = np.zeros((bz, gy * by, gx * bx), dtype=self.dtype)  # zero padding to whole blocks
-        row[: planes.shape[0], :y, :x] = planes
+        if planes.shape == (bz, gy * by, gx * bx):
+            row = planes  # nothing to pad
+        else:
+            row = np.zeros((bz, gy * by, gx * bx), dtype=self.dtype)  # zero padding to whole blocks
+            row[: planes.shape[0], :y, :x] = planes
         z0 = level.written_planes
         for iy in range(gy):
             for ix in range(gx):
@@ -634,7 +651,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                     for index, level in enumerate(levels):
                         _write_histograms(root[f"ResolutionLevel {index}/TimePoint {t}/Channel {c}"], level.histogram)
                     if t == 0:
-                        hist = levels[0].histogram
+                        hist = levels[0].histogram  # gathered by _write_histograms above
                         ranges_seen[c] = (hist.vmin, hist.vmax)
             ranges = plan.channel_ranges or [ranges_seen[c] for c in range(C)]
             z, y, x = plan.sizes[0]

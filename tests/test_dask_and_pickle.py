@@ -84,3 +84,17 @@ def test_read_chunk(real_files: dict[str, Path]) -> None:
     np.testing.assert_array_equal(chunk[:5, :254, :255], h5py_level(path, 0, 0, 0)[64:69])
     with pytest.raises(SelectionError, match="chunk"):
         store.read_chunk(0, 0, 0, 5, 0, 0)
+
+
+def test_eight_threads_on_one_fresh_store_equal_a_serial_read(synthetic_files: dict[str, Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = synthetic_files["12-timepoints-3-channels"]
+    expected = {(t, c): h5py_level(path, 0, t, c) for t in range(12) for c in range(3)}
+    store = ImsStore(path)  # no chunk index built yet: the threads race to build them
+    arr = zarr.open_array(store, path="0", mode="r")
+    jobs = [(t, c) for t in range(12) for c in range(3)] * 3
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda tc: (tc, arr[tc[0], tc[1]]), jobs))
+    for (t, c), got in results:
+        np.testing.assert_array_equal(got, expected[(t, c)])
