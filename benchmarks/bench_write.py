@@ -36,7 +36,7 @@ from ims_store.codecs import encode_chunk
 from ims_store.layout import Filter
 from ims_store.pyramid import block_shapes, downsample, halved_axes, level_sizes
 from ims_store.synthetic import microscopy_volume
-from ims_store.writer import _Histogram
+from ims_store.writer import HistogramAccumulator
 
 
 def best_of(repeats: int, fn) -> float:
@@ -64,7 +64,7 @@ def stage_times(volume: np.ndarray, chunks: tuple[int, int, int]) -> dict[str, f
 
     def histograms() -> None:
         with ThreadPoolExecutor(1) as pool:
-            hist = _Histogram(volume.dtype)
+            hist = HistogramAccumulator(volume.dtype)
             for z in range(0, volume.shape[0], chunks[0]):
                 hist.add(volume[z : z + chunks[0]], pool)
             hist.tables()

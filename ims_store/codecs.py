@@ -89,14 +89,20 @@ def deflate(data: Buffer, level: int = 2) -> bytes:
     return _stdlib_zlib.compress(data, level)
 
 
+def _byte_planes(data: Buffer, elementsize: int) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(input bytes, elements, bytes in whole elements, output buffer) for (un)shuffling."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    count = buf.size // elementsize
+    out = np.empty(buf.size, dtype=np.uint8)
+    out[count * elementsize :] = buf[count * elementsize :]  # a partial trailing element stays as it is
+    return buf, count, count * elementsize, out
+
+
 def shuffle(data: Buffer, elementsize: int) -> Buffer:
     """HDF5's byte shuffle: all first bytes of each element, then all second bytes, ..."""
     if elementsize <= 1:
         return data
-    buf = np.frombuffer(data, dtype=np.uint8)
-    count = buf.size // elementsize
-    body = count * elementsize
-    out = np.empty(buf.size, dtype=np.uint8)
+    buf, count, body, out = _byte_planes(data, elementsize)
     word = _WORDS.get(elementsize)
     if word is not None:
         # whole-array shifts run at memory speed, unlike a strided byte transpose
@@ -107,7 +113,6 @@ def shuffle(data: Buffer, elementsize: int) -> Buffer:
             np.copyto(out[i * count : (i + 1) * count], shifted, casting="unsafe")  # keeps the low byte
     else:
         out[:body].reshape(elementsize, count)[...] = buf[:body].reshape(count, elementsize).T
-    out[body:] = buf[body:]
     return out
 
 
@@ -118,10 +123,7 @@ def unshuffle(data: Buffer, elementsize: int) -> Buffer:
     """
     if elementsize <= 1:
         return data
-    buf = np.frombuffer(data, dtype=np.uint8)
-    count = buf.size // elementsize
-    body = count * elementsize
-    out = np.empty(buf.size, dtype=np.uint8)
+    buf, count, body, out = _byte_planes(data, elementsize)
     word = _WORDS.get(elementsize)
     if word is not None:
         # rebuild each little-endian word from its byte planes: shifts and ors at memory speed
@@ -132,7 +134,6 @@ def unshuffle(data: Buffer, elementsize: int) -> Buffer:
             np.bitwise_or(values, buf[i * count : (i + 1) * count], out=values)
     else:
         out[:body].reshape(count, elementsize)[...] = buf[:body].reshape(elementsize, count).T
-    out[body:] = buf[body:]
     return out
 
 

@@ -23,6 +23,14 @@ import numpy as np
 from .attributes import write_text
 from .ngff import default_color
 from .pyramid import downsample, halved_axes, level_sizes
+from .writer import (
+    HistogramAccumulator,
+    ThumbnailAccumulator,
+    write_dataset_info,
+    write_histograms,
+    write_root_attributes,
+    write_thumbnail,
+)
 
 __all__ = ["make_example_ims", "microscopy_volume"]
 
@@ -153,19 +161,10 @@ def make_example_ims(
     ext_max = [lo + v * n for lo, v, n in zip(ext_min, voxel_size, shape, strict=True)]
 
     with h5py.File(path, "w") as f:
-        for key, value in (
-            ("DataSetDirectoryName", "DataSet"),
-            ("DataSetInfoDirectoryName", "DataSetInfo"),
-            ("ImarisDataSet", "ImarisDataSet"),
-            ("ImarisVersion", "5.5.0"),
-            ("ThumbnailDirectoryName", "Thumbnail"),
-        ):
-            write_text(f, key, value)
-        f.attrs.create("NumberOfDataSets", np.array([1], dtype=np.uint32))
-
+        write_root_attributes(f)
         root = f.create_group("Workflows/InitialImages/DataSet") if soft_link else f.create_group("DataSet")
         ranges: dict[int, tuple[float, float]] = {}
-        thumb = None
+        thumb = ThumbnailAccumulator(level=0)
         for t_index, t_number in enumerate(t_numbers):
             for c_index, c_number in enumerate(c_numbers):
                 current = volume(t_index, c_index)
@@ -175,8 +174,8 @@ def make_example_ims(
                     )
                 if t_index == 0:
                     ranges[c_index] = (float(current.min()), float(current.max()))
-                    mip = current.max(axis=0)
-                    thumb = _add_to_thumbnail(thumb, mip, colors[c_index], ranges[c_index])
+                    thumb.channel = c_index
+                    thumb.add(current)
                 for level, chunk in enumerate(level_chunks):
                     if level:
                         current = downsample(current, halved_axes(sizes[level - 1]))
@@ -184,34 +183,23 @@ def make_example_ims(
                     _write_level(group, current, chunk, filter_args, pad_to_chunks, skip_zero_chunks)
         if soft_link:
             f["DataSet"] = h5py.SoftLink(root.name)
-
-        info = f.create_group("DataSetInfo")
-        image = info.create_group("Image")
-        for key, value in (("X", shape[2]), ("Y", shape[1]), ("Z", shape[0])):
-            write_text(image, key, str(value))
-        for axis, i in (("0", 2), ("1", 1), ("2", 0)):
-            write_text(image, f"ExtMin{axis}", repr(ext_min[i]))
-            write_text(image, f"ExtMax{axis}", repr(ext_max[i]))
-        write_text(image, "Unit", unit)
-        write_text(image, "Name", name)
-        write_text(image, "Description", "synthetic data made by ims_store")
-        write_text(image, "RecordingDate", start_time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
-        for c_index, c_number in enumerate(c_numbers):
-            ch = info.create_group(f"Channel {c_number}")
-            write_text(ch, "Name", names[c_index])
-            write_text(ch, "Description", "")
-            write_text(ch, "Color", " ".join(f"{v:.3f}" for v in colors[c_index]))
-            write_text(ch, "ColorMode", "BaseColor")
-            write_text(ch, "ColorOpacity", "1.000")
-            write_text(ch, "GammaCorrection", "1.000")
-            write_text(ch, "ColorRange", f"{ranges[c_index][0]:.3f} {ranges[c_index][1]:.3f}")
-        time_info = info.create_group("TimeInfo")
-        write_text(time_info, "DatasetTimePoints", str(timepoints))
-        write_text(time_info, "FileTimePoints", str(timepoints))
-        for t_index, t_number in enumerate(t_numbers):
-            stamp = start_time + _dt.timedelta(seconds=time_interval * t_index)
-            write_text(time_info, f"TimePoint{t_number + 1}", stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
-        f.create_group("Thumbnail").create_dataset("Data", data=_thumbnail_rgba(thumb))
+        write_dataset_info(
+            f,
+            size=shape,
+            extent_min=ext_min,
+            extent_max=ext_max,
+            unit=unit,
+            channel_names=names,
+            channel_colors=colors,
+            channel_ranges=[ranges[c] for c in range(channels)],
+            time_stamps=[start_time + _dt.timedelta(seconds=time_interval * t) for t in range(timepoints)],
+            recording_date=start_time,
+            name=name,
+            description="synthetic data made by ims_store",
+            channel_numbers=c_numbers,
+            timepoint_numbers=t_numbers,
+        )
+        write_thumbnail(f, thumb.rgba(colors, [ranges[c] for c in range(channels)]))
     return path
 
 
@@ -240,32 +228,6 @@ def _write_level(
                 block[: part.shape[0], : part.shape[1], : part.shape[2]] = part
                 end = [min(o + c, s) for o, c, s in zip((z0, y0, x0), chunk, stored, strict=True)]
                 dataset[z0 : end[0], y0 : end[1], x0 : end[2]] = block[: end[0] - z0, : end[1] - y0, : end[2] - x0]
-    if data.dtype == np.uint8:
-        hist, lo, hi = np.bincount(data.ravel(), minlength=256), 0.0, 255.0
-    else:
-        lo, hi = float(data.min()), float(data.max())
-        hist, _ = np.histogram(data, bins=256, range=(lo, hi if hi > lo else lo + 1))
-    group.create_dataset("Histogram", data=hist.astype(np.uint64))
-    write_text(group, "HistogramMin", f"{lo:.3f}")
-    write_text(group, "HistogramMax", f"{hi:.3f}")
-
-
-def _add_to_thumbnail(
-    acc: np.ndarray | None, mip: np.ndarray, color: Sequence[float], window: tuple[float, float]
-) -> np.ndarray:
-    step = max(1, -(-max(mip.shape) // 256))
-    small = mip[::step, ::step].astype(np.float64)
-    lo, hi = window
-    scaled = np.clip((small - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    rgb = scaled[..., None] * np.asarray(color, dtype=np.float64)[None, None, :]
-    return rgb if acc is None else np.maximum(acc, rgb)
-
-
-def _thumbnail_rgba(rgb: np.ndarray | None) -> np.ndarray:
-    if rgb is None:
-        return np.zeros((1, 4), dtype=np.uint8)
-    h, w, _ = rgb.shape
-    rgba = np.empty((h, w, 4), dtype=np.uint8)
-    rgba[..., :3] = np.rint(rgb * 255)
-    rgba[..., 3] = 255
-    return rgba.reshape(h, w * 4)  # Imaris stores (h, 4*w): interleaved RGBA
+    histogram = HistogramAccumulator(data.dtype, (float(data.min()), float(data.max())))
+    histogram.add(data)
+    write_histograms(group, histogram)

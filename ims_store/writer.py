@@ -41,10 +41,16 @@ from .sources import SourceImage, open_source
 
 __all__ = [
     "DestinationExistsError",
+    "HistogramAccumulator",
+    "ThumbnailAccumulator",
     "WriteError",
     "histogram",
     "storage_dtype",
+    "write_dataset_info",
+    "write_histograms",
     "write_ims",
+    "write_root_attributes",
+    "write_thumbnail",
 ]
 
 Compression = Literal["gzip", "lz4", "none"]
@@ -128,7 +134,7 @@ def _count(planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]
 
 
 @dataclass
-class _Histogram:
+class HistogramAccumulator:
     """Counts of one (level, time point, channel), accumulated slab by slab on the worker pool."""
 
     dtype: np.dtype
@@ -138,8 +144,15 @@ class _Histogram:
     vmin: float = math.inf
     vmax: float = -math.inf
 
-    def add(self, planes: np.ndarray, pool: ThreadPoolExecutor) -> None:
-        if planes.size:
+    def add(self, planes: np.ndarray, pool: ThreadPoolExecutor | None = None) -> None:
+        """Count ``planes`` on ``pool`` (or right here without one)."""
+        if not planes.size:
+            return
+        if pool is None:
+            done: Future = Future()
+            done.set_result(_count(planes, self.dtype, self.value_range))
+            self.parts.append(done)
+        else:
             self.parts.append(pool.submit(_count, planes, self.dtype, self.value_range))
 
     def _gather(self) -> None:
@@ -323,7 +336,7 @@ class _Level:
     dataset: h5py.Dataset
     filters: tuple[Filter, ...]
     halve_next: tuple[bool, bool, bool] | None
-    histogram: _Histogram
+    histogram: HistogramAccumulator
     pending: list[np.ndarray] = field(default_factory=list)
     pending_planes: int = 0
     written_planes: int = 0
@@ -333,7 +346,9 @@ class _Level:
 class _Stream:
     """Pushes planes of one (time point, channel) through every level of the pyramid."""
 
-    def __init__(self, levels: list[_Level], sink: _ChunkSink, dtype: np.dtype, thumb: _Thumbnail | None) -> None:
+    def __init__(
+        self, levels: list[_Level], sink: _ChunkSink, dtype: np.dtype, thumb: ThumbnailAccumulator | None
+    ) -> None:
         self.levels, self.sink, self.dtype, self.thumb = levels, sink, dtype, thumb
 
     def push(self, index: int, planes: np.ndarray) -> None:
@@ -386,7 +401,7 @@ class _Stream:
 
 
 @dataclass
-class _Thumbnail:
+class ThumbnailAccumulator:
     """Maximum projection along z of one level, per channel, for ``Thumbnail/Data``."""
 
     level: int
@@ -458,8 +473,16 @@ def write_dataset_info(
     recording_date: _dt.datetime,
     name: str = "",
     description: str = "",
+    channel_numbers: Sequence[int] | None = None,
+    timepoint_numbers: Sequence[int] | None = None,
 ) -> None:
-    """``DataSetInfo``: Image, Channel N, TimeInfo and the creator groups. Spatial tuples (z, y, x)."""
+    """``DataSetInfo``: Image, Channel N, TimeInfo and the creator groups. Spatial tuples (z, y, x).
+
+    ``channel_numbers`` / ``timepoint_numbers`` are the N of the ``Channel N`` / ``TimePoint N``
+    data groups (default 0, 1, ...); ``TimeInfo`` numbers its stamps from 1.
+    """
+    channel_numbers = list(channel_numbers) if channel_numbers is not None else list(range(len(channel_names)))
+    timepoint_numbers = list(timepoint_numbers) if timepoint_numbers is not None else list(range(len(time_stamps)))
     info = f.require_group("DataSetInfo")
     image = info.require_group("Image")
     z, y, x = (int(s) for s in size)
@@ -473,7 +496,7 @@ def write_dataset_info(
     write_text(image, "Description", description)
     write_text(image, "RecordingDate", _stamp(recording_date))
     for c, channel_name in enumerate(channel_names):
-        ch = info.require_group(f"Channel {c}")
+        ch = info.require_group(f"Channel {channel_numbers[c]}")
         write_text(ch, "Name", channel_name)
         write_text(ch, "Description", "")
         write_text(ch, "Color", " ".join(f"{v:.3f}" for v in channel_colors[c]))
@@ -485,8 +508,8 @@ def write_dataset_info(
     time_info = info.require_group("TimeInfo")
     write_text(time_info, "DatasetTimePoints", str(len(time_stamps)))
     write_text(time_info, "FileTimePoints", str(len(time_stamps)))
-    for i, stamp in enumerate(time_stamps):
-        write_text(time_info, f"TimePoint{i + 1}", _stamp(stamp))
+    for number, stamp in zip(timepoint_numbers, time_stamps, strict=True):
+        write_text(time_info, f"TimePoint{number + 1}", _stamp(stamp))
     creator = info.require_group("ImarisDataSet")
     for key, value in (("Creator", "ims_store"), ("NumberOfImages", "1"), ("Version", "5.5")):
         write_text(creator, key, value)
@@ -501,7 +524,8 @@ def write_thumbnail(f: h5py.File, rgba: np.ndarray) -> None:
     f.require_group("Thumbnail").create_dataset("Data", data=np.ascontiguousarray(rgba, dtype=np.uint8))
 
 
-def _write_histograms(group: h5py.Group, hist: _Histogram) -> None:
+def write_histograms(group: h5py.Group, hist: HistogramAccumulator) -> None:
+    """``Histogram`` (and ``Histogram1024``) datasets with their Min/Max attributes on a channel group."""
     for name, (counts, lo, hi) in hist.tables().items():
         group.create_dataset(name, data=counts.astype(np.uint64))
         suffix = "1024" if name.endswith("1024") else ""
@@ -613,7 +637,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
     thumb_level = max([i for i, s in enumerate(plan.sizes) if max(s[1:]) >= THUMBNAIL_SIZE] or [0])
     bar = _progress_bar(progress, total, label)
     sink = _ChunkSink(workers, bar)
-    thumb = _Thumbnail(thumb_level)
+    thumb = ThumbnailAccumulator(thumb_level)
     ranges_seen: dict[int, tuple[float, float]] = {}
     try:
         with h5py.File(tmp, "w") as f:
@@ -638,7 +662,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                                 dataset=dataset,
                                 filters=dataset_filters(dataset),
                                 halve_next=halved_axes(size) if index + 1 < n_levels else None,
-                                histogram=_Histogram(plan.dtype, value_range),  # type: ignore[arg-type]
+                                histogram=HistogramAccumulator(plan.dtype, value_range),  # type: ignore[arg-type]
                             )
                         )
                     thumb.channel = c
@@ -649,9 +673,9 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                     stream.finish()
                     sink.flush()
                     for index, level in enumerate(levels):
-                        _write_histograms(root[f"ResolutionLevel {index}/TimePoint {t}/Channel {c}"], level.histogram)
+                        write_histograms(root[f"ResolutionLevel {index}/TimePoint {t}/Channel {c}"], level.histogram)
                     if t == 0:
-                        hist = levels[0].histogram  # gathered by _write_histograms above
+                        hist = levels[0].histogram  # gathered by write_histograms above
                         ranges_seen[c] = (hist.vmin, hist.vmax)
             ranges = plan.channel_ranges or [ranges_seen[c] for c in range(C)]
             z, y, x = plan.sizes[0]

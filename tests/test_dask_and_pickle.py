@@ -9,10 +9,10 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import zarr
 from helpers import h5py_level
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ims_store import ImsStore, SelectionError
 
