@@ -39,22 +39,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from .store import ImsStore
     from .summary import format_layout, format_tree
-    from .synthetic import make_example_ims
+    from .synthetic import microscopy_volume
+    from .writer import write_ims
 
     with tempfile.TemporaryDirectory(prefix="ims-store-demo-") as tmp:
         path = Path(args.output) if args.output else Path(tmp) / "example.ims"
         print(f"1. Writing a small Imaris file with 3 channels, 2 time points and a resolution pyramid: {path}")
-        make_example_ims(
+        # (t, c, z, y, x): each channel and time point its own cells, as a 12-bit camera sees them
+        data = np.stack(
+            [
+                np.stack(
+                    [
+                        microscopy_volume(
+                            (32, 256, 256), "uint16", seed=10 * t + c, blobs=12, noise=0.01, peak=4000, background=100
+                        )
+                        for c in range(3)
+                    ]
+                )
+                for t in range(2)
+            ]
+        )
+        write_ims(
+            data,
             path,
-            shape=(32, 256, 256),
-            dtype="uint16",
-            channels=3,
-            timepoints=2,
+            axes="tczyx",
+            voxel_size=(0.5, 0.1625, 0.1625),
+            origin=(-1.75, 10.08125, 20.08125),
             channel_names=["DAPI", "GFP", "mCherry"],
             channel_colors=[(0.0, 0.4, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.3)],
-            voxel_size=(0.5, 0.1625, 0.1625),
-            extent_min=(-2.0, 10.0, 20.0),
-            name="ims_store demo",
+            time_stamps=[0.0, 1.5],
+            overwrite=bool(args.output),
         )
         print()
         print("2. What the file holds (ims-store info):")

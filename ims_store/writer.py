@@ -691,7 +691,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                 channel_ranges=ranges,
                 time_stamps=plan.time_stamps,
                 recording_date=plan.recording_date,
-                name=plan.source.name or "",
+                name=plan.source.name or Path(label).stem,  # Imaris names an image after its file
                 description=plan.source.description or "",
             )
             write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
