@@ -14,14 +14,17 @@ failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .codecs import CodecPlan
 from .errors import MissingDependencyError
 from .geometry import voxel_centre_origin
-from .outputs import atomic_output
+from .keys import ChunkKey, build_metadata, chunk_key
+from .outputs import atomic_output, progress_bar
 from .store import ImsStore
 
 __all__ = ["to_nifti", "to_ome_zarr"]
@@ -44,44 +47,108 @@ def _store(source: str | os.PathLike[str] | ImsStore, zarr_format: Literal[2, 3]
     return ImsStore(source, zarr_format=zarr_format)
 
 
+Codec = Literal["auto", "copy", "zstd", "zlib", "none"]
+
+
+def _target_plan(codec: str, level: int) -> CodecPlan:
+    """Codecs declared for re-encoded chunks."""
+    if codec == "zstd":
+        return CodecPlan(
+            True,
+            {"id": "zstd", "level": level},
+            None,
+            [{"name": "zstd", "configuration": {"level": level, "checksum": False}}],
+        )
+    if codec == "zlib":  # zarr v3 has gzip, not zlib, as a core codec
+        return CodecPlan(
+            True, {"id": "zlib", "level": level}, None, [{"name": "gzip", "configuration": {"level": level}}]
+        )
+    return CodecPlan(True, None, None, [])
+
+
+def _encoder(codec: str, level: int, zarr_format: int) -> Any:
+    if codec == "zstd":
+        from numcodecs import Zstd
+
+        return Zstd(level=level).encode
+    if codec == "zlib":
+        from numcodecs import GZip, Zlib
+
+        return (Zlib(level) if zarr_format == 2 else GZip(level)).encode
+    return lambda raw: raw
+
+
 def to_ome_zarr(
     source: str | os.PathLike[str] | ImsStore,
     path: str | os.PathLike[str],
     *,
     ngff_version: Literal["0.4", "0.5"] = "0.5",
+    codec: Codec = "auto",
+    codec_level: int = 3,
     overwrite: bool = False,
-    compressor: Literal["zstd", "zlib", "none"] = "zstd",
+    progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
-    """Materialise an Imaris file as an OME-Zarr image (all levels, time points, channels).
+    """Materialise an Imaris file as an OME-Zarr image: every level, time point and channel.
 
-    NGFF 0.5 writes zarr v3, NGFF 0.4 zarr v2. The metadata is the virtual store's, so scale,
-    translation, channel names and colours are those `ImsStore` presents.
+    NGFF 0.5 writes zarr v3, NGFF 0.4 zarr v2; the metadata is what `ImsStore` presents.
+    ``codec="copy"`` copies the stored compressed chunks without decoding them where zarr can
+    declare their codecs (deflate, shuffle + deflate; other levels are re-encoded with zstd);
+    ``"zstd"``, ``"zlib"`` (gzip framing on zarr v3) and ``"none"`` re-encode every chunk.
+    ``"auto"`` copies for NGFF 0.4 (zarr v2's ``zlib`` is read everywhere) and writes zstd for
+    NGFF 0.5 (the copied chunks would need numcodecs' codecs, which not every zarr v3 reader
+    has). Chunks are read and encoded on ``workers`` threads; unwritten chunks stay absent.
     """
-    import dask.array as da
-    import zarr
-
+    if ngff_version not in ("0.4", "0.5"):
+        raise ValueError(f"ngff_version must be '0.4' or '0.5', not {ngff_version!r}")
+    if codec not in ("auto", "copy", "zstd", "zlib", "none"):
+        raise ValueError(f"codec must be one of auto, copy, zstd, zlib, none, not {codec!r}")
     fmt: Literal[2, 3] = 3 if ngff_version == "0.5" else 2
-    store = _store(source, fmt)
-    src_root = zarr.open_group(store, mode="r")
-    codec: Any = None
-    if compressor == "zstd":
-        from zarr.codecs import ZstdCodec
+    src_path = source.path if isinstance(source, ImsStore) else source
+    store = ImsStore(src_path, zarr_format=fmt, chunk_mode="passthrough")
+    layout = store.layout
+    if codec == "auto":
+        codec = "copy" if fmt == 2 else "zstd"
+    copy = [codec == "copy" and plan.passthrough for plan in store._plans]
+    plans = [
+        store._plans[i] if copy[i] else _target_plan("zstd" if codec == "copy" else codec, codec_level)
+        for i in range(len(layout.levels))
+    ]
+    encode = _encoder("zstd" if codec == "copy" else codec, codec_level, fmt)
+    jobs = [
+        ChunkKey(lvl.index, t, c, z, y, x)
+        for lvl in layout.levels
+        for t in range(len(layout.timepoints))
+        for c in range(len(layout.channels))
+        for z, y, x in np.ndindex(*lvl.chunk_grid)
+    ]
 
-        codec = ZstdCodec(level=3) if fmt == 3 else {"id": "zstd", "level": 3}
-    elif compressor == "zlib":
-        codec = {"name": "numcodecs.zlib", "configuration": {"level": 2}} if fmt == 3 else {"id": "zlib", "level": 2}
+    def convert_one(ck: ChunkKey, root: Path) -> None:
+        if copy[ck.level]:
+            data = store.get_sync(chunk_key(ck, fmt))
+            payload = None if data is None else data.to_bytes()
+        else:
+            raw = store._decoded_chunk(ck)
+            payload = None if raw is None else bytes(memoryview(encode(raw)))
+        if payload is not None:  # unwritten chunks stay absent: zarr reads them as zeros
+            target = root / chunk_key(ck, fmt)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(payload)
+
     with atomic_output(Path(path), overwrite) as tmp:
-        root = zarr.open_group(str(tmp), mode="w-", zarr_format=fmt, attributes=dict(src_root.attrs))
-        for level in store.layout.levels:
-            name = str(level.index)
-            src = src_root[name]
-            kwargs: dict[str, Any] = {"compressors": codec} if codec is not None else {"compressors": None}
-            if fmt == 3:
-                kwargs["dimension_names"] = ("t", "c", "z", "y", "x")
-            dst = root.create_array(name, shape=src.shape, chunks=src.chunks, dtype=src.dtype, fill_value=0, **kwargs)
-            if fmt == 2:
-                dst.attrs["_ARRAY_DIMENSIONS"] = ["t", "c", "z", "y", "x"]
-            da.store(da.from_zarr(src), dst, lock=False)
+        tmp.mkdir()
+        for key, doc in build_metadata(layout, plans, fmt).items():
+            (tmp / key).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / key).write_bytes(doc)
+        bar = progress_bar(progress, len(jobs), f"writing {Path(path).name}")
+        try:
+            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+                for _ in pool.map(lambda ck: convert_one(ck, tmp), jobs):
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
     return Path(path)
 
 

@@ -12,10 +12,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import ImsError
 
-__all__ = ["DestinationExistsError", "WriteError", "atomic_output"]
+__all__ = ["DestinationExistsError", "WriteError", "atomic_output", "progress_bar"]
 
 
 class WriteError(ImsError):
@@ -62,3 +63,12 @@ def atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def progress_bar(enabled: bool, total: int, description: str) -> Any:
+    """A tqdm bar over ``total`` chunks when ``enabled``, else ``None`` (library calls stay quiet)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="chunk", desc=description, dynamic_ncols=True)

@@ -35,7 +35,7 @@ from .codecs import encode_chunk
 from .errors import ImsError
 from .layout import Filter, dataset_filters
 from .ngff import default_color
-from .outputs import DestinationExistsError, WriteError, atomic_output
+from .outputs import DestinationExistsError, WriteError, atomic_output, progress_bar
 from .pyramid import block_shapes, downsample, halved_axes, level_sizes
 from .sources import SourceImage, open_source
 
@@ -537,14 +537,6 @@ def write_histograms(group: h5py.Group, hist: HistogramAccumulator) -> None:
 # the public function
 
 
-def _progress_bar(enabled: bool, total: int, label: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="chunk", desc=f"writing {label}", dynamic_ncols=True)
-
-
 def write_ims(
     source: Any,
     path: str | os.PathLike[str],
@@ -635,7 +627,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
     total = T * C * sum(int(np.prod(g)) for g in grids)
     # the thumbnail comes from the smallest level still at least 256 wide (cheap, yet sharp)
     thumb_level = max([i for i, s in enumerate(plan.sizes) if max(s[1:]) >= THUMBNAIL_SIZE] or [0])
-    bar = _progress_bar(progress, total, label)
+    bar = progress_bar(progress, total, f"writing {label}")
     sink = _ChunkSink(workers, bar)
     thumb = ThumbnailAccumulator(thumb_level)
     ranges_seen: dict[int, tuple[float, float]] = {}

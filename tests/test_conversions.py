@@ -138,3 +138,44 @@ def test_written_files_open_with_an_independent_reader(tmp_path: Path, real_file
     out = write_ims(real_files["PtK2Cell.ims"], tmp_path / "ptk2.ims")
     ims2 = open_ims(str(out))
     np.testing.assert_array_equal(ims2[0, 0, 2, :, :, :], h5py_level(real_files["PtK2Cell.ims"], 0, 0, 2))
+
+
+@pytest.mark.parametrize("ngff_version", ["0.5", "0.4"])
+@pytest.mark.parametrize("codec", ["auto", "copy", "zstd", "zlib", "none"])
+def test_ims_to_ome_zarr_every_level_and_codec(
+    tmp_path: Path, synthetic_files: dict[str, Path], ngff_version: str, codec: str
+) -> None:
+    from ome_zarr_models.v04 import Image as Image04
+    from ome_zarr_models.v05 import Image as Image05
+
+    for name in ("uint16-shuffle-gzip-3-levels", "uint32-shuffle-lz4", "unallocated-chunks-softlink"):
+        src = synthetic_files[name]
+        out = to_ome_zarr(src, tmp_path / f"{name}-{codec}.zarr", ngff_version=ngff_version, codec=codec)
+        root = zarr.open_group(str(out), mode="r")
+        (Image05 if ngff_version == "0.5" else Image04).from_zarr(root)
+        levels = sorted(root.array_keys(), key=int)
+        assert len(levels) == len(read_layout(src).levels)
+        for level in levels:
+            data = root[level][...]
+            for t in range(data.shape[0]):
+                for c in range(data.shape[1]):
+                    np.testing.assert_array_equal(data[t, c], h5py_level(src, int(level), t, c))
+
+
+def test_copy_keeps_the_stored_chunk_bytes(tmp_path: Path, real_files: dict[str, Path]) -> None:
+    src = real_files["PyramidalCell.ims"]
+    out = to_ome_zarr(src, tmp_path / "copy.zarr", ngff_version="0.4", codec="copy")
+    with h5py.File(src, "r") as f:
+        _, stored = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"].id.read_direct_chunk((32, 0, 0))
+    assert (out / "0" / "0" / "0" / "2" / "0" / "0").read_bytes() == stored
+
+
+def test_conversion_refuses_to_overwrite(tmp_path: Path, real_files: dict[str, Path]) -> None:
+    from ims_store import DestinationExistsError
+
+    (tmp_path / "exists.zarr").mkdir()
+    with pytest.raises(DestinationExistsError):
+        to_ome_zarr(real_files["PtK2Cell.ims"], tmp_path / "exists.zarr")
+    to_ome_zarr(real_files["PtK2Cell.ims"], tmp_path / "exists.zarr", overwrite=True)
+    assert zarr.open_group(str(tmp_path / "exists.zarr"), mode="r")["0"].shape == (1, 4, 32, 256, 256)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.zarr"]
