@@ -1,6 +1,10 @@
 """The ``ims-store`` command line: argument parsing and output only.
 
     ims-store info FILE.ims [--json]
+    ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--level N --timepoint T --channel C]
+                             [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
+    ims-store serve FILE.ims [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
+    ims-store validate FILE.ims [--strict]
     ims-store demo [--output FILE.ims] [--zarr-format 2|3]
 
 Bad input gives a one-line error naming the file and a non-zero exit status; ``--debug``
@@ -31,6 +35,92 @@ def _cmd_info(args: argparse.Namespace) -> int:
     else:
         print(format_layout(layout))
     return 0
+
+
+def _kind(path: str) -> str:
+    lower = path.lower().rstrip("/\\")
+    if lower.endswith(".ims"):
+        return "ims"
+    if lower.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if lower.endswith(".zarr") or "://" in lower or Path(path).is_dir():
+        return "zarr"
+    return "unknown"
+
+
+class _UsageError(Exception):
+    """A command line that asks for something no command does."""
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import to_nifti, to_ome_zarr
+    from .writer import write_ims
+
+    src, dst = _kind(args.input), _kind(args.output)
+    if dst == "ims" and src != "unknown":
+        write_ims(
+            args.input,
+            args.output,
+            compression=args.compression,
+            compression_level=args.compression_level,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    elif src == "ims" and dst == "zarr":
+        to_ome_zarr(
+            args.input,
+            args.output,
+            ngff_version=args.ngff,
+            codec=args.codec,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    elif src == "ims" and dst == "nifti":
+        timepoint = None if args.timepoint == "all" else int(args.timepoint)
+        to_nifti(
+            args.input,
+            args.output,
+            level=args.level,
+            timepoint=timepoint,
+            channel=args.channel,
+            overwrite=args.overwrite,
+        )
+    else:
+        raise _UsageError(
+            f"cannot convert {args.input} to {args.output}: convert .ims to .zarr / .ome.zarr or .nii / .nii.gz, "
+            "or .ims, .zarr, .nii, .nii.gz to .ims"
+        )
+    if not args.quiet:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import make_server, viewer_links
+
+    server = make_server(args.file, host=args.host, port=args.port, ngff=args.ngff, cors=args.cors or None)
+    print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
+    for name, link in viewer_links(server.url, args.ngff).items():
+        print(f"  {name}: {link}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    problems = validate(args.file)
+    for problem in problems:
+        print(problem)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    sound = errors == 0 and (warnings == 0 or not args.strict)
+    print(f"{args.file}: {'sound' if sound else 'not sound'} ({errors} error(s), {warnings} warning(s))")
+    return 0 if sound else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -109,6 +199,55 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_cmd_info)
 
+    convert = sub.add_parser(
+        "convert",
+        help="convert between .ims, OME-Zarr and NIfTI (direction from the names)",
+        description="Convert .ims to OME-Zarr (.zarr, .ome.zarr) or NIfTI (.nii, .nii.gz), or OME-Zarr, NIfTI and "
+        ".ims to .ims. The direction comes from the file names.",
+    )
+    convert.add_argument("input")
+    convert.add_argument("output")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = convert.add_argument_group("to OME-Zarr")
+    group.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5", help="OME-NGFF version (default 0.5)")
+    group.add_argument(
+        "--codec",
+        choices=("auto", "copy", "zstd", "zlib", "none"),
+        default="auto",
+        help="copy: the stored chunks as they are, where zarr can declare them; auto: copy for 0.4, zstd for 0.5",
+    )
+    group = convert.add_argument_group("to NIfTI")
+    group.add_argument("--level", type=int, default=0, help="resolution level (default 0)")
+    group.add_argument("--timepoint", default="0", help="time point index, or 'all' (default 0)")
+    group.add_argument("--channel", type=int, default=0, help="channel index (default 0)")
+    group = convert.add_argument_group("to .ims")
+    group.add_argument("--compression", choices=("gzip", "lz4", "none"), default="gzip")
+    group.add_argument("--compression-level", type=int, default=2, help="gzip level 0-9 (default 2, as Imaris)")
+    convert.set_defaults(func=_cmd_convert)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve an .ims over HTTP as OME-Zarr",
+        description="Serve an .ims file as a virtual OME-Zarr over HTTP for web viewers and remote zarr clients.",
+    )
+    serve.add_argument("file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
+    serve.add_argument("--cors", default="*", help="Access-Control-Allow-Origin value ('' for none; default *)")
+    serve.set_defaults(func=_cmd_serve)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check an .ims against what Imaris needs",
+        description="List every problem of an .ims file: required groups and attributes, attribute encoding, "
+        "pyramid, data sets, histograms, thumbnail. Exit status 0 when the file is sound, 1 when not.",
+    )
+    validate.add_argument("file")
+    validate.add_argument("--strict", action="store_true", help="count warnings as errors")
+    validate.set_defaults(func=_cmd_validate)
+
     demo = sub.add_parser(
         "demo",
         help="make an example .ims and show it as OME-Zarr",
@@ -133,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ImsError as err:
+    except (ImsError, _UsageError, ValueError) as err:
         if args.debug:
             raise
         print(f"ims-store {args.command}: error: {err}", file=sys.stderr)

@@ -1,0 +1,201 @@
+"""The HTTP front of an `ImsStore`: a virtual OME-Zarr for web viewers and remote zarr clients.
+
+GET and HEAD of store keys, single byte ranges (206 / 416), CORS (with the preflight a ``Range``
+header needs), 404 for anything that is not a key. Nothing outside the store is reachable: a
+path is only ever looked up as a store key, never on disk. Loopback by default.
+
+NGFF 0.4 is served as zarr v2 with the stored chunks passed through (zarr v2's ``zlib`` codec
+is read by zarr-python, tensorstore, neuroglancer and vizarr alike); NGFF 0.5 as zarr v3 with
+chunks decoded by the store, since zarr v3 has no core codec for HDF5's zlib streams.
+
+>>> server = make_server("cells.ims", port=0)
+>>> server.url.startswith("http://127.0.0.1:")
+True
+>>> server.server_close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+
+from .store import ImsStore
+
+__all__ = ["ImsHTTPServer", "make_server", "viewer_links"]
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MAX_KEY = 1024
+
+
+class ImsHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server bound to one store; ``url`` is where clients find the image."""
+
+    daemon_threads = True
+
+    def __init__(self, store: ImsStore, host: str, port: int, cors: str | None) -> None:
+        self.store = store
+        self.cors = cors
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        return f"http://{shown}:{port}/"
+
+    def serve_in_thread(self) -> threading.Thread:
+        """Serve on a daemon thread (tests, notebooks); stop with ``shutdown()``."""
+        thread = threading.Thread(target=self.serve_forever, name="ims-store-serve", daemon=True)
+        thread.start()
+        return thread
+
+
+def make_server(
+    path: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ngff: Literal["0.4", "0.5"] = "0.5",
+    cors: str | None = "*",
+) -> ImsHTTPServer:
+    """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``)."""
+    if ngff not in ("0.4", "0.5"):
+        raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
+    store = ImsStore(path, zarr_format=2, chunk_mode="passthrough") if ngff == "0.4" else ImsStore(path, zarr_format=3)
+    return ImsHTTPServer(store, host, port, cors)
+
+
+def viewer_links(url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, str]:
+    """Links that open a served image in neuroglancer and vizarr."""
+    scheme = "zarr3" if ngff == "0.5" else "zarr2"
+    state = {"layers": [{"type": "image", "source": f"{scheme}://{url}", "name": "image"}], "layout": "xy"}
+    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
+    return {
+        "neuroglancer": f"https://neuroglancer-demo.appspot.com/#!{fragment}",
+        "vizarr": f"https://hms-dbmi.github.io/vizarr/?source={urllib.parse.quote(url, safe='')}",
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ImsHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "ims-store"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: a viewer makes many requests
+        pass
+
+    # -- methods ---------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._respond(send_body=False)
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self._cors()
+        self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+        requested = self.headers.get("Access-Control-Request-Headers")
+        self.send_header("Access-Control-Allow-Headers", requested or "Range")
+        self.send_header("Access-Control-Max-Age", "86400")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _not_allowed(self) -> None:
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": "GET, HEAD, OPTIONS"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _cors(self) -> None:
+        if self.server.cors:
+            self.send_header("Access-Control-Allow-Origin", self.server.cors)
+            self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range, Accept-Ranges")
+
+    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None, send_body: bool = True) -> None:
+        body = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self._cors()
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _key(self) -> str | None:
+        """The store key a request path names, or None for anything that is not a plain key."""
+        raw = urllib.parse.urlsplit(self.path).path
+        key = urllib.parse.unquote(raw).lstrip("/")
+        if len(key) > _MAX_KEY or "\\" in key or "\x00" in key:
+            return None
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return None
+        return key
+
+    def _respond(self, send_body: bool) -> None:
+        key = self._key()
+        if key is None:
+            self._error(HTTPStatus.NOT_FOUND, send_body=send_body)
+            return
+        store = self.server.store
+        try:
+            whole = store.get_sync(key)
+        except Exception:  # a damaged chunk: the client gets an error, the server keeps serving
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, send_body=send_body)
+            return
+        if whole is None:
+            self._error(HTTPStatus.NOT_FOUND, send_body=send_body)
+            return
+        data = whole.to_bytes()
+        size = len(data)
+        status = HTTPStatus.OK
+        headers = {"Accept-Ranges": "bytes"}
+        header = self.headers.get("Range")
+        if header is not None:
+            span = _parse_range(header, size)
+            if span is None:
+                self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"}, send_body)
+                return
+            start, stop = span
+            data = data[start:stop]
+            status = HTTPStatus.PARTIAL_CONTENT
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        self.send_response(status)
+        self._cors()
+        for name, value in headers.items():
+            self.send_header(name, value)
+        is_json = key.endswith(("zarr.json", ".zarray", ".zattrs", ".zgroup"))
+        self.send_header("Content-Type", "application/json" if is_json else "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(data)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, stop) of a single ``bytes=`` range within ``size``, or None if unsatisfiable."""
+    match = _RANGE.match(header.strip())
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if len(first) > 18 or len(last) > 18:  # beyond any file: refuse before converting
+        return None
+    if first == "":  # the last N bytes
+        start, stop = max(size - int(last), 0), size
+    else:
+        start = int(first)
+        stop = size if last == "" else min(int(last) + 1, size)
+    if start >= size or stop <= start:
+        return None
+    return start, stop

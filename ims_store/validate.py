@@ -1,0 +1,220 @@
+"""Check a file against what Imaris needs, listing every problem found.
+
+`validate` walks the whole file (every level, time point and channel): required groups and
+attributes, the char-array encoding of text attributes, the resolution pyramid (present and
+consistent with Imaris' rule), data sets, histograms and the thumbnail. Problems are errors
+(Imaris would refuse the file, rebuild it, or show wrong data) or warnings (Imaris copes).
+
+>>> problems = validate("cells.ims")
+>>> [p for p in problems if p.severity == "error"]
+[]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from .attributes import parse_float, parse_int, read_text
+from .errors import ImsError
+from .layout import ImsLayout, open_hdf5, parse_layout
+from .pyramid import halved_axes
+
+__all__ = ["Problem", "validate"]
+
+# Imaris 7 files stop adding levels at 4 Mi voxels (ImarisWriter: 1 MiB of data); a file whose
+# last level is larger than this and could still halve lacks part of its pyramid.
+PYRAMID_LIMIT_VOXELS = 4 * 1024 * 1024
+
+ROOT_TEXT = (
+    "DataSetDirectoryName",
+    "DataSetInfoDirectoryName",
+    "ImarisDataSet",
+    "ImarisVersion",
+    "ThumbnailDirectoryName",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``where`` in the file, ``what`` is wrong, and how bad it is."""
+
+    severity: Literal["error", "warning"]
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.where}: {self.what}"
+
+
+def _char_array_problem(obj: h5py.HLObject, name: str) -> str | None:
+    """Why an attribute is not an Imaris char array (H5T_C_S1, size 1, NULLTERM), or None."""
+    try:
+        attr = h5py.h5a.open(obj.id, name.encode("latin-1"))
+    except KeyError:
+        return "missing"
+    tid = attr.get_type()
+    if tid.get_class() != h5py.h5t.STRING:
+        return f"stored as {attr.dtype}, not as text"
+    if tid.is_variable_str():
+        return "a variable-length string; Imaris reads 1-byte char arrays"
+    if tid.get_size() != 1:
+        return f"a fixed string of {tid.get_size()} bytes; Imaris reads arrays of 1-byte chars"
+    if tid.get_strpad() != h5py.h5t.STR_NULLTERM:
+        return "padded NULLPAD/SPACEPAD; Imaris expects NULLTERM"
+    return None
+
+
+def _text_attributes(
+    obj: h5py.HLObject,
+    where: str,
+    required: tuple[str, ...] = (),
+    expected: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = ("NumberOfDataSets",),
+) -> Iterator[Problem]:
+    """Encoding of every text attribute; ``required`` missing is an error, ``expected`` a warning."""
+    for name in sorted(set(obj.attrs) | set(required) | set(expected)):
+        if name in numeric:
+            continue
+        problem = _char_array_problem(obj, name)
+        if problem == "missing":
+            if name in required:
+                yield Problem("error", where, f"attribute {name} is missing")
+            else:
+                yield Problem("warning", where, f"attribute {name} is missing (Imaris falls back to a default)")
+        elif problem is not None:
+            yield Problem("error", where, f"attribute {name} is {problem}")
+
+
+def validate(path: str | os.PathLike[str]) -> list[Problem]:
+    """Every problem found in the file; an empty list means Imaris will be content with it."""
+    path = os.fspath(path)
+    try:
+        f = open_hdf5(path)
+    except ImsError as err:
+        return [Problem("error", path, err.reason)]
+    with f:
+        try:
+            layout = parse_layout(f, path)
+        except ImsError as err:
+            return [Problem("error", path, err.reason)]
+        return list(_check(f, layout))
+
+
+def _check(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
+    yield from _text_attributes(f, "/", ROOT_TEXT)
+    count = f.attrs.get("NumberOfDataSets")
+    if count is None:
+        yield Problem("error", "/", "attribute NumberOfDataSets is missing")
+    elif np.asarray(count).dtype != np.uint32:
+        yield Problem("warning", "/", f"attribute NumberOfDataSets is {np.asarray(count).dtype}, Imaris writes uint32")
+
+    info = f.get("DataSetInfo")
+    if not isinstance(info, h5py.Group):
+        yield Problem("error", "/DataSetInfo", "missing")
+    else:
+        yield from _check_info(info, layout)
+    yield from _check_pyramid(layout)
+    yield from _check_data(f, layout)
+    thumb = f.get("Thumbnail/Data")
+    if not isinstance(thumb, h5py.Dataset):
+        yield Problem("warning", "/Thumbnail/Data", "missing (Imaris shows no preview)")
+    elif thumb.dtype != np.uint8 or thumb.ndim != 2 or thumb.shape[1] % 4:
+        yield Problem("warning", "/Thumbnail/Data", f"{thumb.dtype} {thumb.shape}; expected uint8 (h, 4 * w) RGBA")
+
+
+def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
+    image = info.get("Image")
+    if not isinstance(image, h5py.Group):
+        yield Problem("error", "/DataSetInfo/Image", "missing")
+    else:
+        extents = ("ExtMin0", "ExtMin1", "ExtMin2", "ExtMax0", "ExtMax1", "ExtMax2")
+        yield from _text_attributes(image, "/DataSetInfo/Image", extents, ("X", "Y", "Z", "Unit"))
+        for name in extents:
+            if read_text(image, name) is not None and parse_float(read_text(image, name)) is None:
+                yield Problem("error", "/DataSetInfo/Image", f"attribute {name} is not a number")
+        size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
+        if None not in size and size != layout.levels[0].size:
+            yield Problem("error", "/DataSetInfo/Image", f"Z, Y, X = {size} but level 0 holds {layout.levels[0].size}")
+    for ch in layout.channels:
+        where = f"/DataSetInfo/Channel {ch.number}"
+        group = info.get(f"Channel {ch.number}")
+        if not isinstance(group, h5py.Group):
+            yield Problem("warning", where, "missing (Imaris shows the channel without name or colour)")
+        else:
+            yield from _text_attributes(group, where, expected=("Color", "ColorRange"))
+    time_info = info.get("TimeInfo")
+    if not isinstance(time_info, h5py.Group):
+        yield Problem("warning", "/DataSetInfo/TimeInfo", "missing (Imaris shows no time stamps)")
+    else:
+        stamps = tuple(f"TimePoint{tp.number + 1}" for tp in layout.timepoints)
+        yield from _text_attributes(
+            time_info, "/DataSetInfo/TimeInfo", expected=("DatasetTimePoints", "FileTimePoints", *stamps)
+        )
+        declared = parse_int(read_text(time_info, "DatasetTimePoints"))
+        if declared is not None and declared != len(layout.timepoints):
+            yield Problem(
+                "warning",
+                "/DataSetInfo/TimeInfo",
+                f"DatasetTimePoints is {declared}, the data has {len(layout.timepoints)}",
+            )
+
+
+def _check_pyramid(layout: ImsLayout) -> Iterator[Problem]:
+    sizes = [lvl.size for lvl in layout.levels]
+    for r in range(1, len(sizes)):
+        halve = halved_axes(sizes[r - 1])
+        expected = tuple(s // 2 if h else s for s, h in zip(sizes[r - 1], halve, strict=True))
+        if sizes[r] != expected:
+            yield Problem(
+                "error",
+                f"ResolutionLevel {layout.levels[r].number}",
+                f"size {sizes[r]} (z, y, x) does not follow from level {r - 1} {sizes[r - 1]}: expected {expected}",
+            )
+    last = sizes[-1]
+    if int(np.prod(last)) > PYRAMID_LIMIT_VOXELS and any(halved_axes(last)):
+        yield Problem(
+            "error",
+            "/DataSet",
+            f"the pyramid stops at {last} (z, y, x), {int(np.prod(last))} voxels: Imaris treats the file as "
+            "lacking its resolution pyramid and rebuilds it on every open",
+        )
+
+
+def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
+    for lvl in layout.levels:
+        for tp in layout.timepoints:
+            for ch in layout.channels:
+                where = layout.data_path(lvl.index, tp.index, ch.index).rsplit("/", 1)[0]
+                group = f.get(where)
+                if not isinstance(group, h5py.Group):
+                    yield Problem("error", where, "missing")
+                    continue
+                yield from _text_attributes(group, where, ("ImageSizeX", "ImageSizeY", "ImageSizeZ"))
+                size = tuple(parse_int(read_text(group, f"ImageSize{a}")) for a in "ZYX")
+                if size != lvl.size:
+                    yield Problem("error", where, f"ImageSize Z, Y, X = {size}, level {lvl.index} is {lvl.size}")
+                data = group.get("Data")
+                if not isinstance(data, h5py.Dataset):
+                    yield Problem("error", where, "no Data dataset")
+                    continue
+                if data.dtype != lvl.dtype or data.ndim != 3:
+                    yield Problem("error", f"{where}/Data", f"{data.dtype} with {data.ndim} axes; level is {lvl.dtype}")
+                elif any(d < s for d, s in zip(data.shape, lvl.size, strict=True)):
+                    yield Problem("error", f"{where}/Data", f"shape {data.shape} is smaller than the image {lvl.size}")
+                elif data.chunks and any(d % c for d, c in zip(data.shape, data.chunks, strict=True)):
+                    yield Problem(
+                        "warning", f"{where}/Data", f"shape {data.shape} is not padded to whole chunks {data.chunks}"
+                    )
+                if not isinstance(group.get("Histogram"), h5py.Dataset):
+                    yield Problem("error", where, "no Histogram")
+                elif lvl.dtype != np.uint8 and not isinstance(group.get("Histogram1024"), h5py.Dataset):
+                    yield Problem("warning", where, "no Histogram1024 (Imaris writes one for data beyond 8 bits)")
+                for name in ("HistogramMin", "HistogramMax"):
+                    if name not in group.attrs:
+                        yield Problem("warning", where, f"no {name}")
