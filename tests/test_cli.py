@@ -74,3 +74,62 @@ def test_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
             main(args)
         assert code.value.code == 0
     assert "usage: ims-store demo" in capsys.readouterr().out
+
+
+def test_convert_round_trips_through_the_cli(tmp_path: Path, real_files: dict[str, Path]) -> None:
+    import nibabel as nib
+    import numpy as np
+    import zarr
+    from helpers import h5py_level
+
+    src = real_files["PyramidalCell.ims"]
+    for ngff in ("0.5", "0.4"):
+        out = tmp_path / f"cell-{ngff}.ome.zarr"
+        assert main(["convert", str(src), str(out), "--ngff", ngff, "--quiet"]) == 0
+        back = tmp_path / f"back-{ngff}.ims"
+        assert main(["convert", str(out), str(back), "--quiet"]) == 0
+        np.testing.assert_array_equal(h5py_level(back, 0, 0, 0), h5py_level(src, 0, 0, 0))
+        assert main(["validate", str(back)]) == 0
+        root = zarr.open_group(str(out), mode="r")
+        np.testing.assert_array_equal(root["1"][0, 0], h5py_level(src, 1, 0, 0))
+    nii = tmp_path / "cell.nii.gz"
+    assert main(["convert", str(src), str(nii), "--level", "1", "--quiet"]) == 0
+    image = nib.load(nii)
+    np.testing.assert_array_equal(np.asarray(image.dataobj).transpose(2, 1, 0), h5py_level(src, 1, 0, 0))
+    np.testing.assert_allclose(
+        image.header.get_zooms(), [(57.841 + 0.114) / 127, (57.8398 + 0.114) / 127, (20.631 + 0.151) / 34], rtol=1e-6
+    )
+    back = tmp_path / "from-nifti.ims"
+    assert main(["convert", str(nii), str(back), "--quiet"]) == 0
+    from ims_store import read_layout
+
+    lay, orig = read_layout(back), read_layout(src)
+    np.testing.assert_array_equal(h5py_level(back, 0, 0, 0), h5py_level(src, 1, 0, 0))
+    np.testing.assert_allclose(lay.levels[0].voxel_size, orig.levels[1].voxel_size, rtol=1e-6)
+    np.testing.assert_allclose(lay.extent_min, orig.extent_min, atol=1e-6)
+
+
+def test_convert_refuses_unknown_directions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["convert", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) == 2
+    assert "cannot convert" in capsys.readouterr().err
+
+
+def test_validate_flags_a_broken_pyramid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+    import numpy as np
+
+    from ims_store import write_ims
+    from ims_store.attributes import write_text
+
+    data = np.random.default_rng(0).integers(0, 255, (40, 600, 500), dtype=np.uint8)
+    path = write_ims(data, tmp_path / "ok.ims", axes="zyx")
+    assert main(["validate", str(path)]) == 0
+    assert "sound (0 error(s)" in capsys.readouterr().out
+    with h5py.File(path, "r+") as f:
+        write_text(f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 0"], "ImageSizeX", "17")
+        del f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Histogram"]
+        f["DataSetInfo/Image"].attrs["Unit"] = np.array([b"u", b"m"], dtype="S1")  # NULLPAD
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "not sound" in out and "no Histogram" in out and "NULLPAD" in out
+    assert main(["validate", str(tmp_path / "missing.ims")]) == 1

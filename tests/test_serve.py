@@ -1,0 +1,129 @@
+"""`ims-store serve`: real clients read the served OME-Zarr; HTTP details and safety."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from helpers import h5py_level
+
+from ims_store.serve import ImsHTTPServer, make_server, viewer_links
+
+
+@pytest.fixture(params=["0.5", "0.4"])
+def server(request: pytest.FixtureRequest, real_files: dict[str, Path]) -> Iterator[ImsHTTPServer]:
+    srv = make_server(real_files["PyramidalCell.ims"], port=0, ngff=request.param)
+    srv.serve_in_thread()
+    srv.ngff = request.param  # type: ignore[attr-defined]
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _request(server: ImsHTTPServer, method: str, path: str, headers: dict[str, str] | None = None):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request(method, path, headers=headers or {})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+def test_zarr_python_over_http(server: ImsHTTPServer, real_files: dict[str, Path]) -> None:
+    root = zarr.open_group(server.url, mode="r")
+    for level in (0, 1):
+        np.testing.assert_array_equal(root[str(level)][0, 0], h5py_level(real_files["PyramidalCell.ims"], level, 0, 0))
+
+
+def test_ome_zarr_py_over_http(server: ImsHTTPServer, real_files: dict[str, Path]) -> None:
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    nodes = list(Reader(parse_url(server.url))())
+    image = nodes[0]
+    assert len(image.data) == 2
+    np.testing.assert_array_equal(np.asarray(image.data[1][0, 0]), h5py_level(real_files["PyramidalCell.ims"], 1, 0, 0))
+
+
+def test_tensorstore_over_http(server: ImsHTTPServer, real_files: dict[str, Path]) -> None:
+    ts = pytest.importorskip("tensorstore", reason="tensorstore has no wheel for this platform")
+    driver = "zarr3" if server.ngff == "0.5" else "zarr"  # type: ignore[attr-defined]
+    arr = ts.open({"driver": driver, "kvstore": server.url + "1/"}, read=True).result()
+    np.testing.assert_array_equal(arr[0, 0].read().result(), h5py_level(real_files["PyramidalCell.ims"], 1, 0, 0))
+
+
+def test_ranges_head_and_cors(server: ImsHTTPServer) -> None:
+    key = "/0/c/0/0/1/0/0" if server.ngff == "0.5" else "/0/0/0/1/0/0"  # type: ignore[attr-defined]
+    response, whole = _request(server, "GET", key)
+    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    response, part = _request(server, "GET", key, {"Range": "bytes=10-19"})
+    assert response.status == 206 and part == whole[10:20]
+    assert response.headers["Content-Range"] == f"bytes 10-19/{len(whole)}"
+    response, part = _request(server, "GET", key, {"Range": "bytes=-7"})
+    assert response.status == 206 and part == whole[-7:]
+    for bad in (f"bytes={len(whole)}-", "bytes=5-2", "bytes=abc", "bytes=0-1,4-5", "bytes=" + "9" * 40 + "-"):
+        response, _ = _request(server, "GET", key, {"Range": bad})
+        assert response.status == 416, bad
+    response, body = _request(server, "HEAD", key)
+    assert response.status == 200 and body == b"" and int(response.headers["Content-Length"]) == len(whole)
+    response, _ = _request(
+        server,
+        "OPTIONS",
+        key,
+        {"Origin": "http://viewer", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"},
+    )
+    assert response.status == 204
+    assert "range" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert "GET" in response.headers["Access-Control-Allow-Methods"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope",
+        "/../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/0/../zarr.json",
+        "//etc/passwd",
+        "/0\\..\\zarr.json",
+        "/" + "a" * 5000,
+    ],
+)
+def test_nothing_outside_the_store(server: ImsHTTPServer, path: str) -> None:
+    response, _ = _request(server, "GET", path)
+    assert response.status == 404
+
+
+def test_other_methods_refused(server: ImsHTTPServer) -> None:
+    for method in ("POST", "PUT", "DELETE"):
+        response, _ = _request(server, method, "/zarr.json")
+        assert response.status == 405
+
+
+def test_viewer_links() -> None:
+    links = viewer_links("http://127.0.0.1:8000/", "0.5")
+    assert "zarr3%3A%2F%2Fhttp%3A%2F%2F127.0.0.1%3A8000%2F" in links["neuroglancer"]
+    assert links["vizarr"].endswith("source=http%3A%2F%2F127.0.0.1%3A8000%2F")
+
+
+def test_serve_command_prints_url_and_links(real_files: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ims_store.cli", "serve", str(real_files["PtK2Cell.ims"]), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert lines[0].startswith("serving ") and "http://127.0.0.1:" in lines[0]
+    assert lines[1].strip().startswith("neuroglancer: https://") and lines[2].strip().startswith("vizarr: https://")
