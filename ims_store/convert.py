@@ -14,18 +14,21 @@ failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from .codecs import CodecPlan
-from .errors import MissingDependencyError
-from .geometry import voxel_centre_origin
+from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
 from .outputs import atomic_output, progress_bar
+from .sources import SourceImage, open_source, source_layout
 from .store import ImsStore
+from .writer import storage_dtype
 
 __all__ = ["to_nifti", "to_ome_zarr"]
 
@@ -37,14 +40,6 @@ _NIFTI_UNITS = {
     "m": ("meter", 1.0),
     "cm": ("mm", 10.0),
 }
-
-
-def _store(source: str | os.PathLike[str] | ImsStore, zarr_format: Literal[2, 3] = 3) -> ImsStore:
-    if isinstance(source, ImsStore):
-        if source.zarr_format == zarr_format and source.chunk_mode == "decoded":
-            return source
-        return ImsStore(source.path, zarr_format=zarr_format)
-    return ImsStore(source, zarr_format=zarr_format)
 
 
 Codec = Literal["auto", "copy", "zstd", "zlib", "none"]
@@ -104,17 +99,27 @@ def to_ome_zarr(
     if codec not in ("auto", "copy", "zstd", "zlib", "none"):
         raise ValueError(f"codec must be one of auto, copy, zstd, zlib, none, not {codec!r}")
     fmt: Literal[2, 3] = 3 if ngff_version == "0.5" else 2
-    src_path = source.path if isinstance(source, ImsStore) else source
-    store = ImsStore(src_path, zarr_format=fmt, chunk_mode="passthrough")
-    layout = store.layout
     if codec == "auto":
         codec = "copy" if fmt == 2 else "zstd"
+    encode = _encoder("zstd" if codec == "copy" else codec, codec_level, fmt)
+    if not _is_ims(source):
+        return _generic_to_ome_zarr(
+            open_source(source),
+            Path(path),
+            fmt,
+            _target_plan("zstd" if codec == "copy" else codec, codec_level),
+            encode,
+            overwrite,
+            progress,
+            workers,
+        )
+    store = ImsStore(source.path if isinstance(source, ImsStore) else source, zarr_format=fmt, chunk_mode="passthrough")
+    layout = store.layout
     copy = [codec == "copy" and plan.passthrough for plan in store._plans]
     plans = [
         store._plans[i] if copy[i] else _target_plan("zstd" if codec == "copy" else codec, codec_level)
         for i in range(len(layout.levels))
     ]
-    encode = _encoder("zstd" if codec == "copy" else codec, codec_level, fmt)
     jobs = [
         ChunkKey(lvl.index, t, c, z, y, x)
         for lvl in layout.levels
@@ -123,37 +128,96 @@ def to_ome_zarr(
         for z, y, x in np.ndindex(*lvl.chunk_grid)
     ]
 
-    def convert_one(ck: ChunkKey, root: Path) -> None:
+    def chunk(ck: ChunkKey) -> bytes | None:
         if copy[ck.level]:
             data = store.get_sync(chunk_key(ck, fmt))
-            payload = None if data is None else data.to_bytes()
-        else:
-            raw = store._decoded_chunk(ck)
-            payload = None if raw is None else bytes(memoryview(encode(raw)))
-        if payload is not None:  # unwritten chunks stay absent: zarr reads them as zeros
+            return None if data is None else data.to_bytes()
+        raw = store._decoded_chunk(ck)
+        return None if raw is None else bytes(memoryview(encode(raw)))
+
+    _write_zarr(Path(path), build_metadata(layout, plans, fmt), jobs, chunk, fmt, overwrite, progress, workers)
+    return Path(path)
+
+
+def _is_ims(source: Any) -> bool:
+    return isinstance(source, ImsStore) or (
+        isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".ims")
+    )
+
+
+def _write_zarr(
+    path: Path,
+    metadata: dict[str, bytes],
+    jobs: list[ChunkKey],
+    chunk: Callable[[ChunkKey], bytes | None],
+    fmt: Literal[2, 3],
+    overwrite: bool,
+    progress: bool,
+    workers: int | None,
+) -> None:
+    """Write metadata documents and the chunks ``chunk(key)`` returns (None: leave it absent)."""
+
+    def one(ck: ChunkKey, root: Path) -> None:
+        payload = chunk(ck)
+        if payload is not None:  # absent chunks read as the fill value, 0
             target = root / chunk_key(ck, fmt)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(payload)
 
-    with atomic_output(Path(path), overwrite) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         tmp.mkdir()
-        for key, doc in build_metadata(layout, plans, fmt).items():
+        for key, doc in metadata.items():
             (tmp / key).parent.mkdir(parents=True, exist_ok=True)
             (tmp / key).write_bytes(doc)
-        bar = progress_bar(progress, len(jobs), f"writing {Path(path).name}")
+        bar = progress_bar(progress, len(jobs), f"writing {path.name}")
         try:
             with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                for _ in pool.map(lambda ck: convert_one(ck, tmp), jobs):
+                for _ in pool.map(lambda ck: one(ck, tmp), jobs):
                     if bar is not None:
                         bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
-    return Path(path)
+
+
+def _generic_to_ome_zarr(
+    image: SourceImage,
+    path: Path,
+    fmt: Literal[2, 3],
+    plan: CodecPlan,
+    encode: Callable[[Any], Any],
+    overwrite: bool,
+    progress: bool,
+    workers: int | None,
+) -> Path:
+    """One level, as the source holds it, with its geometry, names and colours."""
+    data = image.data
+    if data.dtype != storage_dtype(data.dtype) and data.dtype.kind not in "uif":
+        data = data.astype(storage_dtype(data.dtype))
+    size = data.shape[2:]
+    chunks = tuple(min(s, c) for s, c in zip(size, (64, 256, 256), strict=True))
+    layout = source_layout(replace(image, data=data), chunks)  # type: ignore[arg-type]
+    grid = layout.levels[0].chunk_grid
+    jobs = [
+        ChunkKey(0, t, c, z, y, x)
+        for t in range(data.shape[0])
+        for c in range(data.shape[1])
+        for z, y, x in np.ndindex(*grid)
+    ]
+
+    def chunk(ck: ChunkKey) -> bytes:
+        region = tuple(slice(i * n, (i + 1) * n) for i, n in zip((ck.z, ck.y, ck.x), chunks, strict=True))
+        block = np.zeros(chunks, dtype=data.dtype)
+        values = np.asarray(data[(ck.t, ck.c, *region)])
+        block[tuple(slice(0, s) for s in values.shape)] = values  # edge chunks are stored whole
+        return bytes(memoryview(encode(block.tobytes())))
+
+    _write_zarr(path, build_metadata(layout, [plan], fmt), jobs, chunk, fmt, overwrite, progress, workers)
+    return path
 
 
 def to_nifti(
-    source: str | os.PathLike[str] | ImsStore,
+    source: Any,
     path: str | os.PathLike[str],
     *,
     level: int = 0,
@@ -161,40 +225,45 @@ def to_nifti(
     channel: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write one level and channel (one or every time point) of an Imaris file as NIfTI.
+    """Write one level and channel (one or every time point) of an image as NIfTI.
 
-    The affine carries the voxel size and the voxel-centre origin; lengths are written in the
-    file's unit where NIfTI has it (micrometres for ``um``), with the unit in the header.
-    ``timepoint=None`` writes all time points as the fourth axis.
+    ``source`` is an ``.ims`` file or `ImsStore`, an OME-Zarr, an xarray DataArray from the
+    ``ims`` backend (a crop keeps its true origin) or anything `write_ims` accepts. The affine
+    carries the voxel size and the voxel-centre origin; lengths are written in the image's unit
+    where NIfTI has it (micrometres for ``um``), with the unit in the header. ``timepoint=None``
+    writes all time points as the fourth axis.
     """
     try:
         import nibabel as nib
     except ImportError as err:  # pragma: no cover - nibabel is a core dependency
         raise MissingDependencyError("NIfTI needs nibabel: pip install nibabel", path) from err
-    store = _store(source)
-    layout = store.layout
-    lvl = layout.level(level)
-    layout.channel(channel)
-    arr = store.to_dask(level, channel=channel)  # (t, z, y, x)
-    if timepoint is not None:
-        layout.timepoint(timepoint)
-        arr = arr[timepoint]
-    data = np.asarray(arr.compute())
+    image = open_source(source, level=level)
+    data = image.data
+    label = image.label
+    t_count, c_count = data.shape[:2]
+    if not 0 <= channel < c_count:
+        raise SelectionError(f"channel {channel} does not exist; the image has channels 0..{c_count - 1}", label)
+    if timepoint is not None and not 0 <= timepoint < t_count:
+        raise SelectionError(
+            f"time point {timepoint} does not exist; the image has time points 0..{t_count - 1}", label
+        )
+    arr = data[:, channel] if timepoint is None else data[timepoint, channel]
+    values = np.asarray(arr)
     # NIfTI arrays run (x, y, z[, t])
-    data = np.transpose(data, (2, 1, 0)) if data.ndim == 3 else np.transpose(data, (3, 2, 1, 0))
-    unit_name, factor = _NIFTI_UNITS.get(layout.unit, ("unknown", 1.0))
-    voxel = [v * factor for v in lvl.voxel_size[::-1]]
-    origin = [o * factor for o in voxel_centre_origin(layout.extent_min, lvl.voxel_size)[::-1]]
-    affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = origin
-    image = nib.Nifti1Image(data, affine)
-    image.header.set_xyzt_units(xyz=unit_name, t="sec")
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
+    values = np.transpose(values, (2, 1, 0)) if values.ndim == 3 else np.transpose(values, (3, 2, 1, 0))
+    unit_name, factor = _NIFTI_UNITS.get(image.unit or "um", ("unknown", 1.0))
+    voxel_zyx = image.voxel_size or (1.0, 1.0, 1.0)
+    origin_zyx = image.origin or tuple(v / 2 for v in voxel_zyx)
+    affine = np.diag([*(v * factor for v in voxel_zyx[::-1]), 1.0])
+    affine[:3, 3] = [o * factor for o in origin_zyx[::-1]]
+    nifti = nib.Nifti1Image(values, affine)
+    nifti.header.set_xyzt_units(xyz=unit_name, t="sec")
+    nifti.header.set_qform(affine, code=1)
+    nifti.header.set_sform(affine, code=1)
     target = Path(path)
     with atomic_output(target, overwrite) as tmp:
         # nibabel picks gzip from the name, so the temporary file keeps the destination's suffixes
         named = tmp.with_name(tmp.name + "".join(target.suffixes))
-        nib.save(image, named)
+        nib.save(nifti, named)
         named.rename(tmp)
     return target

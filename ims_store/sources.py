@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ImsError, MissingDependencyError
 from .geometry import UNIT_NAMES, voxel_centre_origin
 
-__all__ = ["SourceError", "SourceImage", "open_source"]
+__all__ = ["SourceError", "SourceImage", "open_source", "source_layout"]
 
 Vec3 = tuple[float, float, float]
 
@@ -60,29 +60,32 @@ class SourceImage:
     """What the source was, for messages."""
 
 
-def open_source(source: Any, *, axes: str | None = None, **overrides: Any) -> SourceImage:
+def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overrides: Any) -> SourceImage:
     """Turn ``source`` into a `SourceImage`; keyword ``overrides`` replace what it carries.
 
     ``axes`` names the dimensions of an array source (``"zyx"``, ``"czyx"``, ``"tczyx"``,
     ``"yx"``...); without it, 2-D is ``yx``, 3-D ``zyx``, 4-D ``czyx`` and 5-D ``tczyx``.
+    ``level`` picks a resolution level of a multiscale source (``.ims``, OME-Zarr).
     """
     from .store import ImsStore
 
     if isinstance(source, SourceImage):
         image = source
     elif isinstance(source, ImsStore):
-        image = _from_ims(source)
+        image = _from_ims(source, level)
     elif isinstance(source, (str, os.PathLike)):
-        image = _from_path(source)
+        image = _from_path(source, level)
     elif _is_zarr_group(source):
-        image = _from_ome_zarr(source, getattr(source, "store", "zarr group"))
+        image = _from_ome_zarr(source, getattr(source, "store", "zarr group"), level)
+    elif hasattr(source, "dims") and hasattr(source, "coords") and hasattr(source, "data"):
+        image = _from_dataarray(source)
     elif hasattr(source, "shape") and hasattr(source, "dtype"):
         image = _from_array(source, axes)
     else:
         raise SourceError(
             f"cannot write a {type(source).__name__}: give an array, an OME-Zarr, a NIfTI or an .ims file"
         )
-    if axes is not None and not (hasattr(source, "shape") and hasattr(source, "dtype")):
+    if axes is not None and (hasattr(source, "dims") or not (hasattr(source, "shape") and hasattr(source, "dtype"))):
         raise SourceError("axes= applies to array sources only; this source names its own axes", image.label)
     changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
     return replace(image, **changes) if changes else image
@@ -161,13 +164,13 @@ def _to_tczyx(data: Any, axes: str) -> Any:
 # files
 
 
-def _from_path(source: str | os.PathLike[str]) -> SourceImage:
+def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
     text = os.fspath(source)
     lower = text.lower().rstrip("/")
     if lower.endswith(".ims"):
         from .store import ImsStore
 
-        return _from_ims(ImsStore(text))
+        return _from_ims(ImsStore(text), level)
     if lower.endswith((".nii", ".nii.gz")):
         return _from_nifti(text)
     if "://" in text or lower.endswith(".zarr") or Path(text).is_dir():
@@ -177,7 +180,7 @@ def _from_path(source: str | os.PathLike[str]) -> SourceImage:
             group = zarr.open_group(text, mode="r")
         except Exception as err:
             raise SourceError(f"not an OME-Zarr image ({err})", text) from err
-        return _from_ome_zarr(group, text)
+        return _from_ome_zarr(group, text, level)
     if not Path(text).exists():
         from .errors import ImsFileNotFoundError
 
@@ -185,13 +188,13 @@ def _from_path(source: str | os.PathLike[str]) -> SourceImage:
     raise SourceError("unknown kind of file: expected .ims, .nii, .nii.gz or an OME-Zarr (.zarr)", text)
 
 
-def _from_ims(store: Any) -> SourceImage:
+def _from_ims(store: Any, index: int = 0) -> SourceImage:
     layout = store.layout
-    level = layout.levels[0]
+    level = layout.level(index)
     ranges = [ch.color_range for ch in layout.channels]
     stamps = [tp.stamp for tp in layout.timepoints]
     return SourceImage(
-        data=store.to_dask(0),
+        data=store.to_dask(level.index),
         voxel_size=level.voxel_size,
         origin=voxel_centre_origin(layout.extent_min, level.voxel_size),
         unit=layout.unit,
@@ -220,7 +223,61 @@ def _imaris_unit(ngff: str | None) -> tuple[str | None, float]:
     return symbol, 1.0
 
 
-def _from_ome_zarr(group: Any, label: Any) -> SourceImage:
+def _from_dataarray(array: Any) -> SourceImage:
+    """An xarray DataArray with dims among t, c, z, y, x (as `xarray_backend` makes them)."""
+    import dask.array as da
+
+    dims = "".join(str(d) for d in array.dims)
+    if len(dims) != len(array.dims) or not set(dims) <= set("tczyx") or len(set(dims)) != len(dims):
+        raise SourceError(f"DataArray dims {array.dims} must be distinct names among t, c, z, y, x")
+    data = array.data if isinstance(array.data, da.Array) else da.from_array(np.asarray(array.data))
+    attrs = dict(array.attrs)
+    voxel, origin = [], []
+    for i, axis in enumerate("zyx"):
+        coord = np.asarray(array.coords[axis].values, dtype=float) if axis in array.coords else None
+        if coord is not None and coord.ndim == 0:
+            coord = coord.reshape(1)
+        known = attrs.get("voxel_size_zyx")
+        if coord is not None and coord.size >= 2:
+            step = (coord[-1] - coord[0]) / (coord.size - 1)
+        else:
+            step = float(known[i]) if known else 1.0
+        if step <= 0:
+            raise SourceError(f"coordinate {axis} decreases; flip the array (e.g. .isel({axis}=slice(None, None, -1)))")
+        voxel.append(float(step))
+        origin.append(float(coord[0]) if coord is not None and coord.size else step / 2)
+    unit = attrs.get("unit")
+    if unit is None:
+        unit, _ = _imaris_unit(next((array.coords[a].attrs.get("units") for a in "zyx" if a in array.coords), None))
+
+    def per(name: str, kind: str) -> list[Any] | None:
+        if name not in array.coords:
+            return None
+        values = np.atleast_1d(np.asarray(array.coords[name].values))
+        return list(values) if kind in array.coords[name].dims or values.size == 1 else None
+
+    names = per("c", "c")
+    colors = per("channel_color", "c")
+    lows, highs = per("display_min", "c"), per("display_max", "c")
+    stamps = per("time_stamp", "t")
+    image = SourceImage(
+        data=_to_tczyx(data, dims),
+        voxel_size=tuple(voxel),  # type: ignore[arg-type]
+        origin=tuple(origin),  # type: ignore[arg-type]
+        unit=unit,
+        channel_names=tuple(str(n) for n in names) if names else None,
+        channel_colors=tuple(_hex_color(str(c)) for c in colors) if colors else None,
+        name=attrs.get("name"),
+        label=str(array.name or "DataArray"),
+    )
+    if lows and highs and not any(np.isnan(v) for v in [*lows, *highs]):
+        image = replace(image, channel_ranges=tuple((float(a), float(b)) for a, b in zip(lows, highs, strict=True)))
+    if stamps and all(stamps):
+        image = replace(image, time_stamps=tuple(_dt.datetime.fromisoformat(str(s)) for s in stamps))
+    return image
+
+
+def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
     import dask.array as da
 
     attrs = dict(group.attrs)
@@ -233,7 +290,13 @@ def _from_ome_zarr(group: Any, label: Any) -> SourceImage:
     units = {a["name"]: a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
     if not set(axes) <= set("tczyx"):
         raise SourceError(f"axes {axes} are not a subset of t, c, z, y, x", str(label))
-    dataset = ms["datasets"][0]
+    if not 0 <= level < len(ms["datasets"]):
+        from .errors import SelectionError
+
+        raise SelectionError(
+            f"level {level} does not exist; the image has levels 0..{len(ms['datasets']) - 1}", str(label)
+        )
+    dataset = ms["datasets"][level]
     scale = [1.0] * len(axes)
     shift = [0.0] * len(axes)
     for transforms in (dataset.get("coordinateTransformations", []), ms.get("coordinateTransformations", [])):
@@ -332,3 +395,38 @@ def _from_nifti(path: str) -> SourceImage:
     voxel = tuple(float(abs(steps[w]) * factor) for w in (2, 1, 0))
     centre = tuple(float(origin[w] * factor) for w in (2, 1, 0))
     return SourceImage(data=data, voxel_size=voxel, origin=centre, unit="um", name=Path(path).name, label=path)  # type: ignore[arg-type]
+
+
+def source_layout(image: SourceImage, chunks: tuple[int, int, int]) -> Any:
+    """An `ImsLayout` (one level) describing a source, so that NGFF metadata of outputs made
+    from it come from the same builders as the virtual store's."""
+    from .layout import Channel, ImsLayout, Level, TimePoint
+    from .ngff import default_color
+
+    t, c, *size = (int(s) for s in image.data.shape)
+    voxel = image.voxel_size or (1.0, 1.0, 1.0)
+    origin = image.origin or tuple(v / 2 for v in voxel)
+    extent_min = tuple(o - v / 2 for o, v in zip(origin, voxel, strict=True))
+    dtype = np.dtype(image.data.dtype)
+    level = Level(0, 0, tuple(size), tuple(size), chunks, dtype, (), tuple(voxel))  # type: ignore[arg-type]
+    stamps = image.time_stamps or (None,) * t
+    return ImsLayout(
+        path=image.label,
+        dataset_group="",
+        levels=(level,),
+        timepoints=tuple(TimePoint(i, i, stamp) for i, stamp in enumerate(stamps)),
+        channels=tuple(
+            Channel(
+                i,
+                i,
+                name=image.channel_names[i] if image.channel_names else None,
+                color=image.channel_colors[i] if image.channel_colors else default_color(i, c),
+                color_range=image.channel_ranges[i] if image.channel_ranges else None,
+            )
+            for i in range(c)
+        ),
+        extent_min=extent_min,  # type: ignore[arg-type]
+        extent_max=tuple(lo + v * n for lo, v, n in zip(extent_min, voxel, size, strict=True)),  # type: ignore[arg-type]
+        unit=image.unit or "um",
+        name=image.name,
+    )
