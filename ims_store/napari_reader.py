@@ -1,0 +1,78 @@
+"""A napari reader for ``*.ims``: one multiscale image layer per channel, in physical units.
+
+Each layer holds every resolution level as a lazy dask array ``(t, z, y, x)``, with the
+channel's name, a colormap from its colour, contrast limits from its display range (else the
+recorded histogram range, else the data type's range) and scale / translate in the file's unit.
+The reader needs no display; napari finds it through the ``napari.manifest`` entry point.
+
+>>> layers = reader_function("cells.ims")
+>>> [(meta["name"], meta["colormap"][0], len(data)) for data, meta, kind in layers]
+[('DAPI', 'DAPI', 2), ('GFP', 'GFP', 2), ('mCherry', 'mCherry', 2)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .geometry import voxel_centre_origin
+from .store import ImsStore
+
+__all__ = ["napari_get_reader", "reader_function"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """napari's hook: a reader for ``.ims`` paths, ``None`` for anything else."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(os.fspath(p).lower().endswith(".ims") for p in paths):
+        return None
+    return reader_function
+
+
+def reader_function(path: str | list[str]) -> list[LayerData]:
+    """Layer data tuples ``(levels, metadata, "image")``, one per channel of every file."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for one in paths:
+        store = ImsStore(one)
+        layout = store.layout
+        pyramid = [store.to_dask(level.index) for level in layout.levels]
+        voxel = layout.levels[0].voxel_size
+        translate = voxel_centre_origin(layout.extent_min, voxel)
+        step = _time_step(layout.time_offsets())
+        for ch in layout.channels:
+            color = ch.color or ((1.0, 1.0, 1.0) if len(layout.channels) == 1 else None)
+            meta: dict[str, Any] = {
+                "name": ch.label,
+                "scale": (step, *voxel),
+                "translate": (0.0, *translate),
+                "contrast_limits": list(_limits(ch, layout.dtype)),
+                "multiscale": True,
+                "blending": "additive",
+                "metadata": {"source": layout.path, "unit": layout.unit, "description": ch.description},
+            }
+            if color is not None:
+                # a custom linear colormap, black to the channel colour
+                meta["colormap"] = (ch.label, np.array([[0.0, 0.0, 0.0, 1.0], [*color, 1.0]]))
+            layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
+    return layers
+
+
+def _time_step(offsets: list[float] | None) -> float:
+    if offsets is None or len(offsets) < 2 or offsets[-1] <= 0:
+        return 1.0
+    return offsets[-1] / (len(offsets) - 1)
+
+
+def _limits(channel: Any, dtype: np.dtype) -> tuple[float, float]:
+    for window in (channel.color_range, channel.histogram_range):
+        if window is not None and window[1] > window[0]:
+            return window
+    if dtype.kind in "ui":
+        return 0.0, float(np.iinfo(dtype).max)
+    return 0.0, 1.0
