@@ -35,3 +35,10 @@ def oldest(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "ims_store", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (its examples run in the test suite)."""
+    session.install("-e", ".", "mkdocs>=1.6")
+    session.run("mkdocs", "build", "--strict")

@@ -23,3 +23,18 @@ def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeyp
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for i, code in enumerate(blocks):
         exec(compile(code, f"{document.name}[block {i}]", "exec"), namespace)
+
+
+def test_cli_reference_names_every_command_and_option() -> None:
+    import argparse
+
+    from ims_store.cli import _parser
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert f"`ims-store {name}" in text, name
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert option in text, f"{name} {option}"
