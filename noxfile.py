@@ -25,6 +25,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def interop(session: nox.Session) -> None:
+    """ZarrNii and ngff-zarr on .ims files (the interop extra is large: ITK comes with it)."""
+    session.install("-e", ".[test,interop]")
+    session.run("pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python="3.11")
 def oldest(session: nox.Session) -> None:
     """The oldest zarr 3 release the package claims to support."""
     session.install("-e", ".[test]", "zarr==3.0.8")

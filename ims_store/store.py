@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import zarr
     from zarr.abc.store import ByteRequest
 
+    from .mapping import StoreMapping
+
 __all__ = ["ChunkMode", "ImsStore", "LevelArray"]
 
 ChunkMode = Literal["decoded", "passthrough"]
@@ -487,6 +489,13 @@ class ImsStore(Store):
 
     # ----------------------------------------------------------------------------------------
     # conveniences for the common selections
+
+    def as_mapping(self) -> StoreMapping:
+        """The store as a read-only ``Mapping[str, bytes]`` (same keys, same bytes), for tools
+        such as ZarrNii and ngff-zarr that take a key -> bytes mapping."""
+        from .mapping import StoreMapping
+
+        return StoreMapping(self)
 
     def open_array(self, level: int = 0) -> zarr.Array:
         """One resolution level as a read-only zarr array of shape (t, c, z, y, x)."""

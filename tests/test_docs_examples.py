@@ -10,11 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 DOCUMENTS = [
-    doc for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if BLOCK.search(doc.read_text())
+    # pages using ZarrNii or ngff-zarr run with the interop extra (pytest -m interop)
+    pytest.param(doc, marks=pytest.mark.interop, id=doc.name)
+    if "from zarrnii" in doc.read_text() or "import ngff_zarr" in doc.read_text()
+    else pytest.param(doc, id=doc.name)
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    if BLOCK.search(doc.read_text())
 ]
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("document", DOCUMENTS)
 def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``example_dir`` (see the root conftest) holds the ``cells.ims`` the examples open."""
     blocks = BLOCK.findall(document.read_text())

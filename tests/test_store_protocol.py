@@ -181,3 +181,23 @@ def test_close_releases_file(real_files: dict[str, Path]) -> None:
     store.close()
     assert store._h5 is None and store._fd is None
     assert store.get_sync("0/c/0/0/0/0/0") is not None
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_mapping_view_has_the_store_keys_and_bytes(real_files: dict[str, Path], zarr_format: int) -> None:
+    import asyncio
+    from collections.abc import Mapping
+
+    store = ImsStore(real_files["PyramidalCell.ims"], zarr_format=zarr_format)
+    mapping = store.as_mapping()
+    assert isinstance(mapping, Mapping)
+    keys = asyncio.run(_collect(store.list()))
+    assert sorted(mapping) == sorted(keys) and len(mapping) == len(keys)
+    for key in keys:
+        assert key in mapping
+        assert mapping[key] == store.get_sync(key).to_bytes()
+    assert "0/c/9/9/9/9/9" not in mapping and 5 not in mapping
+    with pytest.raises(KeyError):
+        mapping["nope"]
+    clone = pickle.loads(pickle.dumps(mapping))
+    assert clone == mapping and clone[keys[-1]] == mapping[keys[-1]]
