@@ -14,14 +14,15 @@ from helpers import h5py_level
 
 from ims_store import ImsStore, read_layout, write_ims
 
+# deselected by default (addopts: -m 'not interop'); the packages are imported inside the tests,
+# so that collecting this module needs neither of them
 pytestmark = pytest.mark.interop
-
-ngff_zarr = pytest.importorskip("ngff_zarr", reason="install the interop extra: pip install -e '.[test,interop]'")
-zarrnii = pytest.importorskip("zarrnii", reason="install the interop extra: pip install -e '.[test,interop]'")
 
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_ngff_zarr_reads_every_level_with_geometry(real_files: dict[str, Path], zarr_format: int) -> None:
+    import ngff_zarr
+
     path = real_files["PyramidalCell.ims"]
     layout = read_layout(path)
     multiscales = ngff_zarr.from_ngff_zarr(ImsStore(path, zarr_format=zarr_format).as_mapping())
@@ -46,6 +47,8 @@ def _zarrnii_matches(zn, path: Path, level: int, channel: int) -> None:
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_zarrnii_from_mapping(real_files: dict[str, Path], zarr_format: int) -> None:
+    import zarrnii
+
     path = real_files["PyramidalCell.ims"]
     mapping = ImsStore(path, zarr_format=zarr_format).as_mapping()
     for level in (0, 1):
@@ -57,6 +60,8 @@ def test_zarrnii_from_mapping(real_files: dict[str, Path], zarr_format: int) -> 
 
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
 def test_zarrnii_through_the_served_url(real_files: dict[str, Path], ngff: str) -> None:
+    import zarrnii
+
     from ims_store.serve import make_server
 
     path = real_files["PtK2Cell.ims"]
@@ -72,6 +77,8 @@ def test_zarrnii_through_the_served_url(real_files: dict[str, Path], ngff: str) 
 
 def test_the_zarrnii_imaris_workflow(tmp_path: Path, real_files: dict[str, Path]) -> None:
     """open -> crop -> downsample -> NIfTI -> .ims -> read again: data and geometry survive."""
+    import zarrnii
+
     path = real_files["PtK2Cell.ims"]
     layout = read_layout(path)
     voxel = np.array(layout.levels[0].voxel_size)
