@@ -278,11 +278,39 @@ def _numbered(group: h5py.Group, kind: str) -> list[int]:
 
 
 def _group(parent: h5py.Group, name: str) -> h5py.Group | None:
+    """A subgroup inside this file, or None: external links are not followed (they would read
+    another file), nor links that dangle or loop."""
     try:
+        link = parent.get(name, getlink=True)
+        if link is None or isinstance(link, h5py.ExternalLink):
+            return None
         obj = parent.get(name)
-    except (KeyError, OSError, RuntimeError):
+    except (KeyError, OSError, RuntimeError, ValueError):
         return None
     return obj if isinstance(obj, h5py.Group) else None
+
+
+def _why_not_a_group(parent: h5py.Group, name: str) -> str:
+    """What stands at ``parent[name]`` instead of a group, for error messages."""
+    try:
+        link = parent.get(name, getlink=True)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        link = None
+    if link is None:
+        return f"no /{name} group"
+    if isinstance(link, h5py.ExternalLink):
+        return f"/{name} is an external link to {link.filename}:{link.path}; ims_store reads only inside the file"
+    if isinstance(link, h5py.SoftLink):
+        target = _group(parent, name)
+        if target is None:
+            return f"/{name} is a soft link to {link.path} that dangles or loops"
+    try:
+        obj = parent.get(name)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        obj = None
+    if isinstance(obj, h5py.Dataset):
+        return f"/{name} is a dataset, not a group"
+    return f"no /{name}/ResolutionLevel groups"
 
 
 _TIMESTAMP = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?\s*$")
@@ -367,10 +395,12 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
     level_numbers = _numbered(data, "ResolutionLevel") if data is not None else []
     if not level_numbers:
         if read_text(f, "ImarisDataSet") is not None:
-            raise MalformedImsError(f"Imaris file without image data: no /{dataset_dir}/ResolutionLevel groups", path)
+            raise MalformedImsError(f"Imaris file without image data: {_why_not_a_group(f, dataset_dir)}", path)
         raise NotImarisError("HDF5 file, but not an Imaris file (no /DataSet/ResolutionLevel 0)", path)
     if level_numbers[0] != 0:
         raise MalformedImsError(f"no ResolutionLevel 0 (levels found: {level_numbers})", path)
+    if level_numbers != list(range(len(level_numbers))):
+        note(f"resolution levels are numbered {_span(level_numbers)}, not 0..{len(level_numbers) - 1}: one is missing")
     assert data is not None
 
     info = _group(f, info_dir)

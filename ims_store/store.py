@@ -436,8 +436,8 @@ class ImsStore(Store):
         stored = self._read(self._descriptor(), offset, size, ck)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
-        except UnsupportedFilter:
-            return self._read_with_hdf5(ck)
+        except UnsupportedFilter as unsupported:
+            return self._read_with_hdf5(ck, unsupported=str(unsupported))
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
 
@@ -468,7 +468,7 @@ class ImsStore(Store):
         except OSError as err:
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 
-    def _read_with_hdf5(self, ck: ChunkKey) -> np.ndarray:
+    def _read_with_hdf5(self, ck: ChunkKey, unsupported: str | None = None) -> np.ndarray:
         """Let HDF5 decode a chunk (filters we have no decoder for, compact storage)."""
         level = self._layout.levels[ck.level]
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
@@ -480,9 +480,11 @@ class ImsStore(Store):
 
                 block = self._file()[path][region]
             except Exception as err:
-                raise CorruptChunkError(
-                    f"{_describe(self._layout, ck)} cannot be read by HDF5 ({err})", self._path
-                ) from err
+                if unsupported:
+                    why = f"is compressed with {unsupported}, which neither ims_store nor HDF5's plugins decode"
+                else:
+                    why = f"cannot be read by HDF5 ({err})"
+                raise CorruptChunkError(f"{_describe(self._layout, ck)} {why}", self._path) from err
         out = np.zeros(level.chunks, dtype=level.dtype)
         out[tuple(slice(0, s) for s in block.shape)] = block
         return out.reshape(-1).view(np.uint8)

@@ -1,0 +1,199 @@
+"""Malformed Imaris files, generated from a sound one: what arrives truncated, half copied or
+written by odd tools. Each maker takes the sound file and the path to write the variant to."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ims_store.attributes import write_text
+from ims_store.synthetic import make_example_ims
+
+Maker = Callable[[Path, Path], None]
+LEVEL0 = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 0"
+
+
+def sound_file(path: Path) -> Path:
+    """3 levels, 2 time points, 2 channels, uint16, shuffle + gzip, padded."""
+    return make_example_ims(
+        path, shape=(20, 90, 70), channels=2, timepoints=2, threshold_voxels=3000, chunks=(8, 32, 32)
+    )
+
+
+def _copy(edit: Callable[[h5py.File], None]) -> Maker:
+    def make(good: Path, out: Path) -> None:
+        shutil.copyfile(good, out)
+        with h5py.File(out, "r+") as f:
+            edit(f)
+
+    return make
+
+
+def _truncate(fraction: float) -> Maker:
+    def make(good: Path, out: Path) -> None:
+        data = good.read_bytes()
+        out.write_bytes(data[: int(len(data) * fraction)])
+
+    return make
+
+
+def _set(group: str, name: str, value: str) -> Maker:
+    return _copy(lambda f: write_text(f[group], name, value))
+
+
+def _delete(path: str) -> Maker:
+    def edit(f: h5py.File) -> None:
+        del f[path]
+
+    return _copy(edit)
+
+
+def _replace_data(level: int, make_data: Callable[[h5py.Dataset], np.ndarray], **create: object) -> Maker:
+    def edit(f: h5py.File) -> None:
+        group = f[f"DataSet/ResolutionLevel {level}/TimePoint 0/Channel 0"]
+        values = make_data(group["Data"])
+        del group["Data"]
+        group.create_dataset("Data", data=values, **create)
+
+    return _copy(edit)
+
+
+def _corrupt_chunk(good: Path, out: Path) -> None:
+    shutil.copyfile(good, out)
+    with h5py.File(out, "r") as f:
+        info = f[f"{LEVEL0}/Data"].id.get_chunk_info(1)
+    with open(out, "r+b") as fh:
+        fh.seek(info.byte_offset + 4)
+        fh.write(bytes(range(256))[: max(8, info.size - 8)])
+
+
+def _chunk_past_eof(good: Path, out: Path) -> None:
+    """A copy cut short inside the chunk data: the HDF5 structures are intact."""
+    with h5py.File(good, "r") as f:
+        ds = f[f"{LEVEL0}/Data"]
+        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+    last = max(infos, key=lambda i: i.byte_offset)
+    shutil.copyfile(good, out)
+    with open(out, "r+b") as fh:
+        fh.truncate(last.byte_offset + last.size // 2)
+
+
+def _unknown_filter(good: Path, out: Path) -> None:
+    shutil.copyfile(good, out)
+    with h5py.File(out, "r+") as f:
+        group = f[LEVEL0]
+        shape, chunks = group["Data"].shape, group["Data"].chunks
+        del group["Data"]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunks)
+        dcpl.set_filter(40000, h5py.h5z.FLAG_OPTIONAL, (1, 2))  # registered nowhere
+        dsid = h5py.h5d.create(group.id, b"Data", h5py.h5t.NATIVE_UINT16, h5py.h5s.create_simple(shape), dcpl)
+        dsid.write_direct_chunk((0, 0, 0), bytes(2 * int(np.prod(chunks))))
+
+
+def _garbage_text(f: h5py.File) -> None:
+    attr_type = h5py.h5t.C_S1.copy()
+    attr_type.set_size(1)
+    for group, name in (("DataSetInfo/Image", "Name"), ("DataSetInfo/Channel 0", "Color"), (LEVEL0, "ImageSizeX")):
+        del f[group].attrs[name]
+        raw = np.frombuffer(bytes([0xFF, 0x00, 0x81, 0x0A, 0x7F, 0xE9]), dtype="S1")
+        attr = h5py.h5a.create(f[group].id, name.encode(), attr_type, h5py.h5s.create_simple((raw.size,)))
+        attr.write(raw, mtype=attr.get_type())
+
+
+def _levels_disagree_on_channels(f: h5py.File) -> None:
+    del f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 1"]
+
+
+def _levels_disagree_on_time(f: h5py.File) -> None:
+    del f["DataSet/ResolutionLevel 2/TimePoint 1"]
+
+
+def _level_gap(f: h5py.File) -> None:
+    f.move("DataSet/ResolutionLevel 2", "DataSet/ResolutionLevel 5")
+    del f["DataSet/ResolutionLevel 1"]
+
+
+def _softlink_loop(f: h5py.File) -> None:
+    f.move("DataSet", "Stored")
+    f["DataSet"] = h5py.SoftLink("/Loop")
+    f["Loop"] = h5py.SoftLink("/DataSet")
+
+
+def _external_link(f: h5py.File) -> None:
+    f.move("DataSet", "Stored")
+    f["DataSet"] = h5py.ExternalLink("elsewhere.ims", "/DataSet")
+
+
+def _dataset_instead_of_group(f: h5py.File) -> None:
+    del f["DataSet"]
+    f["DataSet"] = np.zeros(4)
+
+
+def _no_timepoints(f: h5py.File) -> None:
+    for name in list(f["DataSet/ResolutionLevel 0"]):
+        del f[f"DataSet/ResolutionLevel 0/{name}"]
+
+
+def _not_imaris(good: Path, out: Path) -> None:
+    with h5py.File(out, "w") as f:
+        f["images/0"] = np.zeros((4, 4), np.uint8)
+
+
+def _signature_then_garbage(good: Path, out: Path) -> None:
+    out.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 40)
+
+
+VARIANTS: dict[str, Maker] = {
+    "truncated-10pct": _truncate(0.10),
+    "truncated-50pct": _truncate(0.50),
+    "truncated-90pct": _truncate(0.90),
+    "truncated-99pct": _truncate(0.99),
+    "chunk-past-eof": _chunk_past_eof,
+    "zero-length": lambda good, out: out.write_bytes(b""),
+    "directory": lambda good, out: out.mkdir(),
+    "text-file": lambda good, out: out.write_text("this is not an Imaris file\n" * 50),
+    "hdf5-signature-then-garbage": _signature_then_garbage,
+    "hdf5-not-imaris": _not_imaris,
+    "corrupted-chunk": _corrupt_chunk,
+    "missing-data-level0": _delete(f"{LEVEL0}/Data"),
+    "missing-data-level1": _delete("DataSet/ResolutionLevel 1/TimePoint 0/Channel 0/Data"),
+    "missing-data-other-channel": _delete("DataSet/ResolutionLevel 0/TimePoint 1/Channel 1/Data"),
+    "imagesize-missing": _copy(lambda f: f[LEVEL0].attrs.__delitem__("ImageSizeX")),
+    "imagesize-missing-level1": _copy(
+        lambda f: f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 0"].attrs.__delitem__("ImageSizeY")
+    ),
+    "imagesize-not-a-number": _set(LEVEL0, "ImageSizeX", "seventy"),
+    "imagesize-negative": _set(LEVEL0, "ImageSizeZ", "-5"),
+    "imagesize-zero": _set(LEVEL0, "ImageSizeY", "0"),
+    "imagesize-nan": _set(LEVEL0, "ImageSizeX", "nan"),
+    "imagesize-huge": _set(LEVEL0, "ImageSizeX", "1e12"),
+    "imagesize-larger-than-data": _set(LEVEL0, "ImageSizeY", "97"),
+    "imagesize-fractional": _set(LEVEL0, "ImageSizeX", "69.5"),
+    "data-wrong-rank": _replace_data(0, lambda ds: ds[0]),
+    "data-wrong-dtype": _replace_data(0, lambda ds: ds[...].astype(np.complex64)),
+    "data-string-dtype": _replace_data(0, lambda ds: np.array([b"abc"] * 4)),
+    "data-other-type-in-another-channel": _copy(
+        lambda f: (
+            f["DataSet/ResolutionLevel 0/TimePoint 1/Channel 1"].__delitem__("Data"),
+            f["DataSet/ResolutionLevel 0/TimePoint 1/Channel 1"].create_dataset(
+                "Data", data=np.zeros((24, 96, 96), np.float32), chunks=(8, 32, 32)
+            ),
+        )
+    ),
+    "extmax-below-extmin": _set("DataSetInfo/Image", "ExtMax0", "-100"),
+    "extents-not-numbers": _set("DataSetInfo/Image", "ExtMin1", "left"),
+    "garbage-bytes-in-text": _copy(_garbage_text),
+    "level-missing-in-the-middle": _copy(_level_gap),
+    "channels-differ-between-levels": _copy(_levels_disagree_on_channels),
+    "timepoints-differ-between-levels": _copy(_levels_disagree_on_time),
+    "unknown-filter": _unknown_filter,
+    "softlink-loop": _copy(_softlink_loop),
+    "external-link": _copy(_external_link),
+    "dataset-instead-of-group": _copy(_dataset_instead_of_group),
+    "no-timepoints": _copy(_no_timepoints),
+}
