@@ -13,8 +13,9 @@ failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from .codecs import CodecPlan
 from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
-from .outputs import atomic_output, progress_bar
+from .outputs import WriteError, atomic_output, progress_bar
 from .sources import SourceImage, open_source, source_layout
 from .store import ImsStore
 from .writer import storage_dtype
@@ -164,7 +165,7 @@ def _write_zarr(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(payload)
 
-    with atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite) as tmp, _as_write_error(path):
         tmp.mkdir()
         for key, doc in metadata.items():
             (tmp / key).parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,15 @@ def _write_zarr(
         finally:
             if bar is not None:
                 bar.close()
+
+
+@contextlib.contextmanager
+def _as_write_error(path: Path) -> Iterator[None]:
+    """Operating-system failures (a full disk, a lost mount) as a `WriteError` naming the output."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteError(f"writing failed: {err.strerror or err}", path) from err
 
 
 def _generic_to_ome_zarr(
@@ -261,7 +271,7 @@ def to_nifti(
     nifti.header.set_qform(affine, code=1)
     nifti.header.set_sform(affine, code=1)
     target = Path(path)
-    with atomic_output(target, overwrite) as tmp:
+    with atomic_output(target, overwrite) as tmp, _as_write_error(target):
         # nibabel picks gzip from the name, so the temporary file keeps the destination's suffixes
         named = tmp.with_name(tmp.name + "".join(target.suffixes))
         nib.save(nifti, named)

@@ -43,6 +43,14 @@ class ImsHTTPServer(ThreadingHTTPServer):
         self.cors = cors
         super().__init__((host, port), _Handler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that hang up or time out are routine; anything else is printed as a bug."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -86,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: ImsHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "ims-store"
+    timeout = 60  # seconds an idle or slow connection may hold its thread
 
     def log_message(self, format: str, *args: object) -> None:  # quiet: a viewer makes many requests
         pass

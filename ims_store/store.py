@@ -459,6 +459,20 @@ class ImsStore(Store):
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
     def _read(self, fd: int, offset: int, size: int, ck: ChunkKey) -> bytes:
+        # a damaged chunk index must not make us allocate or read absurd amounts
+        end = os.fstat(fd).st_size
+        if offset < 0 or size < 0 or offset + size > end:
+            raise TruncatedFileError(
+                f"{_describe(self._layout, ck)} lies past the end of the file (bytes {offset}..{offset + size} "
+                f"of a file of {end})",
+                self._path,
+            )
+        if size > 2 * self._chunk_nbytes(ck.level) + 65536:
+            raise CorruptChunkError(
+                f"{_describe(self._layout, ck)} claims {size} stored bytes for {self._chunk_nbytes(ck.level)} "
+                "bytes of voxels",
+                self._path,
+            )
         try:
             return read_range(fd, offset, size)
         except EOFError as err:

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 from helpers import REAL_FILES
+from hypothesis import settings
+
+# the same examples on every run and machine: a red test is reproducible, a green one stays green
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 

@@ -1,0 +1,252 @@
+"""Fuzzing, concurrency, crash safety and server robustness."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ims_store import ImsError, ImsStore, WriteError, to_ome_zarr, write_ims
+from ims_store.attributes import decode_text, parse_float, parse_floats, parse_int
+from ims_store.chunks import ChunkIndex
+from ims_store.layout import parse_timestamp
+from ims_store.synthetic import make_example_ims
+
+FUZZED = [
+    ("DataSet/ResolutionLevel 0/TimePoint 0/Channel 0", "ImageSizeX"),
+    ("DataSet/ResolutionLevel 0/TimePoint 0/Channel 0", "ImageSizeZ"),
+    ("DataSet/ResolutionLevel 1/TimePoint 0/Channel 0", "ImageSizeY"),
+    ("DataSetInfo/Image", "ExtMin0"),
+    ("DataSetInfo/Image", "ExtMax2"),
+    ("DataSetInfo/Image", "Unit"),
+    ("DataSetInfo/Image", "RecordingDate"),
+    ("DataSetInfo/Channel 0", "Color"),
+    ("DataSetInfo/Channel 0", "ColorRange"),
+    ("DataSetInfo/Channel 1", "Name"),
+    ("DataSetInfo/TimeInfo", "TimePoint1"),
+    ("/", "DataSetDirectoryName"),
+]
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_example_ims(
+        tmp_path_factory.mktemp("fuzz") / "small.ims",
+        shape=(6, 40, 30),
+        channels=2,
+        timepoints=1,
+        threshold_voxels=2000,
+        chunks=(4, 16, 16),
+    )
+
+
+@given(st.binary(max_size=40))
+def test_text_parsers_never_raise(raw: bytes) -> None:
+    text = decode_text(np.frombuffer(raw, dtype="S1") if raw else np.array([b""], dtype="S1"))
+    parse_float(text), parse_floats(text), parse_int(text), parse_timestamp(text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(FUZZED), st.binary(min_size=1, max_size=24))
+@pytest.mark.filterwarnings("ignore::ims_store.layout.ImsWarning")
+def test_arbitrary_bytes_in_any_attribute(small_file: Path, tmp_path: Path, where: tuple[str, str], raw: bytes) -> None:
+    path = tmp_path / f"fuzzed-{uuid.uuid4().hex}.ims"  # a fresh file per example: stores keep theirs open
+    path.write_bytes(small_file.read_bytes())
+    group, name = where
+    char = h5py.h5t.C_S1.copy()
+    char.set_size(1)
+    with h5py.File(path, "r+") as f:
+        obj = f[group]
+        if name in obj.attrs:
+            del obj.attrs[name]
+        attr = h5py.h5a.create(obj.id, name.encode(), char, h5py.h5s.create_simple((len(raw),)))
+        attr.write(np.frombuffer(raw, dtype="S1"), mtype=attr.get_type())
+    try:
+        store = ImsStore(path)
+        for lvl in store.layout.levels:
+            data = zarr.open_array(store, path=str(lvl.index), mode="r")[0, 0]
+            with h5py.File(path, "r") as f:
+                expected = f[store.layout.data_path(lvl.index, 0, 0)][tuple(slice(0, n) for n in lvl.size)]
+            np.testing.assert_array_equal(data, expected)
+    except ImsError as err:
+        assert str(path) in str(err)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(-(2**62), 2**62), st.integers(-(2**40), 2**40), st.integers(0, 3))
+def test_arbitrary_chunk_index_entries(small_file: Path, offset: int, size: int, mask: int) -> None:
+    store = ImsStore(small_file)
+    good = store._index(0, 0, 0)
+    offsets, sizes, masks = good.offsets.copy(), good.sizes.copy(), good.masks.copy()
+    offsets[0, 0, 0], sizes[0, 0, 0], masks[0, 0, 0] = max(offset, -1), size, mask
+    store._indexes[(0, 0, 0)] = ChunkIndex(good.chunks, offsets, sizes, masks, good.filters)
+    try:
+        chunk = store.read_chunk(0, 0, 0, 0, 0, 0)
+    except ImsError as err:
+        assert "chunk (0, 0, 0)" in str(err) and str(small_file) in str(err)
+    else:
+        assert chunk.shape == good.chunks  # a readable range that decodes to a whole chunk
+
+
+def test_threads_and_a_process_pool_at_once(synthetic_files: dict[str, Path]) -> None:
+    from helpers import h5py_level
+
+    path = synthetic_files["12-timepoints-3-channels"]
+    expected = np.stack([np.stack([h5py_level(path, 0, t, c) for c in range(3)]) for t in range(12)])
+    store = ImsStore(path)
+    arr = zarr.open_array(store, path="0", mode="r")
+    with ThreadPoolExecutor(8) as pool:
+        threads = [pool.submit(lambda t=t: arr[t]) for t in range(12) for _ in range(2)]
+        with dask.config.set(scheduler="processes", num_workers=2):
+            sums = da.from_zarr(arr).sum(axis=(2, 3, 4)).compute()
+        results = [f.result() for f in threads]
+    np.testing.assert_array_equal(sums, expected.sum(axis=(2, 3, 4), dtype=np.uint64))
+    for i, got in enumerate(results):
+        np.testing.assert_array_equal(got, expected[i // 2])
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) * 1024
+
+
+def test_server_under_load(real_files: dict[str, Path]) -> None:
+    from ims_store.serve import make_server
+
+    server = make_server(real_files["PyramidalCell.ims"], port=0, ngff="0.4")
+    server.serve_in_thread()
+    store = server.store
+    keys = list(store._metadata) + [k for k in store._keys_under("") if k not in store._metadata]
+    expected = {key: store.get_sync(key).to_bytes() for key in keys}
+    host, port = server.server_address[:2]
+    rng = random.Random(0)
+    plan = [rng.choice(keys) for _ in range(2000)]
+
+    def worker(part: list[str]) -> int:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        errors = 0
+        for key in part:
+            conn.request("GET", "/" + key)
+            response = conn.getresponse()
+            body = response.read()
+            errors += response.status != 200 or body != expected[key]
+        conn.close()
+        return errors
+
+    try:
+        worker(plan[:50])  # warm up: chunk indexes, thread start-up
+        before = _rss()
+        start = time.perf_counter()
+        with ThreadPoolExecutor(32) as pool:
+            errors = sum(pool.map(worker, [plan[i::32] for i in range(32)]))
+        seconds = time.perf_counter() - start
+        growth = _rss() - before
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert errors == 0
+    assert growth < 64 * 2**20, f"memory grew by {growth / 2**20:.0f} MiB serving 2000 requests"
+    assert seconds < 60
+
+
+def test_a_slow_client_does_not_block_others(real_files: dict[str, Path]) -> None:
+    from ims_store.serve import make_server
+
+    server = make_server(real_files["PtK2Cell.ims"], port=0)
+    server.serve_in_thread()
+    host, port = server.server_address[:2]
+    slow = socket.create_connection((host, port))
+    try:
+        slow.sendall(b"GET /zarr.json HT")  # and then nothing
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("GET", "/zarr.json")
+        assert conn.getresponse().status == 200
+    finally:
+        slow.close()
+        server.shutdown()
+        server.server_close()
+
+
+_KILLED = """
+import sys
+from ims_store import to_ome_zarr, write_ims
+from ims_store.synthetic import microscopy_volume
+if sys.argv[1] == "write":
+    write_ims(microscopy_volume((48, 512, 512), "uint16", seed=3), sys.argv[2], axes="zyx", workers=1)
+else:
+    to_ome_zarr(sys.argv[3], sys.argv[2], codec="zstd", workers=1)
+"""
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["write", "convert"])
+def test_sigkill_leaves_nothing_at_the_destination(tmp_path: Path, kind: str) -> None:
+    source = make_example_ims(tmp_path / "source.ims", shape=(32, 256, 256), channels=2, timepoints=2)
+    before = _digest(source)
+    for attempt, delay in enumerate([0.3, 0.6, 0.9, 1.2, 1.6, 2.0]):
+        target = tmp_path / (f"out{attempt}.ims" if kind == "write" else f"out{attempt}.zarr")
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED, kind, str(target), str(source)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            assert not target.exists(), f"killed after {delay} s, {target.name} exists"
+        else:  # finished before the kill: then the output is whole
+            assert proc.returncode == 0 and target.exists()
+    assert _digest(source) == before
+
+
+def test_full_disk_gives_a_clear_error_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_files: dict[str, Path]
+) -> None:
+    from ims_store import writer
+
+    calls = {"n": 0}
+    original = writer._ChunkSink._write_one
+
+    def failing(self: writer._ChunkSink) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(self)
+
+    monkeypatch.setattr(writer._ChunkSink, "_write_one", failing)
+    with pytest.raises(WriteError, match="No space left on device") as err:
+        write_ims(np.ones((40, 300, 300), np.uint16), tmp_path / "full.ims", axes="zyx")
+    assert str(tmp_path / "full.ims") in str(err.value)
+    monkeypatch.undo()
+
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if "/c/" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(WriteError, match="No space left on device"):
+        to_ome_zarr(synthetic_files["uint8-gzip"], tmp_path / "full.zarr")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
