@@ -96,12 +96,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import make_server, viewer_links
+    from .serve import make_server, neuroglancer_state, viewer_links
 
     server = make_server(args.file, host=args.host, port=args.port, ngff=args.ngff, cors=args.cors or None)
     print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
-    for name, link in viewer_links(server.url, args.ngff).items():
+    for name, link in viewer_links(server.url, args.ngff, server.store.layout).items():
         print(f"  {name}: {link}", flush=True)
+    state = neuroglancer_state(server.store.layout, server.url, args.ngff)
+    print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
     print("press Ctrl-C to stop", flush=True)
     try:
         server.serve_forever()

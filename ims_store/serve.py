@@ -23,11 +23,14 @@ import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Any, Literal
 
+from .geometry import ngff_unit
+from .layout import ImsLayout
+from .ngff import channel_hex, time_step
 from .store import ImsStore
 
-__all__ = ["ImsHTTPServer", "make_server", "viewer_links"]
+__all__ = ["ImsHTTPServer", "make_server", "neuroglancer_state", "viewer_links"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_KEY = 1024
@@ -79,10 +82,83 @@ def make_server(
     return ImsHTTPServer(store, host, port, cors)
 
 
-def viewer_links(url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, str]:
-    """Links that open a served image in neuroglancer and vizarr."""
+def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, Any]:
+    """A neuroglancer state that opens on the x-y plane of the middle z slice.
+
+    One image layer per channel (neuroglancer makes the channel axis a local dimension, ``c'``),
+    each tinted with the channel's colour, blended additively, with its contrast from the
+    display range; dimensions in metres as neuroglancer wants them.
+    """
     scheme = "zarr3" if ngff == "0.5" else "zarr2"
-    state = {"layers": [{"type": "image", "source": f"{scheme}://{url}", "name": "image"}], "layout": "xy"}
+    level = layout.levels[0]
+    metres = _METRES.get(ngff_unit(layout.unit) or "", 1e-6)
+    step = time_step(layout) or 1.0
+    dimensions = {"t": [step, "s" if time_step(layout) else ""]}
+    dimensions.update({axis: [v * metres, "m"] for axis, v in zip("zyx", level.voxel_size, strict=True)})
+    # positions count voxels of these dimensions from the physical origin: the data spans
+    # ExtMin / voxel .. ExtMin / voxel + size, so the middle slice is at ExtMin / voxel + size / 2
+    position = [
+        0.5,
+        *(lo / v + n / 2 for lo, v, n in zip(layout.extent_min, level.voxel_size, level.size, strict=True)),
+    ]
+    layers = []
+    for ch in layout.channels:
+        lo, hi = ch.color_range or ch.histogram_range or _type_range(layout.dtype)
+        color = "#" + channel_hex(ch, len(layout.channels)).lower()
+        layers.append(
+            {
+                "type": "image",
+                "source": f"{scheme}://{url}",
+                "name": ch.label,
+                "localDimensions": {"c'": [1, ""]},
+                "localPosition": [ch.index],  # channel dimensions take the integer index
+                "shader": _SHADER,
+                "shaderControls": {"normalized": {"range": [lo, hi]}, "color": color},
+                "blend": "additive",
+            }
+        )
+    extent = max(level.size[1] * level.voxel_size[1], level.size[2] * level.voxel_size[2]) * metres
+    return {
+        "dimensions": dimensions,
+        "displayDimensions": ["x", "y", "z"],
+        "position": position,
+        "crossSectionScale": extent / 700 / min(level.voxel_size[1:]) / metres,
+        "layers": layers,
+        "layout": "xy",
+    }
+
+
+_SHADER = """#uicontrol invlerp normalized
+#uicontrol vec3 color color
+void main() {
+  emitRGB(color * normalized());
+}
+"""
+
+_METRES = {
+    "nanometer": 1e-9,
+    "micrometer": 1e-6,
+    "millimeter": 1e-3,
+    "centimeter": 1e-2,
+    "meter": 1.0,
+    "angstrom": 1e-10,
+    "picometer": 1e-12,
+}
+
+
+def _type_range(dtype: Any) -> tuple[float, float]:
+    import numpy as np
+
+    return (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
+
+
+def viewer_links(url: str, ngff: Literal["0.4", "0.5"], layout: ImsLayout | None = None) -> dict[str, str]:
+    """Links that open a served image in neuroglancer (x-y plane, channels coloured) and vizarr."""
+    if layout is not None:
+        state: dict[str, Any] = neuroglancer_state(layout, url, ngff)
+    else:
+        scheme = "zarr3" if ngff == "0.5" else "zarr2"
+        state = {"layers": [{"type": "image", "source": f"{scheme}://{url}", "name": "image"}], "layout": "xy"}
     fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
     return {
         "neuroglancer": f"https://neuroglancer-demo.appspot.com/#!{fragment}",

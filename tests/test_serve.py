@@ -105,6 +105,22 @@ def test_other_methods_refused(server: ImsHTTPServer) -> None:
         assert response.status == 405
 
 
+def test_neuroglancer_state_opens_on_the_xy_plane(real_files: dict[str, Path]) -> None:
+    from ims_store import read_layout
+    from ims_store.serve import neuroglancer_state
+
+    layout = read_layout(real_files["PtK2Cell.ims"])
+    state = neuroglancer_state(layout, "http://127.0.0.1:8000/", "0.4")
+    assert state["displayDimensions"] == ["x", "y", "z"] and state["layout"] == "xy"
+    assert state["dimensions"]["x"] == [(17.118 + 0.033) / 256 * 1e-6, "m"]
+    assert state["position"][1] == pytest.approx(-0.1 / 0.2 + 16)  # the middle z slice
+    names = [layer["name"] for layer in state["layers"]]
+    assert names == ["Kinetochores", "Microtubules", "DNA", "Dynactin"]
+    assert [layer["localPosition"] for layer in state["layers"]] == [[0], [1], [2], [3]]
+    assert state["layers"][1]["shaderControls"] == {"normalized": {"range": [0.0, 247.0]}, "color": "#00ff00"}
+    assert all(layer["source"] == "zarr2://http://127.0.0.1:8000/" for layer in state["layers"])
+
+
 def test_viewer_links() -> None:
     links = viewer_links("http://127.0.0.1:8000/", "0.5")
     assert "zarr3%3A%2F%2Fhttp%3A%2F%2F127.0.0.1%3A8000%2F" in links["neuroglancer"]
@@ -121,9 +137,10 @@ def test_serve_command_prints_url_and_links(real_files: dict[str, Path]) -> None
         text=True,
     )
     try:
-        lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
+        lines = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     assert lines[0].startswith("serving ") and "http://127.0.0.1:" in lines[0]
     assert lines[1].strip().startswith("neuroglancer: https://") and lines[2].strip().startswith("vizarr: https://")
+    assert lines[3].strip().startswith("neuroglancer state")
