@@ -5,6 +5,7 @@
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
     ims-store serve FILE.ims [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
     ims-store validate FILE.ims [--strict]
+    ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
     ims-store demo [--output FILE.ims] [--zarr-format 2|3]
 
 Bad input gives a one-line error naming the file and a non-zero exit status; ``--debug``
@@ -109,6 +110,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.server_close()
+    return 0
+
+
+def _cmd_refs(args: argparse.Namespace) -> int:
+    from .refs import write_references
+
+    out = write_references(
+        args.file, args.output, zarr_format=3 if args.ngff == "0.5" else 2, url=args.url, overwrite=args.overwrite
+    )
+    print(f"wrote {out}")
     return 0
 
 
@@ -239,6 +250,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
     serve.add_argument("--cors", default="*", help="Access-Control-Allow-Origin value ('' for none; default *)")
     serve.set_defaults(func=_cmd_serve)
+
+    refs = sub.add_parser(
+        "refs",
+        help="write kerchunk-style references to every chunk of an .ims",
+        description="Write zero-copy references (kerchunk format, version 1) mapping every chunk to its byte range "
+        "in the .ims, so that zarr reads the file through fsspec's reference filesystem without ims_store.",
+    )
+    refs.add_argument("file")
+    refs.add_argument("-o", "--output", required=True, help="the JSON file to write")
+    refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
+    refs.add_argument("--url", help="the address the references give the file (default: its absolute path)")
+    refs.add_argument("--overwrite", action="store_true")
+    refs.set_defaults(func=_cmd_refs)
 
     validate = sub.add_parser(
         "validate",
