@@ -36,11 +36,12 @@ import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .chunks import ChunkIndex, index_dataset, read_range
+from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import CorruptChunkError, MalformedImsError, ReadOnlyError, SelectionError, TruncatedFileError
+from .files import open_file
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
-from .layout import ImsLayout, open_hdf5, parse_layout
+from .layout import ImsLayout, parse_layout
 
 if TYPE_CHECKING:
     import dask.array
@@ -67,6 +68,10 @@ class ImsStore(Store):
         3 (default) presents OME-NGFF 0.5 on zarr v3; 2 presents OME-NGFF 0.4 on zarr v2.
     chunk_mode
         ``"decoded"`` (default) or ``"passthrough"``; see the module documentation.
+    storage_options
+        For a URL (``s3://``, ``https://``, any fsspec protocol): options for its file system.
+        The HDF5 metadata is read once through a block-cached file object; chunks are then
+        fetched as byte ranges, concurrently.
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
 
@@ -86,6 +91,7 @@ class ImsStore(Store):
         *,
         zarr_format: ZarrFormat = 3,
         chunk_mode: ChunkMode = "decoded",
+        storage_options: dict[str, Any] | None = None,
         read_only: bool = True,
     ) -> None:
         if not read_only:
@@ -98,9 +104,10 @@ class ImsStore(Store):
         self._path = os.fspath(path)
         self._zarr_format: ZarrFormat = zarr_format
         self._chunk_mode: ChunkMode = chunk_mode
+        self._storage_options = dict(storage_options or {})
         self._lock = threading.RLock()  # every h5py call goes through it
-        self._fd: int | None = None
-        self._h5: h5py.File | None = open_hdf5(self._path)
+        self._source = open_file(self._path, self._storage_options)
+        self._h5: h5py.File | None = self._source.open_hdf5()
         try:
             self._layout = parse_layout(self._h5, self._path)
         except BaseException:
@@ -135,10 +142,15 @@ class ImsStore(Store):
         return self._chunk_mode
 
     def _args(self) -> tuple[Any, ...]:
-        return (os.path.abspath(self._path), self._zarr_format, self._chunk_mode)
+        where = self._path if self._source.remote else os.path.abspath(self._path)
+        return (where, self._zarr_format, self._chunk_mode)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ImsStore) and self._args() == other._args()
+        return (
+            isinstance(other, ImsStore)
+            and self._args() == other._args()
+            and self._storage_options == other._storage_options
+        )
 
     def __hash__(self) -> int:
         return hash(self._args())
@@ -148,15 +160,30 @@ class ImsStore(Store):
 
     def __getstate__(self) -> dict[str, Any]:
         # a new process reopens the file; no handle crosses a process boundary
-        return {"path": self._path, "zarr_format": self._zarr_format, "chunk_mode": self._chunk_mode}
+        return {
+            "path": self._path,
+            "zarr_format": self._zarr_format,
+            "chunk_mode": self._chunk_mode,
+            "storage_options": self._storage_options,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], zarr_format=state["zarr_format"], chunk_mode=state["chunk_mode"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["path"],
+            zarr_format=state["zarr_format"],
+            chunk_mode=state["chunk_mode"],
+            storage_options=state.get("storage_options"),
+        )
 
     def with_read_only(self, read_only: bool = False) -> ImsStore:
         if not read_only:
             raise ReadOnlyError("ImsStore is read-only; " + _READ_ONLY, self._path)
-        return type(self)(self._path, zarr_format=self._zarr_format, chunk_mode=self._chunk_mode)
+        return type(self)(
+            self._path,
+            zarr_format=self._zarr_format,
+            chunk_mode=self._chunk_mode,
+            storage_options=self._storage_options,
+        )
 
     def close(self) -> None:
         """Release the file (the store reopens it if used again)."""
@@ -164,32 +191,14 @@ class ImsStore(Store):
             if self._h5 is not None:
                 self._h5.close()
                 self._h5 = None
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._source.close()
         super().close()
-
-    def __del__(self) -> None:
-        try:
-            if getattr(self, "_fd", None) is not None:
-                os.close(self._fd)  # type: ignore[arg-type]
-        except OSError:
-            pass
 
     def _file(self) -> h5py.File:
         with self._lock:
             if self._h5 is None:
-                self._h5 = open_hdf5(self._path)
+                self._h5 = self._source.open_hdf5()
             return self._h5
-
-    def _descriptor(self) -> int:
-        fd = self._fd
-        if fd is None:
-            with self._lock:
-                if self._fd is None:
-                    self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                fd = self._fd
-        return fd
 
     # ----------------------------------------------------------------------------------------
     # capabilities
@@ -417,7 +426,7 @@ class ImsStore(Store):
             return None  # never written: zarr fills with zeros
         if self._passes_through(ck, index, mask):
             start, stop = _bounds(size, byte_range)
-            return self._read(self._descriptor(), offset + start, stop - start, ck)
+            return self._read(offset + start, stop - start, ck)
         raw = self._decoded_chunk(ck)
         if self._declares_codecs(ck.level):
             level = self._layout.levels[ck.level]
@@ -433,7 +442,7 @@ class ImsStore(Store):
         if offset < 0:
             return None
         level = self._layout.levels[ck.level]
-        stored = self._read(self._descriptor(), offset, size, ck)
+        stored = self._read(offset, size, ck)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
         except UnsupportedFilter as unsupported:
@@ -458,9 +467,9 @@ class ImsStore(Store):
             return np.zeros(lvl.chunks, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
-    def _read(self, fd: int, offset: int, size: int, ck: ChunkKey) -> bytes:
+    def _read(self, offset: int, size: int, ck: ChunkKey) -> bytes:
         # a damaged chunk index must not make us allocate or read absurd amounts
-        end = os.fstat(fd).st_size
+        end = self._source.size()
         if offset < 0 or size < 0 or offset + size > end:
             raise TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file (bytes {offset}..{offset + size} "
@@ -474,7 +483,7 @@ class ImsStore(Store):
                 self._path,
             )
         try:
-            return read_range(fd, offset, size)
+            return self._source.read(offset, size)
         except EOFError as err:
             raise TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
@@ -535,8 +544,8 @@ class ImsStore(Store):
         lvl = self._layout.level(level)
         t = slice(None) if timepoint is None else self._layout.timepoint(timepoint).index
         c = slice(None) if channel is None else self._layout.channel(channel).index
-        stat = os.stat(self._path)
-        name = "ims-store-" + tokenize(os.path.abspath(self._path), stat.st_mtime_ns, stat.st_size, lvl.index)
+        version = self._source.size() if self._source.remote else os.stat(self._path).st_mtime_ns
+        name = "ims-store-" + tokenize(self._args(), version, self._source.size(), lvl.index)
         arr = da.from_array(
             LevelArray(self, lvl.index), chunks=(1, 1, *lvl.chunks), asarray=False, lock=False, name=name
         )

@@ -179,7 +179,7 @@ def test_close_releases_file(real_files: dict[str, Path]) -> None:
     store = ImsStore(real_files["PtK2Cell.ims"])
     store.get_sync("0/c/0/0/0/0/0")
     store.close()
-    assert store._h5 is None and store._fd is None
+    assert store._h5 is None and store._source._fd is None
     assert store.get_sync("0/c/0/0/0/0/0") is not None
 
 

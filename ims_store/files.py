@@ -1,0 +1,136 @@
+"""Where an Imaris file's bytes come from: a local path (``os.pread``) or any fsspec URL.
+
+The HDF5 metadata is parsed through h5py either way (for a remote file, through an fsspec file
+object with a large block cache, so that the many small reads HDF5 makes cost few requests);
+chunk bytes are then fetched as byte ranges, never through h5py.
+
+>>> source = open_file("cells.ims")
+>>> source.size() > 0, source.remote
+(True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import h5py
+
+from .chunks import read_range
+from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, TruncatedFileError
+from .layout import open_hdf5
+
+__all__ = ["LocalFile", "RemoteFile", "is_remote", "open_file"]
+
+# HDF5 reads its metadata in many small pieces; blocks of this size make them few requests
+REMOTE_BLOCK_SIZE = 4 * 1024 * 1024
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...)."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+class LocalFile:
+    """A file on this machine: positional reads on one descriptor, shared by every thread."""
+
+    remote = False
+
+    def __init__(self, path: str) -> None:
+        self.label = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def open_hdf5(self) -> h5py.File:
+        return open_hdf5(self.label)
+
+    def _descriptor(self) -> int:
+        fd = self._fd
+        if fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                fd = self._fd
+        return fd
+
+    def size(self) -> int:
+        return os.fstat(self._descriptor()).st_size
+
+    def read(self, offset: int, size: int) -> bytes:
+        return read_range(self._descriptor(), offset, size)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class RemoteFile:
+    """A file behind an fsspec URL: metadata through a cached file object, chunks as ranges."""
+
+    remote = True
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec
+
+        self.label = url
+        self.storage_options = dict(storage_options or {})
+        try:
+            self.fs, self.path = fsspec.core.url_to_fs(url, **self.storage_options)
+        except (ImportError, ValueError) as err:
+            raise ImsError(f"cannot reach the file: {err}", url) from err
+        self._size: int | None = None
+
+    def size(self) -> int:
+        if self._size is None:
+            try:
+                self._size = int(self.fs.size(self.path))
+            except FileNotFoundError as err:
+                raise ImsFileNotFoundError("no such file", self.label) from err
+            except OSError as err:
+                raise ImsError(f"cannot be read: {err}", self.label) from err
+        return self._size
+
+    def open_hdf5(self) -> h5py.File:
+        if self.size() == 0:
+            raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", self.label)
+        try:
+            handle = self.fs.open(self.path, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="blockcache")
+        except FileNotFoundError as err:
+            raise ImsFileNotFoundError("no such file", self.label) from err
+        try:
+            return h5py.File(handle, "r")
+        except OSError as err:
+            handle.close()
+            message = str(err).lower()
+            if "signature" in message:
+                raise NotHDF5Error("not an HDF5 file, so not an Imaris (.ims) file", self.label) from err
+            raise TruncatedFileError(
+                f"HDF5 cannot open the file; it is damaged or truncated ({err})", self.label
+            ) from err
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = self.fs.cat_file(self.path, start=offset, end=offset + size)
+        if len(data) != size:
+            raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:
+    """The byte source for ``path``: local, or remote when it is a URL."""
+    text = os.fspath(path)
+    if is_remote(text):
+        return RemoteFile(text, storage_options)
+    return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
