@@ -11,6 +11,7 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from typing import Any
@@ -120,6 +121,19 @@ class RemoteFile:
 
     def read(self, offset: int, size: int) -> bytes:
         data = self.fs.cat_file(self.path, start=offset, end=offset + size)
+        if len(data) != size:
+            raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
+        return data
+
+    async def read_async(self, offset: int, size: int) -> bytes:
+        """`read` without a thread: on the file system's own event loop where it has one."""
+        if getattr(self.fs, "async_impl", False) and getattr(self.fs, "loop", None) is not None:
+            future = asyncio.run_coroutine_threadsafe(
+                self.fs._cat_file(self.path, start=offset, end=offset + size), self.fs.loop
+            )
+            data = await asyncio.wrap_future(future)
+        else:
+            data = await asyncio.to_thread(self.fs.cat_file, self.path, start=offset, end=offset + size)
         if len(data) != size:
             raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
         return data

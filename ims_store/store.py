@@ -251,7 +251,8 @@ class ImsStore(Store):
         ck = parse_chunk_key(key, self._layout, self._zarr_format)
         if ck is None:
             return None
-        data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range)
+        stored = await self._fetch(ck) if self._source.remote else None
+        data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range, stored)
         return None if data is None else prototype.buffer.from_bytes(data)
 
     def get_sync(
@@ -418,22 +419,29 @@ class ImsStore(Store):
     def _declares_codecs(self, level: int) -> bool:
         return self._plans[level].passthrough and bool(self._layout.levels[level].filters)
 
-    def _chunk_bytes(self, ck: ChunkKey, byte_range: ByteRequest | None) -> bytes | bytearray | np.ndarray | None:
-        """The bytes served for a chunk key, in the form its array's metadata declares."""
+    def _chunk_bytes(
+        self, ck: ChunkKey, byte_range: ByteRequest | None, stored: bytes | None = None
+    ) -> bytes | bytearray | np.ndarray | None:
+        """The bytes served for a chunk key, in the form its array's metadata declares.
+
+        ``stored``: the chunk's stored bytes when they were fetched already (remote files).
+        """
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
         if index.direct and offset < 0:
             return None  # never written: zarr fills with zeros
         if self._passes_through(ck, index, mask):
+            if stored is not None:
+                return _slice(stored, byte_range)
             start, stop = _bounds(size, byte_range)
             return self._read(offset + start, stop - start, ck)
-        raw = self._decoded_chunk(ck)
+        raw = self._decoded_chunk(ck, stored)
         if self._declares_codecs(ck.level):
             level = self._layout.levels[ck.level]
             raw = encode_chunk(raw, level.filters, level.dtype)
         return _slice(raw, byte_range)
 
-    def _decoded_chunk(self, ck: ChunkKey) -> bytes | bytearray | np.ndarray | None:
+    def _decoded_chunk(self, ck: ChunkKey, stored: bytes | None = None) -> bytes | bytearray | np.ndarray | None:
         """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if unallocated."""
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
@@ -442,7 +450,8 @@ class ImsStore(Store):
         if offset < 0:
             return None
         level = self._layout.levels[ck.level]
-        stored = self._read(offset, size, ck)
+        if stored is None:
+            stored = self._read(offset, size, ck)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
         except UnsupportedFilter as unsupported:
@@ -467,7 +476,35 @@ class ImsStore(Store):
             return np.zeros(lvl.chunks, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
+    async def _fetch(self, ck: ChunkKey) -> bytes | None:
+        """A remote chunk's stored bytes, fetched on the file system's own event loop (so that
+        zarr's concurrent requests are in flight together); None where HDF5 must read it."""
+        index = await asyncio.to_thread(self._index, ck.level, ck.t, ck.c)
+        offset, size, _ = index.locate(ck.z, ck.y, ck.x)
+        if not index.direct or offset < 0:
+            return None
+        self._check_extent(offset, size, ck)
+        try:
+            return await self._source.read_async(offset, size)  # type: ignore[union-attr]
+        except EOFError as err:
+            raise TruncatedFileError(
+                f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
+            ) from err
+        except OSError as err:
+            raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
+
     def _read(self, offset: int, size: int, ck: ChunkKey) -> bytes:
+        self._check_extent(offset, size, ck)
+        try:
+            return self._source.read(offset, size)
+        except EOFError as err:
+            raise TruncatedFileError(
+                f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
+            ) from err
+        except OSError as err:
+            raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
+
+    def _check_extent(self, offset: int, size: int, ck: ChunkKey) -> None:
         # a damaged chunk index must not make us allocate or read absurd amounts
         end = self._source.size()
         if offset < 0 or size < 0 or offset + size > end:
@@ -482,14 +519,6 @@ class ImsStore(Store):
                 "bytes of voxels",
                 self._path,
             )
-        try:
-            return self._source.read(offset, size)
-        except EOFError as err:
-            raise TruncatedFileError(
-                f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
-            ) from err
-        except OSError as err:
-            raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 
     def _read_with_hdf5(self, ck: ChunkKey, unsupported: str | None = None) -> np.ndarray:
         """Let HDF5 decode a chunk (filters we have no decoder for, compact storage)."""

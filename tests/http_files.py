@@ -2,34 +2,80 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
-class FileServer(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, latency: float = 0.0) -> None:
-        self.root, self.latency = root, latency
+    def __init__(self, root: Path, latency: float, counter: Any) -> None:
+        self.root, self.latency, self.counter = root, latency, counter
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def _run(root: Path, latency: float, counter: Any, port: Any) -> None:
+    server = _Server(root, latency, counter)
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
+class FileServer:
+    """Serves the files of ``root``; in a thread, or (``process=True``) in a child process."""
+
+    def __init__(self, root: Path, latency: float = 0.0, process: bool = False) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._counter = ctx.Value("i", 0)
+        if process:
+            port = ctx.Value("i", 0)
+            self._process = ctx.Process(target=_run, args=(root, latency, self._counter, port), daemon=True)
+            self._process.start()
+            while port.value == 0:
+                time.sleep(0.01)
+            self.port, self._server = port.value, None
+        else:
+            self._process = None
+            self._server = _Server(root, latency, self._counter)
+            self.port = self._server.server_address[1]
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def requests(self) -> list[tuple[str, str, str | None]]:
+        """Method, path and Range of every request (thread mode)."""
+        assert self._server is not None
+        return self._server.requests
+
+    def count(self) -> int:
+        return int(self._counter.value)
+
+    def reset(self) -> None:
+        with self._counter.get_lock():
+            self._counter.value = 0
+        if self._server is not None:
+            self._server.requests.clear()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+        return f"http://127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
-        self.shutdown()
-        self.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(5)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: FileServer
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -44,6 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         with self.server.lock:
             self.server.requests.append((self.command, self.path, self.headers.get("Range")))
+        with self.server.counter.get_lock():
+            self.server.counter.value += 1
         if self.server.latency:
             time.sleep(self.server.latency)
         path = self.server.root / self.path.lstrip("/")
@@ -52,18 +100,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        data = path.read_bytes()
-        status, start, stop = HTTPStatus.OK, 0, len(data)
+        total = path.stat().st_size
+        status, start, stop = HTTPStatus.OK, 0, total
         match = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
         if match:
             start = int(match.group(1))
-            stop = min(int(match.group(2)) + 1, len(data)) if match.group(2) else len(data)
+            stop = min(int(match.group(2)) + 1, total) if match.group(2) else total
             status = HTTPStatus.PARTIAL_CONTENT
         self.send_response(status)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(stop - start))
         if status == HTTPStatus.PARTIAL_CONTENT:
-            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{total}")
         self.end_headers()
         if body:
-            self.wfile.write(data[start:stop])
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                self.wfile.write(fh.read(stop - start))
