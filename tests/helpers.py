@@ -36,3 +36,18 @@ def h5py_counts(path: Path) -> tuple[int, int, int]:
         times = [n for n in lv0 if n.startswith("TimePoint ")]
         chans = [n for n in lv0[times[0]] if n.startswith("Channel ")]
         return len(levels), len(times), len(chans)
+
+
+def assert_group_matches_h5py(group: object, path: Path) -> None:
+    """Every level, time point and channel of a zarr group equals h5py's read of ``path``."""
+    levels, times, chans = h5py_counts(path)
+    assert sorted(group.array_keys(), key=int) == [str(i) for i in range(levels)]  # type: ignore[attr-defined]
+    for level in range(levels):
+        arr = group[str(level)]  # type: ignore[index]
+        assert arr.shape[:2] == (times, chans)
+        data = arr[...]
+        for t in range(times):
+            for c in range(chans):
+                expected = h5py_level(path, level, t, c)
+                assert data.shape[2:] == expected.shape
+                np.testing.assert_array_equal(data[t, c], expected, err_msg=f"level {level} t {t} c {c}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import REAL_FILES, h5py_counts, h5py_level
+from helpers import REAL_FILES, assert_group_matches_h5py, h5py_level
 from synthetic_files import VARIANTS
 
 from ims_store import ImsStore
@@ -16,18 +16,8 @@ FORMATS_AND_MODES = [(fmt, mode) for fmt in (3, 2) for mode in ("decoded", "pass
 
 
 def assert_matches_h5py(path: Path, zarr_format: int, chunk_mode: str) -> None:
-    levels, times, chans = h5py_counts(path)
     root = zarr.open_group(ImsStore(path, zarr_format=zarr_format, chunk_mode=chunk_mode), mode="r")
-    assert sorted(root.array_keys(), key=int) == [str(i) for i in range(levels)]
-    for level in range(levels):
-        arr = root[str(level)]
-        assert arr.shape[:2] == (times, chans)
-        data = arr[...]
-        for t in range(times):
-            for c in range(chans):
-                expected = h5py_level(path, level, t, c)
-                assert data.shape[2:] == expected.shape
-                np.testing.assert_array_equal(data[t, c], expected, err_msg=f"level {level} t {t} c {c}")
+    assert_group_matches_h5py(root, path)
 
 
 @pytest.mark.parametrize(("zarr_format", "chunk_mode"), FORMATS_AND_MODES)

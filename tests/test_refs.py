@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pytest
 import zarr
-from helpers import REAL_FILES, h5py_counts, h5py_level
+from helpers import REAL_FILES, assert_group_matches_h5py
 from synthetic_files import VARIANTS
 from zarr.storage import FsspecStore
 
@@ -30,24 +29,17 @@ def _open(refs: dict, zarr_format: int) -> zarr.Group:
     return zarr.open_group(FsspecStore(fs, read_only=True, path=""), mode="r", zarr_format=zarr_format)
 
 
-def _assert_equal(root: zarr.Group, path: Path) -> None:
-    levels, times, chans = h5py_counts(path)
-    for level in range(levels):
-        data = root[str(level)][...]
-        for t in range(times):
-            for c in range(chans):
-                np.testing.assert_array_equal(data[t, c], h5py_level(path, level, t, c))
-
-
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("name", REAL_FILES)
 def test_real_files_through_references(real_files: dict[str, Path], name: str, zarr_format: int) -> None:
-    _assert_equal(_open(make_references(real_files[name], zarr_format=zarr_format), zarr_format), real_files[name])
+    assert_group_matches_h5py(
+        _open(make_references(real_files[name], zarr_format=zarr_format), zarr_format), real_files[name]
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in VARIANTS if n not in NOT_REFERENCEABLE])
 def test_synthetic_files_through_references(synthetic_files: dict[str, Path], name: str) -> None:
-    _assert_equal(_open(make_references(synthetic_files[name]), 2), synthetic_files[name])
+    assert_group_matches_h5py(_open(make_references(synthetic_files[name]), 2), synthetic_files[name])
 
 
 @pytest.mark.parametrize("name", sorted(NOT_REFERENCEABLE))

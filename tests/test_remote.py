@@ -7,10 +7,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
-from helpers import REAL_FILES, h5py_counts, h5py_level
+from helpers import REAL_FILES, assert_group_matches_h5py
 from http_files import FileServer
 
 from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error
@@ -34,14 +33,7 @@ def server(files: Path) -> Iterator[FileServer]:
 
 @pytest.mark.parametrize("name", [*REAL_FILES, "uint16-shuffle-gzip-3-levels.ims"])
 def test_remote_reads_equal_local_reads(server: FileServer, files: Path, name: str) -> None:
-    local = files / name
-    root = zarr.open_group(ImsStore(server.url(name)), mode="r")
-    levels, times, chans = h5py_counts(local)
-    for level in range(levels):
-        data = root[str(level)][...]
-        for t in range(times):
-            for c in range(chans):
-                np.testing.assert_array_equal(data[t, c], h5py_level(local, level, t, c))
+    assert_group_matches_h5py(zarr.open_group(ImsStore(server.url(name)), mode="r"), files / name)
 
 
 def test_requests_to_open_and_to_read_one_chunk_are_few(server: FileServer) -> None:
