@@ -139,7 +139,7 @@ class RemoteFile:
         return data
 
     def close(self) -> None:
-        pass
+        """Nothing to release: every read is its own request."""
 
 
 def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:
