@@ -26,6 +26,7 @@ Two chunk modes (``chunk_mode=``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import threading
@@ -484,19 +485,19 @@ class ImsStore(Store):
         if not index.direct or offset < 0:
             return None
         self._check_extent(offset, size, ck)
-        try:
+        with self._read_errors(ck):
             return await self._source.read_async(offset, size)  # type: ignore[union-attr]
-        except EOFError as err:
-            raise TruncatedFileError(
-                f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
-            ) from err
-        except OSError as err:
-            raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 
     def _read(self, offset: int, size: int, ck: ChunkKey) -> bytes:
         self._check_extent(offset, size, ck)
-        try:
+        with self._read_errors(ck):
             return self._source.read(offset, size)
+
+    @contextlib.contextmanager
+    def _read_errors(self, ck: ChunkKey) -> Iterator[None]:
+        """A short or failed read of a chunk, as an error naming the chunk and the file."""
+        try:
+            yield
         except EOFError as err:
             raise TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
