@@ -38,27 +38,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kind(path: str) -> str:
-    lower = path.lower().rstrip("/\\")
-    if lower.endswith(".ims"):
-        return "ims"
-    if lower.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if lower.endswith(".zarr") or "://" in lower or Path(path).is_dir():
-        return "zarr"
-    return "unknown"
-
-
 class _UsageError(Exception):
     """A command line that asks for something no command does."""
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import to_nifti, to_ome_zarr
+    from .sources import path_kind
     from .writer import write_ims
 
-    src, dst = _kind(args.input), _kind(args.output)
-    if dst == "ims" and src != "unknown":
+    src, dst = path_kind(args.input), path_kind(args.output)
+    if dst == "ims" and src is not None:
         write_ims(
             args.input,
             args.output,

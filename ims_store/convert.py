@@ -27,7 +27,7 @@ from .codecs import CodecPlan
 from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
 from .outputs import WriteError, atomic_output, progress_bar
-from .sources import SourceImage, open_source, source_layout
+from .sources import SourceImage, open_source, path_kind, source_layout
 from .store import ImsStore
 from .writer import storage_dtype
 
@@ -141,9 +141,7 @@ def to_ome_zarr(
 
 
 def _is_ims(source: Any) -> bool:
-    return isinstance(source, ImsStore) or (
-        isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".ims")
-    )
+    return isinstance(source, ImsStore) or (isinstance(source, (str, os.PathLike)) and path_kind(source) == "ims")
 
 
 def _write_zarr(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .geometry import voxel_centre_origin
+from .ngff import time_step, type_range
 from .store import ImsStore
 
 __all__ = ["napari_get_reader", "reader_function"]
@@ -44,7 +45,7 @@ def reader_function(path: str | list[str]) -> list[LayerData]:
         pyramid = [store.to_dask(level.index) for level in layout.levels]
         voxel = layout.levels[0].voxel_size
         translate = voxel_centre_origin(layout.extent_min, voxel)
-        step = _time_step(layout.time_offsets())
+        step = time_step(layout) or 1.0
         for ch in layout.channels:
             color = ch.color or ((1.0, 1.0, 1.0) if len(layout.channels) == 1 else None)
             meta: dict[str, Any] = {
@@ -63,16 +64,8 @@ def reader_function(path: str | list[str]) -> list[LayerData]:
     return layers
 
 
-def _time_step(offsets: list[float] | None) -> float:
-    if offsets is None or len(offsets) < 2 or offsets[-1] <= 0:
-        return 1.0
-    return offsets[-1] / (len(offsets) - 1)
-
-
 def _limits(channel: Any, dtype: np.dtype) -> tuple[float, float]:
     for window in (channel.color_range, channel.histogram_range):
         if window is not None and window[1] > window[0]:
             return window
-    if dtype.kind in "ui":
-        return 0.0, float(np.iinfo(dtype).max)
-    return 0.0, 1.0
+    return type_range(dtype)

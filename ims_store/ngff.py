@@ -20,7 +20,16 @@ import numpy as np
 from .geometry import ngff_unit, voxel_centre_origin
 from .layout import Channel, ImsLayout
 
-__all__ = ["AXES", "NGFF_VERSIONS", "channel_hex", "default_color", "ngff_attributes", "time_step", "transforms"]
+__all__ = [
+    "AXES",
+    "NGFF_VERSIONS",
+    "channel_hex",
+    "default_color",
+    "ngff_attributes",
+    "time_step",
+    "transforms",
+    "type_range",
+]
 
 AXES = ("t", "c", "z", "y", "x")
 NGFF_VERSIONS = ("0.4", "0.5")
@@ -74,11 +83,18 @@ def channel_hex(channel: Channel, count: int) -> str:
     return "".join(f"{round(v * 255):02X}" for v in color)
 
 
+def type_range(dtype: np.dtype) -> tuple[float, float]:
+    """The values an integer type can hold; (0, 1) for floats, whose range the data decides."""
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
 def _window(layout: ImsLayout, channel: Channel) -> dict[str, float]:
     dtype = layout.dtype
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        lo, hi = float(info.min), float(info.max)
+        lo, hi = type_range(dtype)
     else:
         lo, hi = channel.histogram_range or channel.color_range or (0.0, 1.0)
     start, end = channel.color_range or channel.histogram_range or (lo, hi)

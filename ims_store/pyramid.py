@@ -24,6 +24,7 @@ __all__ = [
     "downsample",
     "halved_axes",
     "level_sizes",
+    "next_level_size",
 ]
 
 Shape3 = tuple[int, int, int]
@@ -42,6 +43,11 @@ def halved_axes(size: Sequence[int]) -> tuple[bool, bool, bool]:
     )
 
 
+def next_level_size(size: Sequence[int]) -> Shape3:
+    """The size of the level below ``size``: floor halving of the axes `halved_axes` picks."""
+    return tuple(s // 2 if h else s for s, h in zip(size, halved_axes(size), strict=True))  # type: ignore[return-value]
+
+
 def level_sizes(size: Sequence[int], itemsize: int, threshold_voxels: int | None = None) -> list[Shape3]:
     """Sizes of every level of the pyramid for a full-resolution ``size`` (z, y, x).
 
@@ -51,10 +57,9 @@ def level_sizes(size: Sequence[int], itemsize: int, threshold_voxels: int | None
         threshold_voxels = IMARISWRITER_THRESHOLD_BYTES // itemsize
     sizes: list[Shape3] = [tuple(int(s) for s in size)]  # type: ignore[list-item]
     while int(np.prod(sizes[-1], dtype=np.int64)) > threshold_voxels:
-        halve = halved_axes(sizes[-1])
-        if not any(halve):
+        if not any(halved_axes(sizes[-1])):
             break
-        sizes.append(tuple(s // 2 if h else s for s, h in zip(sizes[-1], halve, strict=True)))  # type: ignore[arg-type]
+        sizes.append(next_level_size(sizes[-1]))
     return sizes
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from .geometry import ngff_unit
 from .layout import ImsLayout
-from .ngff import channel_hex, time_step
+from .ngff import channel_hex, time_step, type_range
 from .store import ImsStore
 
 __all__ = ["ImsHTTPServer", "make_server", "neuroglancer_state", "viewer_links"]
@@ -103,7 +103,7 @@ def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"])
     ]
     layers = []
     for ch in layout.channels:
-        lo, hi = ch.color_range or ch.histogram_range or _type_range(layout.dtype)
+        lo, hi = ch.color_range or ch.histogram_range or type_range(layout.dtype)
         color = "#" + channel_hex(ch, len(layout.channels)).lower()
         layers.append(
             {
@@ -144,12 +144,6 @@ _METRES = {
     "angstrom": 1e-10,
     "picometer": 1e-12,
 }
-
-
-def _type_range(dtype: Any) -> tuple[float, float]:
-    import numpy as np
-
-    return (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
 
 
 def viewer_links(url: str, ngff: Literal["0.4", "0.5"], layout: ImsLayout | None = None) -> dict[str, str]:

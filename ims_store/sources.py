@@ -18,14 +18,14 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .errors import ImsError, MissingDependencyError
 from .geometry import UNIT_NAMES, voxel_centre_origin
 
-__all__ = ["SourceError", "SourceImage", "open_source", "source_layout"]
+__all__ = ["SourceError", "SourceImage", "open_source", "path_kind", "source_layout"]
 
 Vec3 = tuple[float, float, float]
 
@@ -164,16 +164,30 @@ def _to_tczyx(data: Any, axes: str) -> Any:
 # files
 
 
+def path_kind(path: str | os.PathLike[str]) -> Literal["ims", "nifti", "zarr"] | None:
+    """What a path names, from its name: an Imaris file, a NIfTI file, an OME-Zarr (a ``.zarr``
+    name, a URL or a folder), or None."""
+    text = os.fspath(path)
+    lower = text.lower().rstrip("/\\")
+    if lower.endswith(".ims"):
+        return "ims"
+    if lower.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if "://" in text or lower.endswith(".zarr") or Path(text).is_dir():
+        return "zarr"
+    return None
+
+
 def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
     text = os.fspath(source)
-    lower = text.lower().rstrip("/")
-    if lower.endswith(".ims"):
+    kind = path_kind(text)
+    if kind == "ims":
         from .store import ImsStore
 
         return _from_ims(ImsStore(text), level)
-    if lower.endswith((".nii", ".nii.gz")):
+    if kind == "nifti":
         return _from_nifti(text)
-    if "://" in text or lower.endswith(".zarr") or Path(text).is_dir():
+    if kind == "zarr":
         import zarr
 
         try:

@@ -23,7 +23,7 @@ import numpy as np
 from .attributes import parse_float, parse_int, read_text
 from .errors import ImsError
 from .layout import ImsLayout, open_hdf5, parse_layout
-from .pyramid import halved_axes
+from .pyramid import halved_axes, next_level_size
 
 __all__ = ["Problem", "validate"]
 
@@ -168,8 +168,7 @@ def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
 def _check_pyramid(layout: ImsLayout) -> Iterator[Problem]:
     sizes = [lvl.size for lvl in layout.levels]
     for r in range(1, len(sizes)):
-        halve = halved_axes(sizes[r - 1])
-        expected = tuple(s // 2 if h else s for s, h in zip(sizes[r - 1], halve, strict=True))
+        expected = next_level_size(sizes[r - 1])
         if sizes[r] != expected:
             yield Problem(
                 "error",

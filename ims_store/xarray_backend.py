@@ -104,9 +104,7 @@ class ImsBackendEntrypoint(BackendEntrypoint):
     def open_datatree(
         self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None, **kwargs: Any
     ) -> xr.DataTree:
-        store = ImsStore(_path(filename_or_obj))
-        children = {str(lvl.index): open_level(store, lvl.index).to_dataset() for lvl in store.layout.levels}
-        return xr.DataTree.from_dict(children)
+        return xr.DataTree.from_dict(self.open_groups_as_dict(filename_or_obj))
 
     def open_groups_as_dict(self, filename_or_obj: Any, **kwargs: Any) -> dict[str, xr.Dataset]:
         store = ImsStore(_path(filename_or_obj))
