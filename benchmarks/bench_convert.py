@@ -6,7 +6,10 @@ with the pyramid `write_ims` adds). Every resolution level is converted by
 * (a) the do-it-yourself path: h5py reads each level whole, zarr writes it (``create_array``
   with the same chunks and zarr's default compressor);
 * (b) ``ims-store convert`` to NGFF 0.5, re-encoding with zstd (the default);
-* (c) ``ims-store convert --ngff 0.4``, which copies the stored chunks without decoding them.
+* (c) ``ims-store convert --ngff 0.4``, which copies the stored chunks without decoding them;
+* (d) (b) on a dask.distributed LocalCluster of ``--cluster N`` worker processes (default 2;
+  0 skips it) through ``--scheduler``: on one machine this measures the cost of the cluster path,
+  not a speed-up (the workers share the same cores).
 
 Each output is checked equal to the source; the ratios (a) / (b) and (a) / (c) are printed
 (target >= 2x).
@@ -19,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
@@ -68,12 +72,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cluster", type=int, default=2, help="worker processes for (d); 0 skips it")
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "_data")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     src = volume_file(args.data_dir, (32, 512, 512) if args.quick else (128, 1024, 1024))
     mb = sum(np.prod(level.size) * 2 for level in read_layout(src).levels) / 1e6
-    with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=args.data_dir))
         out = Path(tmp) / "out.zarr"
 
         def clean() -> None:
@@ -86,6 +92,15 @@ def main() -> None:
                 ["convert", str(src), str(out), "--ngff", "0.4", "--quiet"]
             ),
         }
+        if args.cluster:
+            from distributed import LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=args.cluster, threads_per_worker=1, dashboard_address=None)
+            )
+            runs[f"(d) (b) on a LocalCluster of {args.cluster} processes"] = lambda: cli(
+                ["convert", str(src), str(out), "--quiet", "--scheduler", cluster.scheduler_address]
+            )
         times = {}
         for name, fn in runs.items():
             times[name] = best_of(args.repeats, fn, clean)

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .convert import to_nifti, to_ome_zarr
 from .errors import (
+    ClusterError,
     CorruptChunkError,
     ImsError,
     ImsFileNotFoundError,
@@ -37,6 +38,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Channel",
+    "ClusterError",
     "ChunkMode",
     "CorruptChunkError",
     "DestinationExistsError",

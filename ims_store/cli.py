@@ -3,6 +3,7 @@
     ims-store info FILE.ims [--json]
     ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--level N --timepoint T --channel C]
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
+                             [--scheduler ADDRESS]
     ims-store serve FILE.ims [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
     ims-store validate FILE.ims [--strict]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
@@ -43,6 +44,16 @@ class _UsageError(Exception):
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from .cluster import dask_client
+
+    with dask_client(args.scheduler) as client:
+        _convert(args, client)
+    if not args.quiet:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _convert(args: argparse.Namespace, client: object) -> None:
     from .convert import to_nifti, to_ome_zarr
     from .sources import path_kind
     from .writer import write_ims
@@ -56,6 +67,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             compression_level=args.compression_level,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            client=client,
         )
     elif src == "ims" and dst == "zarr":
         to_ome_zarr(
@@ -65,6 +77,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             codec=args.codec,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            client=client,
         )
     elif src == "ims" and dst == "nifti":
         timepoint = None if args.timepoint == "all" else int(args.timepoint)
@@ -81,9 +94,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             f"cannot convert {args.input} to {args.output}: convert .ims to .zarr / .ome.zarr or .nii / .nii.gz, "
             "or .ims, .zarr, .nii, .nii.gz to .ims"
         )
-    if not args.quiet:
-        print(f"wrote {args.output}")
-    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -212,6 +222,12 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("output")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a dask.distributed cluster (e.g. tcp://10.0.0.5:8786): workers read and compress; "
+        "they must see the output's file system (needs the 'distributed' extra)",
+    )
     group = convert.add_argument_group("to OME-Zarr")
     group.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5", help="OME-NGFF version (default 0.5)")
     group.add_argument(

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .cluster import dask_client
 from .codecs import CodecPlan
 from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
@@ -62,7 +63,7 @@ def _target_plan(codec: str, level: int) -> CodecPlan:
     return CodecPlan(True, None, None, [])
 
 
-def _encoder(codec: str, level: int, zarr_format: int) -> Any:
+def _encoder(codec: str, level: int, zarr_format: int) -> Callable[[Any], Any]:
     if codec == "zstd":
         from numcodecs import Zstd
 
@@ -71,7 +72,29 @@ def _encoder(codec: str, level: int, zarr_format: int) -> Any:
         from numcodecs import GZip, Zlib
 
         return (Zlib(level) if zarr_format == 2 else GZip(level)).encode
-    return lambda raw: raw
+    return _unchanged
+
+
+def _unchanged(raw: Any) -> Any:
+    return raw
+
+
+@dataclass(frozen=True)
+class _ImsChunks:
+    """The bytes of each chunk of the OME-Zarr copy of an ``.ims`` (picklable: it runs on dask workers too)."""
+
+    store: ImsStore
+    copy: tuple[bool, ...]
+    """per level: copy the stored compressed bytes (True) or decode and re-encode"""
+    encode: Callable[[Any], Any]
+    fmt: Literal[2, 3]
+
+    def __call__(self, ck: ChunkKey) -> bytes | None:
+        if self.copy[ck.level]:
+            data = self.store.get_sync(chunk_key(ck, self.fmt))
+            return None if data is None else data.to_bytes()
+        raw = self.store._decoded_chunk(ck)
+        return None if raw is None else bytes(memoryview(self.encode(raw)))
 
 
 def to_ome_zarr(
@@ -84,6 +107,7 @@ def to_ome_zarr(
     overwrite: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    client: Any = None,
 ) -> Path:
     """Materialise an Imaris file as an OME-Zarr image: every level, time point and channel.
 
@@ -94,6 +118,8 @@ def to_ome_zarr(
     ``"auto"`` copies for NGFF 0.4 (zarr v2's ``zlib`` is read everywhere) and writes zstd for
     NGFF 0.5 (the copied chunks would need numcodecs' codecs, which not every zarr v3 reader
     has). Chunks are read and encoded on ``workers`` threads; unwritten chunks stay absent.
+    ``client`` (a ``dask.distributed.Client`` or a scheduler address) reads, encodes and writes
+    the chunks on the cluster's workers instead, which must see the destination's file system.
     """
     if ngff_version not in ("0.4", "0.5"):
         raise ValueError(f"ngff_version must be '0.4' or '0.5', not {ngff_version!r}")
@@ -103,17 +129,35 @@ def to_ome_zarr(
     if codec == "auto":
         codec = "copy" if fmt == 2 else "zstd"
     encode = _encoder("zstd" if codec == "copy" else codec, codec_level, fmt)
-    if not _is_ims(source):
-        return _generic_to_ome_zarr(
-            open_source(source),
-            Path(path),
-            fmt,
-            _target_plan("zstd" if codec == "copy" else codec, codec_level),
-            encode,
-            overwrite,
-            progress,
-            workers,
+    with dask_client(client) as cluster:
+        if not _is_ims(source):
+            return _generic_to_ome_zarr(
+                open_source(source),
+                Path(path),
+                fmt,
+                _target_plan("zstd" if codec == "copy" else codec, codec_level),
+                encode,
+                overwrite,
+                progress,
+                workers,
+            )
+        return _ims_to_ome_zarr(
+            source, Path(path), fmt, codec, codec_level, encode, overwrite, progress, workers, cluster
         )
+
+
+def _ims_to_ome_zarr(
+    source: str | os.PathLike[str] | ImsStore,
+    path: Path,
+    fmt: Literal[2, 3],
+    codec: str,
+    codec_level: int,
+    encode: Callable[[Any], Any],
+    overwrite: bool,
+    progress: bool,
+    workers: int | None,
+    client: Any,
+) -> Path:
     store = ImsStore(source.path if isinstance(source, ImsStore) else source, zarr_format=fmt, chunk_mode="passthrough")
     layout = store.layout
     copy = [codec == "copy" and plan.passthrough for plan in store._plans]
@@ -129,15 +173,9 @@ def to_ome_zarr(
         for z, y, x in np.ndindex(*lvl.chunk_grid)
     ]
 
-    def chunk(ck: ChunkKey) -> bytes | None:
-        if copy[ck.level]:
-            data = store.get_sync(chunk_key(ck, fmt))
-            return None if data is None else data.to_bytes()
-        raw = store._decoded_chunk(ck)
-        return None if raw is None else bytes(memoryview(encode(raw)))
-
-    _write_zarr(Path(path), build_metadata(layout, plans, fmt), jobs, chunk, fmt, overwrite, progress, workers)
-    return Path(path)
+    chunks = _ImsChunks(store, tuple(copy), encode, fmt)
+    _write_zarr(path, build_metadata(layout, plans, fmt), jobs, chunks, fmt, overwrite, progress, workers, client)
+    return path
 
 
 def _is_ims(source: Any) -> bool:
@@ -153,16 +191,9 @@ def _write_zarr(
     overwrite: bool,
     progress: bool,
     workers: int | None,
+    client: Any = None,
 ) -> None:
     """Write metadata documents and the chunks ``chunk(key)`` returns (None: leave it absent)."""
-
-    def one(ck: ChunkKey, root: Path) -> None:
-        payload = chunk(ck)
-        if payload is not None:  # absent chunks read as the fill value, 0
-            target = root / chunk_key(ck, fmt)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(payload)
-
     with atomic_output(path, overwrite) as tmp, _as_write_error(path):
         tmp.mkdir()
         for key, doc in metadata.items():
@@ -170,13 +201,46 @@ def _write_zarr(
             (tmp / key).write_bytes(doc)
         bar = progress_bar(progress, len(jobs), f"writing {path.name}")
         try:
-            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                for _ in pool.map(lambda ck: one(ck, tmp), jobs):
-                    if bar is not None:
-                        bar.update(1)
+            if client is None:
+                with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+                    done: Iterable[int] = pool.map(lambda ck: _write_chunks([ck], chunk, tmp, fmt), jobs)
+            else:
+                done = _on_cluster(client, jobs, chunk, tmp, fmt)
+            for count in done:
+                if bar is not None:
+                    bar.update(count)
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _write_chunks(keys: list[ChunkKey], chunk: Callable[[ChunkKey], bytes | None], root: Path, fmt: int) -> int:
+    """Write the chunks of ``keys`` under ``root``; how many keys were done."""
+    for ck in keys:
+        payload = chunk(ck)
+        if payload is not None:  # absent chunks read as the fill value, 0
+            target = root / chunk_key(ck, fmt)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(payload)
+    return len(keys)
+
+
+def _on_cluster(
+    client: Any, jobs: list[ChunkKey], chunk: Callable[[ChunkKey], bytes | None], root: Path, fmt: int
+) -> Iterator[int]:
+    """`_write_chunks` on a dask cluster, in batches of one level, time point and channel each
+    (at most 256 chunks), so that every task reopens the file once for a good share of work."""
+    batches: list[list[ChunkKey]] = []
+    for ck in jobs:
+        last = batches[-1] if batches else None
+        if last and len(last) < 256 and (last[0].level, last[0].t, last[0].c) == (ck.level, ck.t, ck.c):
+            last.append(ck)
+        else:
+            batches.append([ck])
+    shared = client.scatter(chunk, broadcast=True)  # the store's handle, pickled once, not per task
+    futures = client.map(_write_chunks, batches, chunk=shared, root=root, fmt=fmt, pure=False)
+    for future in futures:  # in order (distributed's as_completed wants a default client)
+        yield future.result()
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "ClusterError",
     "CorruptChunkError",
     "ImsError",
     "ImsFileNotFoundError",
@@ -84,3 +85,7 @@ class ReadOnlyError(ImsError, ValueError):
 
 class MissingDependencyError(ImsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ClusterError(ImsError, ConnectionError):
+    """A dask scheduler given by its address cannot be reached."""

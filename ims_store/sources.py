@@ -58,6 +58,8 @@ class SourceImage:
     recording_date: _dt.datetime | None = None
     label: str = "array"
     """What the source was, for messages."""
+    in_memory: bool = False
+    """The data is a numpy array wrapped by dask: a cluster gets it once, not with every slab."""
 
 
 def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overrides: Any) -> SourceImage:
@@ -141,8 +143,10 @@ def _from_array(array: Any, axes: str | None) -> SourceImage:
     axes = axes.lower()
     if len(axes) != ndim or len(set(axes)) != ndim or not set(axes) <= set("tczyx"):
         raise SourceError(f"axes {axes!r} do not fit a {ndim}-D array: use {ndim} distinct letters of 'tczyx'")
-    data = array if isinstance(array, da.Array) else da.from_array(array, chunks=_default_chunks(array, axes))
-    return SourceImage(data=_to_tczyx(data, axes))
+    if isinstance(array, da.Array):
+        return SourceImage(data=_to_tczyx(array, axes))
+    data = da.from_array(array, chunks=_default_chunks(array, axes))
+    return SourceImage(data=_to_tczyx(data, axes), in_memory=True)
 
 
 def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
@@ -283,6 +287,7 @@ def _from_dataarray(array: Any) -> SourceImage:
         channel_colors=tuple(_hex_color(str(c)) for c in colors) if colors else None,
         name=attrs.get("name"),
         label=str(array.name or "DataArray"),
+        in_memory=not isinstance(array.data, da.Array),
     )
     if lows and highs and not any(np.isnan(v) for v in [*lows, *highs]):
         image = replace(image, channel_ranges=tuple((float(a), float(b)) for a, b in zip(lows, highs, strict=True)))

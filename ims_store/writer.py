@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import itertools
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ import h5py
 import numpy as np
 
 from .attributes import write_text
+from .cluster import dask_client, worker_threads
 from .codecs import encode_chunk
 from .errors import ImsError
 from .layout import Filter, dataset_filters
@@ -149,11 +152,15 @@ class HistogramAccumulator:
         if not planes.size:
             return
         if pool is None:
-            done: Future = Future()
-            done.set_result(_count(planes, self.dtype, self.value_range))
-            self.parts.append(done)
+            self.add_counted(_count(planes, self.dtype, self.value_range))
         else:
             self.parts.append(pool.submit(_count, planes, self.dtype, self.value_range))
+
+    def add_counted(self, part: tuple[np.ndarray, float, float]) -> None:
+        """Counts made elsewhere (a dask.distributed worker) by the same rule as `add`."""
+        done: Future = Future()
+        done.set_result(part)
+        self.parts.append(done)
 
     def _gather(self) -> None:
         for part in self.parts:
@@ -312,6 +319,14 @@ class _ChunkSink:
         while len(self._pending) > self._limit:
             self._write_one()
 
+    def put(self, dataset: h5py.Dataset, offset: tuple[int, int, int], payload: bytes) -> None:
+        """A block compressed elsewhere (a dask.distributed worker), written in turn."""
+        done: Future = Future()
+        done.set_result(payload)
+        self._pending.append((dataset, offset, done))
+        while len(self._pending) > self._limit:
+            self._write_one()
+
     def _write_one(self) -> None:
         dataset, offset, future = self._pending.popleft()
         dataset.id.write_direct_chunk(offset, bytes(memoryview(future.result())))
@@ -370,6 +385,17 @@ class _Stream:
             if usable:
                 self.push(index + 1, downsample(planes[:usable], level.halve_next))
 
+    def push_encoded(self, slab: _EncodedSlab) -> None:
+        """Level 0 of a slab as a worker made it (`_encode_slab`); the levels below go on here."""
+        level = self.levels[0]
+        for offset, payload in slab.blocks:
+            self.sink.put(level.dataset, offset, payload)
+        level.histogram.add_counted(slab.counts)
+        if slab.mip is not None and self.thumb is not None:
+            self.thumb.add_mip(slab.mip)
+        if slab.below is not None and slab.below.shape[0]:
+            self.push(1, slab.below)
+
     @staticmethod
     def _take(level: _Level, count: int) -> np.ndarray:
         rows = np.concatenate(level.pending) if len(level.pending) > 1 else level.pending[0]
@@ -379,25 +405,97 @@ class _Stream:
         return taken
 
     def _write_row(self, level: _Level, planes: np.ndarray) -> None:
-        bz, by, bx = level.block
-        _, y, x = level.size
-        gy, gx = -(-y // by), -(-x // bx)
-        if planes.shape == (bz, gy * by, gx * bx):
-            row = planes  # nothing to pad
-        else:
-            row = np.zeros((bz, gy * by, gx * bx), dtype=self.dtype)  # zero padding to whole blocks
-            row[: planes.shape[0], :y, :x] = planes
-        z0 = level.written_planes
-        for iy in range(gy):
-            for ix in range(gx):
-                block = np.ascontiguousarray(row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx])
-                self.sink.submit(level.dataset, (z0, iy * by, ix * bx), block, level.filters, self.dtype)
-        level.written_planes += bz
+        for (y0, x0), block in _row_blocks(planes, level.size, level.block):
+            self.sink.submit(level.dataset, (level.written_planes, y0, x0), block, level.filters, self.dtype)
+        level.written_planes += level.block[0]
 
     def finish(self) -> None:
         for level in self.levels:
             if level.pending_planes:
                 self._write_row(level, self._take(level, level.pending_planes))
+
+
+def _row_blocks(
+    planes: np.ndarray, size: tuple[int, int, int], block: tuple[int, int, int]
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """The (y, x) offsets and contiguous blocks of one row of blocks (at most ``block[0]`` planes),
+    zero-padded to whole blocks."""
+    bz, by, bx = block
+    _, y, x = size
+    gy, gx = -(-y // by), -(-x // bx)
+    if planes.shape == (bz, gy * by, gx * bx):
+        row = planes  # nothing to pad
+    else:
+        row = np.zeros((bz, gy * by, gx * bx), dtype=planes.dtype)  # zero padding to whole blocks
+        row[: planes.shape[0], :y, :x] = planes
+    for iy in range(gy):
+        for ix in range(gx):
+            yield (iy * by, ix * bx), np.ascontiguousarray(row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx])
+
+
+# --------------------------------------------------------------------------------------------
+# level 0 on dask.distributed workers
+
+
+@dataclass
+class _EncodedSlab:
+    """What a worker returns for one slab of level 0: little next to the slab itself."""
+
+    blocks: list[tuple[tuple[int, int, int], bytes]]
+    counts: tuple[np.ndarray, float, float]
+    below: np.ndarray | None
+    """the slab downsampled for level 1 (a quarter or an eighth of it)"""
+    mip: np.ndarray | None
+
+
+def _encode_slab(
+    planes: np.ndarray,
+    z0: int,
+    size: tuple[int, int, int],
+    block: tuple[int, int, int],
+    filters: tuple[Filter, ...],
+    value_range: tuple[float, float],
+    halve: tuple[bool, bool, bool] | None,
+    mip: bool,
+) -> _EncodedSlab:
+    """Level 0's work on one slab of whole block rows, run on a worker next to the data it read."""
+    planes = np.ascontiguousarray(planes)
+    blocks = []
+    for r in range(0, planes.shape[0], block[0]):
+        for (y0, x0), data in _row_blocks(planes[r : r + block[0]], size, block):
+            payload = bytes(memoryview(encode_chunk(data, filters, planes.dtype)))
+            blocks.append(((z0 + r, y0, x0), payload))
+    return _EncodedSlab(
+        blocks=blocks,
+        counts=_count(planes, planes.dtype, value_range),
+        below=downsample(planes, halve) if halve is not None else None,
+        mip=planes.max(axis=0) if mip else None,
+    )
+
+
+def _distributed_level0(client: Any, data: Any, stream: _Stream, window: int) -> None:
+    """Push one (time point, channel) through ``stream`` with level 0 read and compressed on the
+    workers of ``client``; at most ``window`` slabs are in flight, and they are taken in order."""
+    level = stream.levels[0]
+    depth = level.size[0]
+    step = level.block[0]
+    if step % 2 and level.halve_next is not None and level.halve_next[0]:
+        step *= 2  # even slabs: no plane is carried from one slab to the next when z halves
+    bounds = iter([(z0, min(z0 + step, depth)) for z0 in range(0, depth, step)])
+    mip = stream.thumb is not None and stream.thumb.level == 0
+
+    def submit(z0: int, z1: int) -> Any:
+        slab = client.compute(data[z0:z1])  # read on a worker; stays there
+        args = (z0, level.size, level.block, level.filters, level.histogram.value_range, level.halve_next, mip)
+        return client.submit(_encode_slab, slab, *args, pure=False)
+
+    pending = collections.deque(submit(*b) for b in itertools.islice(bounds, window))
+    while pending:
+        slab = pending.popleft().result()
+        following = next(bounds, None)
+        if following is not None:
+            pending.append(submit(*following))
+        stream.push_encoded(slab)
 
 
 @dataclass
@@ -409,7 +507,10 @@ class ThumbnailAccumulator:
     channel: int = 0
 
     def add(self, planes: np.ndarray) -> None:
-        mip = planes.max(axis=0)
+        self.add_mip(planes.max(axis=0))
+
+    def add_mip(self, mip: np.ndarray) -> None:
+        """A maximum projection of some planes of the current channel."""
         current = self.mips.get(self.channel)
         self.mips[self.channel] = mip if current is None else np.maximum(current, mip)
 
@@ -555,6 +656,7 @@ def write_ims(
     overwrite: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    client: Any = None,
 ) -> Path:
     """Write ``source`` as an Imaris file at ``path`` and return the path.
 
@@ -564,6 +666,10 @@ def write_ims(
     NIfTI), so the file's ExtMin is ``origin - voxel_size / 2``. Given metadata overrides what
     the source carries. The file gets the full pyramid (Imaris' rule), per-level histograms and a
     thumbnail; blocks are compressed on ``workers`` threads (default: all cores).
+
+    ``client`` (a ``dask.distributed.Client`` or a scheduler address) moves the heavy part onto
+    a cluster: the workers read the source and compress level 0, slab by slab; this process
+    writes their blocks in order (HDF5 has one writer) and builds the smaller levels.
 
     >>> import numpy as np
     >>> stack = np.random.default_rng(0).integers(0, 4000, (2, 20, 300, 200), dtype=np.uint16)
@@ -584,16 +690,20 @@ def write_ims(
         channel_colors=channel_colors,
         time_stamps=time_stamps,
     )
-    plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
-    workers = workers or os.cpu_count() or 1
+    with dask_client(client) as cluster:
+        plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
+        _write_file(plan, path, overwrite, workers or os.cpu_count() or 1, progress, cluster)
+    return path
+
+
+def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress: bool, client: Any) -> None:
     with atomic_output(path, overwrite) as tmp:
         try:
-            _write(plan, tmp, workers, progress, path.name)
+            _write(plan, tmp, workers, progress, path.name, client)
         except ImsError:
             raise
         except (OSError, ValueError, RuntimeError) as err:
             raise WriteError(f"writing failed: {err}", path) from err
-    return path
 
 
 def _slabs(z_chunks: Sequence[int], minimum: int) -> list[tuple[int, int]]:
@@ -609,12 +719,16 @@ def _slabs(z_chunks: Sequence[int], minimum: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> None:
+def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
     import dask.array as da
 
     data = plan.source.data
     if data.dtype != plan.dtype:
         data = data.astype(plan.dtype)
+    if client is not None and plan.source.in_memory:
+        with warnings.catch_warnings():  # large by design: the array goes to the workers once, not with every slab
+            warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+            data = client.persist(data)
     if plan.dtype.kind == "f" or plan.dtype == np.uint32:
         lo, hi = da.compute(data.min(axis=(2, 3, 4)), data.max(axis=(2, 3, 4)))
         plan.value_ranges = np.stack([lo, hi], axis=-1).astype(np.float64)
@@ -659,9 +773,11 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str) -> 
                         )
                     thumb.channel = c
                     stream = _Stream(levels, sink, plan.dtype, thumb if t == 0 else None)
-                    # slabs follow the source's own z chunks, so no source chunk is read twice
-                    for z0, z1 in _slabs(data.chunks[2], plan.blocks[0][0]):
-                        stream.push(0, np.asarray(data[t, c, z0:z1].compute()))
+                    if client is not None:
+                        _distributed_level0(client, data[t, c], stream, window=2 * worker_threads(client))
+                    else:  # slabs follow the source's own z chunks, so no source chunk is read twice
+                        for z0, z1 in _slabs(data.chunks[2], plan.blocks[0][0]):
+                            stream.push(0, np.asarray(data[t, c, z0:z1].compute()))
                     stream.finish()
                     sink.flush()
                     for index, level in enumerate(levels):
