@@ -12,8 +12,8 @@ Nothing is converted or copied. The metadata documents are built once from the p
 Two chunk modes (``chunk_mode=``):
 
 ``"decoded"`` (default)
-    Every chunk is decoded here (ISA-L inflate, numpy unshuffle, HDF5-LZ4) and served raw; the
-    arrays declare only the ``bytes`` codec. Fastest in-process (ISA-L beats the standard
+    Every chunk is decoded here (libdeflate or ISA-L inflate, numpy unshuffle, HDF5-LZ4) and served
+    raw; the arrays declare only the ``bytes`` codec. Fastest in-process (both beat the standard
     library's zlib that zarr's codecs use) and readable by any zarr implementation.
 ``"passthrough"``
     Where the HDF5 filters map to zarr codecs (none; deflate; shuffle + deflate), stored chunk
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import operator
 import os
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -160,9 +161,10 @@ class ImsStore(Store):
         return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # a new process reopens the file; no handle crosses a process boundary
+        # a new process reopens the file; no handle crosses a process boundary, and a relative
+        # path is made absolute so that a worker with another working directory finds the file
         return {
-            "path": self._path,
+            "path": self._args()[0],
             "zarr_format": self._zarr_format,
             "chunk_mode": self._chunk_mode,
             "storage_options": self._storage_options,
@@ -602,7 +604,7 @@ class LevelArray:
         key = key + (slice(None),) * (5 - len(key))
         bounds = []
         for k, n in zip(key, self.shape, strict=True):
-            start, stop, step = (k if isinstance(k, slice) else slice(k, k + 1)).indices(n)
+            start, stop, step = (k if isinstance(k, slice) else _index_slice(k, n)).indices(n)
             if step != 1:  # read the whole extent of stepped axes, then step through it
                 whole = self[tuple(slice(None) if isinstance(k, slice) else k for k in key)]
                 return whole[tuple(k for k in key if isinstance(k, slice))]
@@ -632,6 +634,15 @@ class LevelArray:
             src.append(slice(lo - grid[i] * n, hi - grid[i] * n))
             dst.append(slice(lo - a, hi - a))
         out[tuple(dst)] = block[tuple(src)]
+
+
+def _index_slice(index: Any, size: int) -> slice:
+    """An integer index as a slice of one, counting from the end when negative (as numpy does)."""
+    i = operator.index(index)
+    if not -size <= i < size:
+        raise IndexError(f"index {i} is out of bounds for an axis of size {size}")
+    i %= size
+    return slice(i, i + 1)
 
 
 def _describe(layout: ImsLayout, ck: ChunkKey) -> str:

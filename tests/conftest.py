@@ -6,7 +6,9 @@ Ground truth is always h5py's own read of a file (see `h5py_level`), never ims_s
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,10 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
-        pytest.skip(f"real Imaris files not available: {SHARED_FIXTURES} is missing (clone shared/ beside the project)")
+        reason = f"real Imaris files not available: {SHARED_FIXTURES} is missing (clone shared/ beside the project)"
+        if os.environ.get("IMS_STORE_REQUIRE_FIXTURES"):  # CI sets it: there, a missing folder is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
     return SHARED_FIXTURES
 
 
@@ -43,6 +48,9 @@ def real_files(shared_fixtures: Path, tmp_path_factory: pytest.TempPathFactory):
     yield copies
     after = {name: _digest(shared_fixtures / name) for name in REAL_FILES}
     assert after == before, "a shared fixture file was modified"
+    # the copies are what every command reads: no command may have written into them either
+    changed = [name for name, path in copies.items() if _digest(path) != before[name]]
+    assert not changed, f"a command modified its source file: {changed}"
 
 
 @pytest.fixture(params=REAL_FILES)
@@ -51,7 +59,7 @@ def real_file(request: pytest.FixtureRequest, real_files: dict[str, Path]) -> Pa
 
 
 @pytest.fixture(scope="session")
-def synthetic_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def synthetic_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     from synthetic_files import VARIANTS
 
     root = tmp_path_factory.mktemp("synthetic")
@@ -59,4 +67,7 @@ def synthetic_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     for name, make in VARIANTS.items():
         paths[name] = root / f"{name}.ims"
         make(paths[name])
-    return paths
+    before = {name: _digest(path) for name, path in paths.items()}
+    yield paths
+    changed = [name for name, path in paths.items() if _digest(path) != before[name]]
+    assert not changed, f"a command modified its source file: {changed}"

@@ -50,4 +50,5 @@ def assert_group_matches_h5py(group: object, path: Path) -> None:
             for c in range(chans):
                 expected = h5py_level(path, level, t, c)
                 assert data.shape[2:] == expected.shape
+                assert data.dtype == expected.dtype.newbyteorder("<"), (data.dtype, expected.dtype)
                 np.testing.assert_array_equal(data[t, c], expected, err_msg=f"level {level} t {t} c {c}")

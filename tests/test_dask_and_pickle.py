@@ -98,3 +98,25 @@ def test_eight_threads_on_one_fresh_store_equal_a_serial_read(synthetic_files: d
         results = list(pool.map(lambda tc: (tc, arr[tc[0], tc[1]]), jobs))
     for (t, c), got in results:
         np.testing.assert_array_equal(got, expected[(t, c)])
+
+
+def test_a_store_opened_by_a_relative_path_unpickles_anywhere(
+    real_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(real_files["PtK2Cell.ims"].parent)
+    store = ImsStore("PtK2Cell.ims")
+    blob = pickle.dumps(store)
+    monkeypatch.chdir(tmp_path)  # a worker with another working directory
+    clone = pickle.loads(blob)
+    np.testing.assert_array_equal(clone.to_dask(0)[0, 1].compute(), h5py_level(real_files["PtK2Cell.ims"], 0, 0, 1))
+
+
+def test_level_array_takes_negative_indexes_like_numpy(synthetic_files: dict[str, Path]) -> None:
+    from ims_store.store import LevelArray
+
+    path = synthetic_files["12-timepoints-3-channels"]
+    level = LevelArray(ImsStore(path), 0)
+    np.testing.assert_array_equal(level[-1, -2, -1], h5py_level(path, 0, 11, 1)[-1])
+    np.testing.assert_array_equal(level[0, 0, -3:, 2], h5py_level(path, 0, 0, 0)[-3:, 2])
+    with pytest.raises(IndexError):
+        level[12]

@@ -118,3 +118,22 @@ def test_passthrough_serves_stored_bytes(real_files: dict[str, Path]) -> None:
         _, stored = ds.id.read_direct_chunk((16, 0, 0))
     assert store.get_sync("0/0/0/1/0/0").to_bytes() == stored
     assert stored[:1] == b"\x78"  # a zlib stream, not gzip
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_passthrough_serves_shuffled_deflate_chunks_untouched(
+    synthetic_files: dict[str, Path], zarr_format: int
+) -> None:
+    import h5py
+
+    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    store = ImsStore(path, zarr_format=zarr_format, chunk_mode="passthrough")
+    with h5py.File(path, "r") as f:
+        ds = f["DataSet/ResolutionLevel 1/TimePoint 1/Channel 1/Data"]
+        plist = ds.id.get_create_plist()
+        assert [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [2, 1]  # shuffle, then deflate
+        for i in range(ds.id.get_num_chunks()):
+            info = ds.id.get_chunk_info(i)
+            z, y, x = (o // c for o, c in zip(info.chunk_offset, ds.chunks, strict=True))
+            key = f"1/c/1/1/{z}/{y}/{x}" if zarr_format == 3 else f"1/1/1/{z}/{y}/{x}"
+            assert store.get_sync(key).to_bytes() == ds.id.read_direct_chunk(info.chunk_offset)[1], key

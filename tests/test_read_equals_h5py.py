@@ -59,3 +59,11 @@ def test_unallocated_chunks_are_missing_keys_and_read_as_zero(synthetic_files: d
                 present = store.get_sync(f"0/c/0/0/{z}/{y}/{x}") is not None
                 assert present == ((z, y, x) in allocated)
     assert root["0"][0, 0, 8:, :, :].max() == 0
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_zarr_open_gives_the_root_group(real_files: dict[str, Path], zarr_format: int) -> None:
+    path = real_files["PyramidalCell.ims"]
+    root = zarr.open(ImsStore(path, zarr_format=zarr_format), mode="r")  # the entry point of the README
+    assert isinstance(root, zarr.Group)
+    assert_group_matches_h5py(root, path)
