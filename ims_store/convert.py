@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,9 +24,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .cluster import dask_client
-from .codecs import CodecPlan
+from .codecs import RAW, CodecPlan
 from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
+from .ngff import AXES
 from .outputs import WriteError, atomic_output, progress_bar
 from .sources import SourceImage, open_source, path_kind, source_layout
 from .store import ImsStore
@@ -97,6 +98,34 @@ class _ImsChunks:
         return None if raw is None else bytes(memoryview(self.encode(raw)))
 
 
+_Writer = Callable[[list[ChunkKey], Path], int]
+"""Writes the chunks (or shards) of some keys under a root folder; returns how many keys were done."""
+
+
+@dataclass(frozen=True)
+class _Output:
+    """Where and how an OME-Zarr is written (the options of `to_ome_zarr`, checked)."""
+
+    path: Path
+    fmt: Literal[2, 3]
+    codec: str
+    """copy, zstd, zlib or none ("auto" resolved)"""
+    codec_level: int
+    overwrite: bool
+    progress: bool
+    workers: int | None
+    chunks_per_shard: tuple[int, int, int] | None
+
+    @property
+    def recode(self) -> str:
+        """The codec of re-encoded chunks (copying falls back to zstd where it cannot copy)."""
+        return "zstd" if self.codec == "copy" else self.codec
+
+    def write(self, metadata: dict[str, bytes], jobs: list[ChunkKey], write: _Writer, client: Any = None) -> Path:
+        _write_zarr(self.path, metadata, jobs, write, self.overwrite, self.progress, self.workers, client)
+        return self.path
+
+
 def to_ome_zarr(
     source: str | os.PathLike[str] | ImsStore,
     path: str | os.PathLike[str],
@@ -104,6 +133,7 @@ def to_ome_zarr(
     ngff_version: Literal["0.4", "0.5"] = "0.5",
     codec: Codec = "auto",
     codec_level: int = 3,
+    chunks_per_shard: Sequence[int] | None = None,
     overwrite: bool = False,
     progress: bool = False,
     workers: int | None = None,
@@ -118,8 +148,16 @@ def to_ome_zarr(
     ``"auto"`` copies for NGFF 0.4 (zarr v2's ``zlib`` is read everywhere) and writes zstd for
     NGFF 0.5 (the copied chunks would need numcodecs' codecs, which not every zarr v3 reader
     has). Chunks are read and encoded on ``workers`` threads; unwritten chunks stay absent.
+
+    ``chunks_per_shard=(z, y, x)`` (NGFF 0.5 only) groups that many chunks of each level into
+    one shard file (zarr v3's ``sharding_indexed`` codec): far fewer files for large images.
     ``client`` (a ``dask.distributed.Client`` or a scheduler address) reads, encodes and writes
     the chunks on the cluster's workers instead, which must see the destination's file system.
+
+    >>> out = to_ome_zarr("cells.ims", "sharded.ome.zarr", chunks_per_shard=(1, 2, 2))
+    >>> import zarr
+    >>> zarr.open_array(out / "0", mode="r").shards
+    (1, 1, 16, 128, 96)
     """
     if ngff_version not in ("0.4", "0.5"):
         raise ValueError(f"ngff_version must be '0.4' or '0.5', not {ngff_version!r}")
@@ -128,42 +166,32 @@ def to_ome_zarr(
     fmt: Literal[2, 3] = 3 if ngff_version == "0.5" else 2
     if codec == "auto":
         codec = "copy" if fmt == 2 else "zstd"
-    encode = _encoder("zstd" if codec == "copy" else codec, codec_level, fmt)
+    shard = None
+    if chunks_per_shard is not None:
+        shard = tuple(int(k) for k in chunks_per_shard)
+        if len(shard) != 3 or any(k < 1 for k in shard):
+            raise ValueError(f"chunks_per_shard must be 3 positive counts (z, y, x), not {chunks_per_shard!r}")
+        if fmt != 3:
+            raise ValueError("sharding needs zarr v3: use ngff_version='0.5'")
+        if codec == "copy":
+            raise ValueError("sharded chunks are re-encoded: use codec 'zstd', 'zlib' or 'none' with sharding")
+    out = _Output(Path(path), fmt, codec, codec_level, overwrite, progress, workers, shard)  # type: ignore[arg-type]
     with dask_client(client) as cluster:
         if not _is_ims(source):
-            return _generic_to_ome_zarr(
-                open_source(source),
-                Path(path),
-                fmt,
-                _target_plan("zstd" if codec == "copy" else codec, codec_level),
-                encode,
-                overwrite,
-                progress,
-                workers,
-            )
-        return _ims_to_ome_zarr(
-            source, Path(path), fmt, codec, codec_level, encode, overwrite, progress, workers, cluster
-        )
+            return _generic_to_ome_zarr(open_source(source), out)
+        return _ims_to_ome_zarr(source, out, cluster)
 
 
-def _ims_to_ome_zarr(
-    source: str | os.PathLike[str] | ImsStore,
-    path: Path,
-    fmt: Literal[2, 3],
-    codec: str,
-    codec_level: int,
-    encode: Callable[[Any], Any],
-    overwrite: bool,
-    progress: bool,
-    workers: int | None,
-    client: Any,
-) -> Path:
-    store = ImsStore(source.path if isinstance(source, ImsStore) else source, zarr_format=fmt, chunk_mode="passthrough")
+def _ims_to_ome_zarr(source: str | os.PathLike[str] | ImsStore, out: _Output, client: Any) -> Path:
+    store = ImsStore(
+        source.path if isinstance(source, ImsStore) else source, zarr_format=out.fmt, chunk_mode="passthrough"
+    )
     layout = store.layout
-    copy = [codec == "copy" and plan.passthrough for plan in store._plans]
+    if out.chunks_per_shard is not None:
+        return _sharded_ims_to_ome_zarr(store, out, client)
+    copy = [out.codec == "copy" and plan.passthrough for plan in store._plans]
     plans = [
-        store._plans[i] if copy[i] else _target_plan("zstd" if codec == "copy" else codec, codec_level)
-        for i in range(len(layout.levels))
+        store._plans[i] if copy[i] else _target_plan(out.recode, out.codec_level) for i in range(len(layout.levels))
     ]
     jobs = [
         ChunkKey(lvl.index, t, c, z, y, x)
@@ -172,28 +200,112 @@ def _ims_to_ome_zarr(
         for c in range(len(layout.channels))
         for z, y, x in np.ndindex(*lvl.chunk_grid)
     ]
+    chunks = _ImsChunks(store, tuple(copy), _encoder(out.recode, out.codec_level, out.fmt), out.fmt)
+    return out.write(build_metadata(layout, plans, out.fmt), jobs, _ChunkWriter(chunks, out.fmt), client)
 
-    chunks = _ImsChunks(store, tuple(copy), encode, fmt)
-    _write_zarr(path, build_metadata(layout, plans, fmt), jobs, chunks, fmt, overwrite, progress, workers, client)
-    return path
+
+def _sharded_ims_to_ome_zarr(store: ImsStore, out: _Output, client: Any) -> Path:
+    """Every level with shards of ``out.chunks_per_shard`` chunks (fewer at the edges of small levels)."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    layout = store.layout
+    assert out.chunks_per_shard is not None
+    shards = tuple(
+        tuple(min(k, g) * n for k, g, n in zip(out.chunks_per_shard, lvl.chunk_grid, lvl.chunks, strict=True))
+        for lvl in layout.levels
+    )
+    # zarr lays out the sharded arrays' metadata; the group's (with the OME-NGFF attributes) is ours
+    documents: dict[str, Any] = {}
+    compressors = {
+        "zstd": zarr.codecs.ZstdCodec(level=out.codec_level),
+        "zlib": zarr.codecs.GzipCodec(level=out.codec_level),
+        "none": None,
+    }[out.recode]
+    for lvl, shard in zip(layout.levels, shards, strict=True):
+        zarr.create_array(
+            MemoryStore(documents),
+            name=str(lvl.index),
+            shape=layout.shape(lvl.index),
+            dtype=lvl.dtype,
+            chunks=(1, 1, *lvl.chunks),
+            shards=(1, 1, *shard),
+            compressors=compressors,
+            fill_value=0,
+            dimension_names=AXES,
+            zarr_format=3,
+        )
+    metadata = {key: doc.to_bytes() for key, doc in documents.items() if key.endswith("/zarr.json")}
+    metadata["zarr.json"] = build_metadata(layout, [RAW] * len(layout.levels), 3)["zarr.json"]
+    jobs = [
+        ChunkKey(lvl.index, t, c, z, y, x)
+        for lvl, shard in zip(layout.levels, shards, strict=True)
+        for t in range(len(layout.timepoints))
+        for c in range(len(layout.channels))
+        for z, y, x in np.ndindex(*(-(-s // n) for s, n in zip(lvl.size, shard, strict=True)))
+    ]
+    return out.write(metadata, jobs, _ShardWriter(store, shards), client)
 
 
 def _is_ims(source: Any) -> bool:
     return isinstance(source, ImsStore) or (isinstance(source, (str, os.PathLike)) and path_kind(source) == "ims")
 
 
+@dataclass(frozen=True)
+class _ChunkWriter:
+    """Writes each chunk ``chunk(key)`` returns as its own file (None: leaves it absent)."""
+
+    chunk: Callable[[ChunkKey], bytes | None]
+    fmt: int
+
+    def __call__(self, keys: list[ChunkKey], root: Path) -> int:
+        for ck in keys:
+            payload = self.chunk(ck)
+            if payload is not None:  # absent chunks read as the fill value, 0
+                target = root / chunk_key(ck, self.fmt)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(payload)
+        return len(keys)
+
+
+@dataclass(frozen=True)
+class _ShardWriter:
+    """Writes whole shards through zarr (its sharding codec lays out the inner chunks and the index);
+    a key's z, y, x count shards, not chunks."""
+
+    store: ImsStore
+    shards: tuple[tuple[int, int, int], ...]
+    """per level: the shard shape in voxels (z, y, x)"""
+
+    def __call__(self, keys: list[ChunkKey], root: Path) -> int:
+        import zarr
+
+        from .store import LevelArray
+
+        arrays: dict[int, Any] = {}
+        for key in keys:
+            if key.level not in arrays:
+                arrays[key.level] = zarr.open_array(str(root / str(key.level)), mode="r+", zarr_format=3)
+            region = tuple(
+                slice(i * n, (i + 1) * n) for i, n in zip((key.z, key.y, key.x), self.shards[key.level], strict=True)
+            )
+            values = LevelArray(self.store, key.level)[(key.t, key.c, *region)]
+            if values.any():  # an empty shard stays absent: it reads as the fill value
+                arrays[key.level][(key.t, key.c, *region)] = values
+        return len(keys)
+
+
 def _write_zarr(
     path: Path,
     metadata: dict[str, bytes],
     jobs: list[ChunkKey],
-    chunk: Callable[[ChunkKey], bytes | None],
-    fmt: Literal[2, 3],
+    write: _Writer,
     overwrite: bool,
     progress: bool,
     workers: int | None,
     client: Any = None,
 ) -> None:
-    """Write metadata documents and the chunks ``chunk(key)`` returns (None: leave it absent)."""
+    """Write the metadata documents, then run ``write`` over ``jobs`` (one each, or batches on a cluster)."""
     with atomic_output(path, overwrite) as tmp, _as_write_error(path):
         tmp.mkdir()
         for key, doc in metadata.items():
@@ -203,9 +315,9 @@ def _write_zarr(
         try:
             if client is None:
                 with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                    done: Iterable[int] = pool.map(lambda ck: _write_chunks([ck], chunk, tmp, fmt), jobs)
+                    done: Iterable[int] = pool.map(lambda ck: write([ck], tmp), jobs)
             else:
-                done = _on_cluster(client, jobs, chunk, tmp, fmt)
+                done = _on_cluster(client, jobs, write, tmp)
             for count in done:
                 if bar is not None:
                     bar.update(count)
@@ -214,22 +326,9 @@ def _write_zarr(
                 bar.close()
 
 
-def _write_chunks(keys: list[ChunkKey], chunk: Callable[[ChunkKey], bytes | None], root: Path, fmt: int) -> int:
-    """Write the chunks of ``keys`` under ``root``; how many keys were done."""
-    for ck in keys:
-        payload = chunk(ck)
-        if payload is not None:  # absent chunks read as the fill value, 0
-            target = root / chunk_key(ck, fmt)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(payload)
-    return len(keys)
-
-
-def _on_cluster(
-    client: Any, jobs: list[ChunkKey], chunk: Callable[[ChunkKey], bytes | None], root: Path, fmt: int
-) -> Iterator[int]:
-    """`_write_chunks` on a dask cluster, in batches of one level, time point and channel each
-    (at most 256 chunks), so that every task reopens the file once for a good share of work."""
+def _on_cluster(client: Any, jobs: list[ChunkKey], write: _Writer, root: Path) -> Iterator[int]:
+    """``write`` on a dask cluster, in batches of one level, time point and channel each (at most
+    256 keys), so that every task has a good share of work."""
     batches: list[list[ChunkKey]] = []
     for ck in jobs:
         last = batches[-1] if batches else None
@@ -237,10 +336,14 @@ def _on_cluster(
             last.append(ck)
         else:
             batches.append([ck])
-    shared = client.scatter(chunk, broadcast=True)  # the store's handle, pickled once, not per task
-    futures = client.map(_write_chunks, batches, chunk=shared, root=root, fmt=fmt, pure=False)
+    shared = client.scatter(write, broadcast=True)  # the store's handle, unpickled once per worker, not per task
+    futures = client.map(_run_batch, batches, write=shared, root=root, pure=False)
     for future in futures:  # in order (distributed's as_completed wants a default client)
         yield future.result()
+
+
+def _run_batch(keys: list[ChunkKey], write: _Writer, root: Path) -> int:
+    return write(keys, root)
 
 
 @contextlib.contextmanager
@@ -252,17 +355,10 @@ def _as_write_error(path: Path) -> Iterator[None]:
         raise WriteError(f"writing failed: {err.strerror or err}", path) from err
 
 
-def _generic_to_ome_zarr(
-    image: SourceImage,
-    path: Path,
-    fmt: Literal[2, 3],
-    plan: CodecPlan,
-    encode: Callable[[Any], Any],
-    overwrite: bool,
-    progress: bool,
-    workers: int | None,
-) -> Path:
+def _generic_to_ome_zarr(image: SourceImage, out: _Output) -> Path:
     """One level, as the source holds it, with its geometry, names and colours."""
+    if out.chunks_per_shard is not None:
+        raise ValueError("sharding applies to .ims sources; write other images unsharded")
     data = image.data
     if data.dtype != storage_dtype(data.dtype) and data.dtype.kind not in "uif":
         data = data.astype(storage_dtype(data.dtype))
@@ -277,6 +373,8 @@ def _generic_to_ome_zarr(
         for z, y, x in np.ndindex(*grid)
     ]
 
+    encode = _encoder(out.recode, out.codec_level, out.fmt)
+
     def chunk(ck: ChunkKey) -> bytes:
         region = tuple(slice(i * n, (i + 1) * n) for i, n in zip((ck.z, ck.y, ck.x), chunks, strict=True))
         block = np.zeros(chunks, dtype=data.dtype)
@@ -284,8 +382,9 @@ def _generic_to_ome_zarr(
         block[tuple(slice(0, s) for s in values.shape)] = values  # edge chunks are stored whole
         return bytes(memoryview(encode(block.tobytes())))
 
-    _write_zarr(path, build_metadata(layout, [plan], fmt), jobs, chunk, fmt, overwrite, progress, workers)
-    return path
+    return out.write(
+        build_metadata(layout, [_target_plan(out.recode, out.codec_level)], out.fmt), jobs, _ChunkWriter(chunk, out.fmt)
+    )
 
 
 def to_nifti(
@@ -330,6 +429,10 @@ def to_nifti(
     affine[:3, 3] = [o * factor for o in origin_zyx[::-1]]
     nifti = nib.Nifti1Image(values, affine)
     nifti.header.set_xyzt_units(xyz=unit_name, t="sec")
+    if values.ndim == 4:  # the fourth zoom is the time step: the mean interval of the stamps, else 1 s
+        stamps = image.time_stamps
+        step = (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1) if stamps and len(stamps) > 1 else 0.0
+        nifti.header.set_zooms((*nifti.header.get_zooms()[:3], step if step > 0 else 1.0))
     nifti.header.set_qform(affine, code=1)
     nifti.header.set_sform(affine, code=1)
     target = Path(path)

@@ -179,3 +179,23 @@ def test_conversion_refuses_to_overwrite(tmp_path: Path, real_files: dict[str, P
     to_ome_zarr(real_files["PtK2Cell.ims"], tmp_path / "exists.zarr", overwrite=True)
     assert zarr.open_group(str(tmp_path / "exists.zarr"), mode="r")["0"].shape == (1, 4, 32, 256, 256)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.zarr"]
+
+
+def test_nifti_of_every_time_point_carries_the_time_step(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import h5py
+    import nibabel as nib
+
+    from ims_store.synthetic import make_example_ims
+
+    source = make_example_ims(tmp_path / "series.ims", shape=(4, 32, 32), channels=1, timepoints=3)
+    with h5py.File(source, "r") as f:
+        attrs = f["DataSetInfo/TimeInfo"].attrs
+        stamps = [dt.datetime.fromisoformat(b"".join(attrs[f"TimePoint{i}"]).decode()) for i in (1, 2, 3)]
+    expected = (stamps[-1] - stamps[0]).total_seconds() / 2
+    assert expected > 0
+    img = nib.load(to_nifti(source, tmp_path / "series.nii.gz", timepoint=None))
+    assert img.shape[3] == 3
+    assert img.header.get_zooms()[3] == pytest.approx(expected)
+    assert img.header.get_xyzt_units()[1] == "sec"
