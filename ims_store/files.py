@@ -35,37 +35,61 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
 
 
 class LocalFile:
-    """A file on this machine: positional reads on one descriptor, shared by every thread."""
+    """A file on this machine: positional reads on one descriptor, shared by every thread.
+
+    `close` never pulls the descriptor from under a read in flight (the number could be reused by
+    another file, and the read would return its bytes): the last read to finish closes it.
+    """
 
     remote = False
 
     def __init__(self, path: str) -> None:
         self.label = path
         self._fd: int | None = None
+        self._readers: dict[int, int] = {}  # descriptor -> reads in flight on it
+        self._retired: set[int] = set()  # closed by `close`, still in use by reads
         self._lock = threading.Lock()
 
     def open_hdf5(self) -> h5py.File:
         return open_hdf5(self.label)
 
-    def _descriptor(self) -> int:
-        fd = self._fd
-        if fd is None:
-            with self._lock:
-                if self._fd is None:
-                    self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                fd = self._fd
-        return fd
+    def _acquire(self) -> int:
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            self._readers[self._fd] = self._readers.get(self._fd, 0) + 1
+            return self._fd
+
+    def _release(self, fd: int) -> None:
+        with self._lock:
+            self._readers[fd] -= 1
+            if not self._readers[fd]:
+                del self._readers[fd]
+                if fd in self._retired:
+                    self._retired.discard(fd)
+                    os.close(fd)
 
     def size(self) -> int:
-        return os.fstat(self._descriptor()).st_size
+        fd = self._acquire()
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            self._release(fd)
 
     def read(self, offset: int, size: int) -> bytes:
-        return read_range(self._descriptor(), offset, size)
+        fd = self._acquire()
+        try:
+            return read_range(fd, offset, size)
+        finally:
+            self._release(fd)
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                os.close(self._fd)
+                if self._fd in self._readers:
+                    self._retired.add(self._fd)  # the last read on it closes it
+                else:
+                    os.close(self._fd)
                 self._fd = None
 
     def __del__(self) -> None:

@@ -8,11 +8,14 @@ file really has.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
+import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import cpu, default_buffer_prototype
 
@@ -201,3 +204,36 @@ def test_mapping_view_has_the_store_keys_and_bytes(real_files: dict[str, Path], 
         mapping["nope"]
     clone = pickle.loads(pickle.dumps(mapping))
     assert clone == mapping and clone[keys[-1]] == mapping[keys[-1]]
+
+
+def test_close_during_reads_never_serves_another_files_bytes(synthetic_files: dict[str, Path], tmp_path: Path) -> None:
+    """Closing while threads read: every read returns this file's bytes (a closed descriptor number may
+    be reused by the next file opened), and no descriptor leaks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers import h5py_level
+
+    path = synthetic_files["12-timepoints-3-channels"]
+    expected = h5py_level(path, 0, 5, 1)
+    store = ImsStore(path)
+    decoy = tmp_path / "decoy.bin"
+    decoy.write_bytes(b"\xff" * 2**20)
+    zarr.open_array(store, path="0", mode="r")[5, 1]  # zarr's event loop and the chunk indexes exist
+    before = len(os.listdir("/proc/self/fd"))
+
+    decoys = []
+
+    def read(i: int) -> bool:
+        if i % 10 == 0:
+            store.close()
+            decoys.append(open(decoy, "rb"))  # held open: it takes the number just freed
+        return np.array_equal(zarr.open_array(store, path="0", mode="r")[5, 1], expected)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(read, range(200)))
+    finally:
+        for fh in decoys:
+            fh.close()
+    store.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
