@@ -8,8 +8,9 @@ Prints:
 * the ratio (a) / (b) (target: >= 2x);
 * the cost of each stage measured alone over the same volume (downsampling, histograms,
   shuffle + deflate of every block on one thread);
-* the peak resident memory of `write_ims` from a lazy dask source of 2 GiB, in a child process
-  (target: within 1 GiB for a 4 GiB source; the ratio to the source size is printed).
+* the peak resident memory of `write_ims` from a lazy dask source of 2 GiB in chunks of 256
+  planes (1 GiB each), in a child process (target: within 1 GiB for a 4 GiB source; the ratio
+  to the source size is printed).
 
 Usage::
 
@@ -93,13 +94,28 @@ import dask.array as da, numpy as np
 from ims_store import write_ims
 from ims_store.synthetic import microscopy_volume
 shape = tuple(int(v) for v in sys.argv[1].split("x"))
-def make(block_info=None):
-    loc = block_info[None]["array-location"]
-    return microscopy_volume((loc[0][1] - loc[0][0], shape[1], shape[2]), "uint16", seed=loc[0][0], **LOOK)
 LOOK = dict(blobs=12, noise=0.005, peak=4000, background=100)
-src = da.map_blocks(make, dtype=np.uint16, chunks=((32,) * (shape[0] // 32), (shape[1],), (shape[2],)))
+GROUP = 32
+
+class Planes:
+    # a lazy (1, 1, z, y, x) volume: any range of planes is made on request (from 32-plane groups,
+    # each the same whatever the request), as a chunked file reads part of one of its chunks
+    def __init__(self, shape):
+        self.shape, self.dtype, self.ndim = (1, 1) + shape, np.dtype("uint16"), 5
+    def __getitem__(self, key):
+        z = range(*key[2].indices(self.shape[2]))
+        if not len(z):
+            return np.zeros((0,) * 5, self.dtype)
+        g0, g1 = z.start // GROUP, (z.stop - 1) // GROUP + 1
+        groups = [microscopy_volume((GROUP,) + self.shape[3:], "uint16", seed=g, **LOOK) for g in range(g0, g1)]
+        planes = np.concatenate(groups)[z.start - GROUP * g0 : z.stop - GROUP * g0]
+        return planes[None, None][key[:2] + (slice(None), key[3], key[4])]
+
+# 256-plane source chunks (1 GiB each at 2048 x 1024): far larger than a slab, so a bounded
+# writer must read them in parts
+src = da.from_array(Planes(shape), chunks=(1, 1, 256, -1, -1))
 start = time.perf_counter()
-write_ims(src, sys.argv[2], axes="zyx")
+write_ims(src, sys.argv[2], axes="tczyx")
 # VmHWM: this process's own peak resident memory (ru_maxrss would include what fork inherited)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(time.perf_counter() - start, peak * 1024)
@@ -147,7 +163,8 @@ def main() -> None:
             seconds, peak = memory_run(mem_shape, folder)
             source = int(np.prod(mem_shape)) * 2
             print(
-                f"dask source {mem_shape} uint16 ({source / 2**30:.2f} GiB): written in {seconds:.1f} s, "
+                f"dask source {mem_shape} uint16 ({source / 2**30:.2f} GiB, 256-plane chunks): "
+                f"written in {seconds:.1f} s, "
                 f"peak RSS {peak / 2**20:.0f} MiB ({peak / source:.2f}x the source)"
             )
 

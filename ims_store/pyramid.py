@@ -119,12 +119,15 @@ def block_shapes(
     Y <= 4X. A level's block is at least the previous level's block halved along the axes that
     level halved. Among candidates whose padded volume is at most twice the image (all of them if
     none is), the writer prefers the fewest blocks touched by an axis-aligned slice, then the
-    smallest block surface, then the least padding.
+    smallest block surface, then the least padding. Last, no side exceeds the next power of two
+    at least the level's size on that axis.
 
     >>> block_shapes([(300, 2048, 2048), (150, 1024, 1024)], 2)
     [(32, 128, 128), (32, 128, 128)]
     >>> block_shapes([(70, 120, 130)], 4)
     [(64, 64, 64)]
+    >>> block_shapes([(1, 128, 128)], 2)
+    [(1, 128, 128)]
     """
     budget_log2 = int(np.floor(np.log2(max(block_bytes // itemsize, 1))))
     t_log2_max = int(np.floor(np.log2(max(timepoints, 1))))
@@ -153,8 +156,16 @@ def block_shapes(
                     padded = int(np.prod([g * b for g, b in zip(grid, block, strict=True)]))
                     surface = 2 * (block[0] * block[1] + block[0] * block[2] + block[1] * block[2])
                     candidates.append((padded > 2 * z * y * x, _slices_touched(grid), surface, padded, block))
+        cover = _cover(size)
         if not candidates:  # tiny images: one block covering the level
-            shapes.append(tuple(1 << int(np.ceil(np.log2(max(s, 1)))) for s in (z, y, x)))  # type: ignore[arg-type]
+            shapes.append(cover)
             continue
-        shapes.append(min(candidates)[-1])
+        # no side longer than the image needs: a 128x128 plane is one (1, 128, 128) block, as
+        # ImarisWriter's own files have it, not a (1, 512, 1024) block of zeros
+        shapes.append(tuple(min(b, c) for b, c in zip(min(candidates)[-1], cover, strict=True)))  # type: ignore[arg-type]
     return shapes
+
+
+def _cover(size: Sequence[int]) -> Shape3:
+    """The smallest power of two at least each side of ``size``."""
+    return tuple(1 << (max(int(s), 1) - 1).bit_length() for s in size)  # type: ignore[return-value]

@@ -168,16 +168,28 @@ def _to_tczyx(data: Any, axes: str) -> Any:
 # files
 
 
-def path_kind(path: str | os.PathLike[str]) -> Literal["ims", "nifti", "zarr"] | None:
-    """What a path names, from its name: an Imaris file, a NIfTI file, an OME-Zarr (a ``.zarr``
-    name, a URL or a folder), or None."""
+def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal["ims", "nifti", "zarr"] | None:
+    """What a path names: an Imaris file, a NIfTI file, an OME-Zarr, or None.
+
+    An input is an OME-Zarr by a ``.zarr`` name, a URL, or an existing folder holding zarr
+    metadata (``zarr.json``, ``.zgroup``, ``.zattrs``). An ``output`` is judged by its name
+    alone (``.zarr`` / ``.ome.zarr``): any folder counted as a zarr would be replaced by an
+    overwriting conversion, so a folder of the user's must never qualify by merely existing.
+    """
     text = os.fspath(path)
     lower = text.lower().rstrip("/\\")
     if lower.endswith(".ims"):
         return "ims"
     if lower.endswith((".nii", ".nii.gz")):
         return "nifti"
-    if "://" in text or lower.endswith(".zarr") or Path(text).is_dir():
+    if lower.endswith(".zarr"):
+        return "zarr"
+    if output:
+        return None
+    if "://" in text:
+        return "zarr"
+    folder = Path(text)
+    if folder.is_dir() and any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
         return "zarr"
     return None
 
@@ -371,7 +383,7 @@ def _from_nifti(path: str) -> SourceImage:
     import dask.array as da
 
     try:
-        img = nib.load(path)
+        img = nib.load(path, keep_file_open=True)  # see _NiftiVoxels
     except FileNotFoundError as err:
         from .errors import ImsFileNotFoundError
 
@@ -393,12 +405,13 @@ def _from_nifti(path: str) -> SourceImage:
             "Resample it to an axis-aligned grid first (e.g. nibabel.processing.resample_to_output)",
             path,
         )
-    data = da.from_array(img.dataobj, chunks=tuple(shape[:3]) + tuple(1 for _ in shape[3:]))
-    data = data.reshape(shape[:4]) if len(shape) > 4 else data
-    if data.ndim == 3:
-        data = data[..., None]
     # reorder array axes so axis a runs along world axis a (x, y, z), then flip negative steps
     perm = [int(np.where(order == w)[0][0]) for w in range(3)]
+    voxels = _NiftiVoxels(path, img.dataobj)
+    data = da.from_array(voxels, chunks=_nifti_chunks(img.dataobj.shape, perm[2], voxels.dtype.itemsize))
+    data = data.reshape(shape[:4]) if len(shape) > 4 else data
+    while data.ndim < 4:  # (x, y) or (x, y, z) -> (x, y, z, t)
+        data = data[..., None]
     data = data.transpose(*perm, 3)
     steps = np.array([linear[w, perm[w]] for w in range(3)])
     origin = affine[:3, 3].copy()
@@ -414,6 +427,46 @@ def _from_nifti(path: str) -> SourceImage:
     voxel = tuple(float(abs(steps[w]) * factor) for w in (2, 1, 0))
     centre = tuple(float(origin[w] * factor) for w in (2, 1, 0))
     return SourceImage(data=data, voxel_size=voxel, origin=centre, unit="um", name=Path(path).name, label=path)  # type: ignore[arg-type]
+
+
+_NIFTI_CHUNK_BYTES = 32 * 1024 * 1024
+"""NIfTI sources are read in chunks of about this size along world z, not one volume at a time."""
+
+
+class _NiftiVoxels:
+    """A NIfTI file's voxels as nibabel returns them, for dask to read range by range.
+
+    ``dtype`` is the type nibabel really returns, found by reading one voxel: float64 when
+    ``scl_slope`` / ``scl_inter`` scale the stored values, the stored type (in its byte order)
+    when they do not. The file stays open between reads, so a ``.nii.gz`` read front to back is
+    decompressed once, not again from its start for every range; a pickled copy (a
+    dask.distributed worker) opens the file again.
+    """
+
+    def __init__(self, path: str, proxy: Any) -> None:
+        self.path, self._proxy = path, proxy
+        self.shape = tuple(int(s) for s in proxy.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.asarray(proxy[(slice(0, 1),) * self.ndim]).dtype
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_proxy": None}  # an open file does not travel
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self._proxy is None:
+            import nibabel as nib
+
+            self._proxy = nib.load(self.path, keep_file_open=True).dataobj
+        return np.asarray(self._proxy[key])  # no cast: a type other than `dtype` is the writer's to refuse
+
+
+def _nifti_chunks(shape: tuple[int, ...], z_axis: int, itemsize: int) -> tuple[int, ...]:
+    """Dask chunks of a NIfTI array: whole planes, about `_NIFTI_CHUNK_BYTES` along the array
+    axis ``z_axis`` that becomes world z, one volume along t (and any later axis)."""
+    spatial = shape[:3]
+    plane = int(np.prod([s for a, s in enumerate(spatial) if a != z_axis])) * itemsize
+    depth = max(1, _NIFTI_CHUNK_BYTES // max(plane, 1))
+    return tuple(min(s, depth) if a == z_axis else s if a < 3 else 1 for a, s in enumerate(shape))
 
 
 def source_layout(image: SourceImage, chunks: tuple[int, int, int]) -> Any:

@@ -61,23 +61,34 @@ Vec3 = tuple[float, float, float]
 
 THUMBNAIL_SIZE = 256
 
+SLAB_BYTES = 64 * 1024 * 1024
+"""Level 0 is read in slabs of about this many bytes (or one block row, if larger), however large
+the source's own chunks: memory stays bounded whatever the volume and its chunking."""
+
 
 # --------------------------------------------------------------------------------------------
 # dtypes
 
 
+def _native(dtype: np.dtype) -> np.dtype:
+    """``dtype`` in this machine's byte order: ``>i2`` and ``<i2`` follow the same rule."""
+    return np.dtype(dtype).newbyteorder("=")
+
+
 def storage_dtype(dtype: np.dtype) -> np.dtype:
     """The type a source dtype is stored as. Imaris knows uint8, uint16, uint32 and float32.
 
-    The rule never wraps values: ``bool`` -> uint8; int8 and int16 -> float32 (exact);
-    float16 and float64 -> float32 (float64 rounds to the nearest float32; values beyond the
-    float32 range are refused); int32, int64 and uint64 -> uint32 when every value is in
-    0..4294967295 (checked on the data), else refused.
+    The rule never wraps values, whatever the byte order: ``bool`` -> uint8; int8 and int16 ->
+    float32 (exact); float16 and float64 -> float32 (float64 rounds to the nearest float32;
+    finite values beyond the float32 range are refused); int32, int64 and uint64 -> uint32 when
+    every value is in 0..4294967295 (checked on the data as it streams), else refused.
 
     >>> storage_dtype(np.dtype("int16")), storage_dtype(np.dtype("bool"))
     (dtype('float32'), dtype('uint8'))
+    >>> storage_dtype(np.dtype(">u2")) == np.dtype("<u2")  # big-endian uint16 is still uint16
+    True
     """
-    dtype = np.dtype(dtype)
+    dtype = _native(dtype)
     if dtype in (np.uint8, np.uint16, np.uint32, np.float32):
         return dtype.newbyteorder("<")
     if dtype == np.bool_:
@@ -89,26 +100,62 @@ def storage_dtype(dtype: np.dtype) -> np.dtype:
     raise WriteError(f"cannot store data of type {dtype} in an Imaris file (use uint8, uint16, uint32 or float32)")
 
 
-def _check_range(data: Any, dtype: np.dtype, target: np.dtype, label: str) -> None:
-    """Refuse what the dtype rule cannot store without wrapping or overflowing."""
-    import dask.array as da
+def _check_range(values: np.ndarray, target: np.dtype, label: str) -> None:
+    """Refuse values the dtype rule cannot store without wrapping or overflowing.
 
-    if dtype.kind in "iu" and target == np.uint32 and dtype.itemsize >= 4 and dtype != np.uint32:
-        lo, hi = da.compute(data.min(), data.max())
-        if lo < 0 or hi > np.iinfo(np.uint32).max:
+    Run on each slab as it streams (no pass over the whole source first): the output is written
+    under a temporary name, so a refusal half-way leaves nothing behind.
+    """
+    source = _native(values.dtype)
+    if not values.size:
+        return
+    if source.kind in "iu" and target.kind == "u" and not np.can_cast(source, target):
+        lo, hi = values.min(), values.max()
+        if lo < 0 or hi > np.iinfo(target).max:
             raise WriteError(
-                f"values {lo}..{hi} of type {dtype} do not fit uint32, the widest integer Imaris stores; "
+                f"values {lo}..{hi} of type {source} do not fit {target}, the widest integer Imaris stores; "
                 "rescale or cast to float32 first",
                 label,
             )
-    if dtype == np.float64:
-        (top,) = da.compute(abs(data).max())
-        if np.isfinite(top) and top > np.finfo(np.float32).max:
-            raise WriteError(f"values up to {top} overflow float32, the only float type Imaris stores", label)
+    elif source.kind == "f" and target.kind == "f" and source.itemsize > target.itemsize:
+        top = np.max(np.abs(values), where=np.isfinite(values), initial=0.0)  # inf stays inf, NaN stays NaN
+        if top > np.finfo(target).max:
+            raise WriteError(f"values up to {top} overflow {target}, the only float type Imaris stores", label)
+
+
+def _as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
+    """A slab as the file stores it: range-checked by the dtype rule, then cast to ``target``.
+
+    The type the slab really has decides, not the one its source declared (a source may declare
+    another: nibabel scales NIfTI voxels to float64); a slab whose own type would be stored as
+    something else than ``target`` is refused rather than cast into wrong values.
+    """
+    planes = np.asarray(planes)
+    if storage_dtype(planes.dtype) != target:
+        raise WriteError(
+            f"the source delivered {planes.dtype} data, stored as {storage_dtype(planes.dtype)}, "
+            f"where its declared type makes the file {target}",
+            label,
+        )
+    _check_range(planes, target, label)
+    return planes.astype(target, copy=False)
+
+
+def _encode_block(block: np.ndarray, shape: Sequence[int], filters: Sequence[Filter], dtype: np.dtype) -> Any:
+    """Compress one block after checking it holds exactly a block of ``dtype``: whatever went
+    wrong upstream fails here as a `WriteError` rather than landing in the file as wrong data."""
+    expected = math.prod(shape) * dtype.itemsize
+    if block.dtype != dtype or block.nbytes != expected:
+        raise WriteError(f"a block of {block.nbytes} bytes of {block.dtype} where {expected} bytes of {dtype} belong")
+    return encode_chunk(block, filters, dtype)
 
 
 # --------------------------------------------------------------------------------------------
 # histograms
+
+PART_BINS = 4096
+"""uint32 and float32 parts are counted in this many bins over their own range, 4x finer than
+the 1024 bins they are merged into, so that merging moves a value by at most 1/8 of a bin."""
 
 
 def histogram(counts: np.ndarray | None, lo: float, hi: float, nbins: int) -> tuple[np.ndarray, float, float]:
@@ -119,9 +166,29 @@ def histogram(counts: np.ndarray | None, lo: float, hi: float, nbins: int) -> tu
     return np.bincount(index, weights=counts, minlength=nbins).astype(np.uint64), lo, hi
 
 
-def _count(planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> tuple[np.ndarray, float, float]:
-    """Counts of a few planes (runs on the pool: bincount releases the GIL), with their min and max."""
-    if dtype.kind == "u" and dtype.itemsize <= 2:
+def _exact(dtype: np.dtype) -> bool:
+    """uint8 and uint16 histograms count every value exactly."""
+    return dtype.kind == "u" and dtype.itemsize <= 2
+
+
+def _finite(plane: np.ndarray) -> np.ndarray:
+    """The values of ``plane`` that are neither NaN nor infinite (the plane itself when all are)."""
+    if plane.dtype.kind != "f":
+        return plane
+    keep = np.isfinite(plane)
+    return plane if keep.all() else plane[keep]
+
+
+def _count(
+    planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float] | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Counts of a few planes (runs on the pool: bincount releases the GIL), with their finite
+    min and max (inf and -inf when no value is finite).
+
+    uint8 / uint16: exact counts of every value. uint32 / float32: `PART_BINS` bins over
+    ``value_range``, or over the planes' own finite range.
+    """
+    if _exact(dtype):
         counts = np.zeros(256 if dtype.itemsize == 1 else 0, dtype=np.uint64)
         for plane in planes:  # plane by plane: bincount makes an int64 copy of its input
             part = np.bincount(plane.ravel(), minlength=counts.size)
@@ -130,20 +197,53 @@ def _count(planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]
                 counts = part.astype(np.uint64)
             else:
                 counts[: part.size] += part.astype(np.uint64)
-    else:  # uint32 / float32: 1024 linear bins over the range found in a first pass
-        lo, hi = value_range
-        counts = np.histogram(planes, bins=1024, range=(lo, hi if hi > lo else lo + 1))[0].astype(np.uint64)
-    return counts, float(planes.min()), float(planes.max())
+        return counts, float(planes.min()), float(planes.max())
+    lo, hi = math.inf, -math.inf
+    for plane in planes:  # plane by plane: the finite values are a copy
+        values = _finite(plane)
+        if values.size:
+            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    counts = np.zeros(PART_BINS, np.uint64)
+    bins = value_range or (lo, hi)
+    for plane in planes if lo <= hi else ():
+        values = _finite(plane)
+        if bins[1] > bins[0]:
+            counts += np.histogram(values, bins=PART_BINS, range=bins)[0].astype(np.uint64)
+        else:  # one value: numpy would widen the range by 0.5, which is nothing next to 1e38
+            counts[0] += np.uint64(np.count_nonzero(values == bins[0]))
+    return counts, lo, hi
+
+
+def _rebin(parts: Sequence[tuple[np.ndarray, float, float]], lo: float, hi: float, nbins: int) -> np.ndarray:
+    """Merge histograms (counts, their lo, their hi) into ``nbins`` bins over lo..hi: each bin
+    goes whole to the bin that holds its centre."""
+    out = np.zeros(nbins, np.uint64)
+    scale = nbins / (hi - lo) if hi > lo else 0.0
+    for counts, part_lo, part_hi in parts:
+        centres = part_lo + (np.arange(counts.size) + 0.5) * ((part_hi - part_lo) / counts.size)
+        index = np.clip(np.floor((centres - lo) * scale), 0, nbins - 1).astype(np.intp)
+        np.add.at(out, index, counts)
+    return out
 
 
 @dataclass
 class HistogramAccumulator:
-    """Counts of one (level, time point, channel), accumulated slab by slab on the worker pool."""
+    """Counts of one (level, time point, channel), accumulated part by part on the worker pool.
+
+    uint8 and uint16 are counted exactly. Each uint32 / float32 part is counted in `PART_BINS`
+    bins over its own finite range (over ``value_range`` when the data's range is known
+    beforehand); `tables` merges the parts into 1024 bins over the finite range of them all, each
+    part's bin going whole to the bin that holds its centre. NaN and infinities are not counted.
+    """
 
     dtype: np.dtype
-    value_range: tuple[float, float] = (0.0, 1.0)
-    parts: list[Future] = field(default_factory=list)
+    value_range: tuple[float, float] | None = None
+    """The range of the data when known beforehand: every part is counted over it."""
+    parts: collections.deque[Future] = field(default_factory=collections.deque)
     counts: np.ndarray | None = None
+    """Exact counts so far (uint8 / uint16)."""
+    binned: list[tuple[np.ndarray, float, float]] = field(default_factory=list)
+    """Parts counted so far (uint32 / float32): counts over (lo, hi)."""
     vmin: float = math.inf
     vmax: float = -math.inf
 
@@ -155,6 +255,7 @@ class HistogramAccumulator:
             self.add_counted(_count(planes, self.dtype, self.value_range))
         else:
             self.parts.append(pool.submit(_count, planes, self.dtype, self.value_range))
+            self._gather(done_only=True)  # fold what is ready: parts do not pile up over a long stack
 
     def add_counted(self, part: tuple[np.ndarray, float, float]) -> None:
         """Counts made elsewhere (a dask.distributed worker) by the same rule as `add`."""
@@ -162,15 +263,26 @@ class HistogramAccumulator:
         done.set_result(part)
         self.parts.append(done)
 
-    def _gather(self) -> None:
-        for part in self.parts:
-            counts, lo, hi = part.result()
+    def _gather(self, done_only: bool = False) -> None:
+        # in order, so that uint32 / float32 parts merge the same way however they were computed
+        while self.parts and (not done_only or self.parts[0].done()):
+            counts, lo, hi = self.parts.popleft().result()
+            if lo > hi:
+                continue  # no finite value
+            self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
+            if not _exact(self.dtype):
+                self.binned.append((counts, *(self.value_range or (lo, hi))))
+                continue
             if self.counts is None or counts.size > self.counts.size:
                 counts, self.counts = self.counts, counts
             if counts is not None:
                 self.counts[: counts.size] += counts
-            self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
-        self.parts.clear()
+
+    def display_range(self) -> tuple[float, float]:
+        """The finite min and max of everything counted ((0, 1) when nothing was): a default
+        ``ColorRange``."""
+        self._gather()
+        return (self.vmin, self.vmax) if self.vmin <= self.vmax else (0.0, 1.0)
 
     def tables(self) -> dict[str, tuple[np.ndarray, float, float]]:
         """``{"Histogram": (counts, min, max), "Histogram1024": ...}`` as Imaris stores them."""
@@ -188,8 +300,11 @@ class HistogramAccumulator:
                 "Histogram1024": (coarse, 0.0, float(top)),
                 "Histogram": histogram(exact, 0.0, float(top), 256),
             }
-        lo, hi = self.value_range
-        fine = counts.astype(np.uint64)
+        if self.value_range is not None:
+            lo, hi = self.value_range
+        else:
+            lo, hi = (self.vmin, self.vmax) if self.vmin <= self.vmax else (0.0, 0.0)
+        fine = _rebin(self.binned, lo, hi, 1024)
         return {
             "Histogram1024": (fine, lo, hi),
             "Histogram": (fine.reshape(256, 4).sum(axis=1).astype(np.uint64), lo, hi),
@@ -215,8 +330,6 @@ class _Plan:
     time_stamps: list[_dt.datetime]
     recording_date: _dt.datetime
     create_args: dict[str, Any]
-    value_ranges: np.ndarray | None = None
-    """(t, c, 2) min/max of the source for float and uint32 histograms."""
 
     @property
     def timepoints(self) -> int:
@@ -252,8 +365,7 @@ def _plan(
     data = src.data
     if data.ndim != 5 or any(s == 0 for s in data.shape):
         raise WriteError(f"the image has shape {tuple(data.shape)}; every axis needs at least one element", src.label)
-    dtype = storage_dtype(data.dtype)
-    _check_range(data, np.dtype(data.dtype), dtype, src.label)
+    dtype = storage_dtype(data.dtype)  # values are checked against it slab by slab, as they stream
     size = tuple(int(s) for s in data.shape[2:])
     sizes = level_sizes(size, dtype.itemsize)
     if chunks is not None:
@@ -313,8 +425,16 @@ class _ChunkSink:
         self._limit = 4 * max(1, workers)  # bounds the compressed bytes in flight
         self._progress = progress
 
-    def submit(self, dataset: h5py.Dataset, offset: tuple[int, int, int], block: np.ndarray, filters, dtype) -> None:
-        future = self.pool.submit(encode_chunk, block, filters, dtype)
+    def submit(
+        self,
+        dataset: h5py.Dataset,
+        offset: tuple[int, int, int],
+        block: np.ndarray,
+        shape: tuple[int, int, int],
+        filters: tuple[Filter, ...],
+        dtype: np.dtype,
+    ) -> None:
+        future = self.pool.submit(_encode_block, block, shape, filters, dtype)
         self._pending.append((dataset, offset, future))
         while len(self._pending) > self._limit:
             self._write_one()
@@ -368,7 +488,6 @@ class _Stream:
 
     def push(self, index: int, planes: np.ndarray) -> None:
         level = self.levels[index]
-        level.histogram.add(planes, self.sink.pool)
         if self.thumb is not None and index == self.thumb.level:
             self.thumb.add(planes)
         level.pending.append(planes)
@@ -390,7 +509,8 @@ class _Stream:
         level = self.levels[0]
         for offset, payload in slab.blocks:
             self.sink.put(level.dataset, offset, payload)
-        level.histogram.add_counted(slab.counts)
+        for counts in slab.counts:
+            level.histogram.add_counted(counts)
         if slab.mip is not None and self.thumb is not None:
             self.thumb.add_mip(slab.mip)
         if slab.below is not None and slab.below.shape[0]:
@@ -405,8 +525,12 @@ class _Stream:
         return taken
 
     def _write_row(self, level: _Level, planes: np.ndarray) -> None:
+        # counted by block row, whatever the slabs were: histograms merge the same parts in the same
+        # order on the local and the dask.distributed path (`_encode_slab`), to the last bit
+        level.histogram.add(planes, self.sink.pool)
         for (y0, x0), block in _row_blocks(planes, level.size, level.block):
-            self.sink.submit(level.dataset, (level.written_planes, y0, x0), block, level.filters, self.dtype)
+            offset = (level.written_planes, y0, x0)
+            self.sink.submit(level.dataset, offset, block, level.block, level.filters, self.dtype)
         level.written_planes += level.block[0]
 
     def finish(self) -> None:
@@ -442,7 +566,8 @@ class _EncodedSlab:
     """What a worker returns for one slab of level 0: little next to the slab itself."""
 
     blocks: list[tuple[tuple[int, int, int], bytes]]
-    counts: tuple[np.ndarray, float, float]
+    counts: list[tuple[np.ndarray, float, float]]
+    """histogram counts of each block row, as `_Stream` counts them"""
     below: np.ndarray | None
     """the slab downsampled for level 1 (a quarter or an eighth of it)"""
     mip: np.ndarray | None
@@ -454,26 +579,29 @@ def _encode_slab(
     size: tuple[int, int, int],
     block: tuple[int, int, int],
     filters: tuple[Filter, ...],
-    value_range: tuple[float, float],
+    dtype: np.dtype,
     halve: tuple[bool, bool, bool] | None,
     mip: bool,
+    label: str,
 ) -> _EncodedSlab:
     """Level 0's work on one slab of whole block rows, run on a worker next to the data it read."""
-    planes = np.ascontiguousarray(planes)
-    blocks = []
+    planes = np.ascontiguousarray(_as_stored(planes, dtype, label))
+    blocks, counts = [], []
     for r in range(0, planes.shape[0], block[0]):
-        for (y0, x0), data in _row_blocks(planes[r : r + block[0]], size, block):
-            payload = bytes(memoryview(encode_chunk(data, filters, planes.dtype)))
+        row = planes[r : r + block[0]]
+        counts.append(_count(row, dtype))
+        for (y0, x0), data in _row_blocks(row, size, block):
+            payload = bytes(memoryview(_encode_block(data, block, filters, dtype)))
             blocks.append(((z0 + r, y0, x0), payload))
     return _EncodedSlab(
         blocks=blocks,
-        counts=_count(planes, planes.dtype, value_range),
+        counts=counts,
         below=downsample(planes, halve) if halve is not None else None,
-        mip=planes.max(axis=0) if mip else None,
+        mip=_mip(planes) if mip else None,
     )
 
 
-def _distributed_level0(client: Any, data: Any, stream: _Stream, window: int) -> None:
+def _distributed_level0(client: Any, data: Any, t: int, c: int, stream: _Stream, window: int, label: str) -> None:
     """Push one (time point, channel) through ``stream`` with level 0 read and compressed on the
     workers of ``client``; at most ``window`` slabs are in flight, and they are taken in order."""
     level = stream.levels[0]
@@ -485,8 +613,8 @@ def _distributed_level0(client: Any, data: Any, stream: _Stream, window: int) ->
     mip = stream.thumb is not None and stream.thumb.level == 0
 
     def submit(z0: int, z1: int) -> Any:
-        slab = client.compute(data[z0:z1])  # read on a worker; stays there
-        args = (z0, level.size, level.block, level.filters, level.histogram.value_range, level.halve_next, mip)
+        slab = client.compute(data[t, c, z0:z1])  # read on a worker (just these planes); stays there
+        args = (z0, level.size, level.block, level.filters, stream.dtype, level.halve_next, mip, label)
         return client.submit(_encode_slab, slab, *args, pure=False)
 
     pending = collections.deque(submit(*b) for b in itertools.islice(bounds, window))
@@ -498,6 +626,11 @@ def _distributed_level0(client: Any, data: Any, stream: _Stream, window: int) ->
         stream.push_encoded(slab)
 
 
+def _mip(planes: np.ndarray) -> np.ndarray:
+    """Maximum projection along z; NaN only where a pixel has no other value."""
+    return np.fmax.reduce(planes, axis=0) if planes.dtype.kind == "f" else planes.max(axis=0)
+
+
 @dataclass
 class ThumbnailAccumulator:
     """Maximum projection along z of one level, per channel, for ``Thumbnail/Data``."""
@@ -507,27 +640,31 @@ class ThumbnailAccumulator:
     channel: int = 0
 
     def add(self, planes: np.ndarray) -> None:
-        self.add_mip(planes.max(axis=0))
+        self.add_mip(_mip(planes))
 
     def add_mip(self, mip: np.ndarray) -> None:
         """A maximum projection of some planes of the current channel."""
         current = self.mips.get(self.channel)
-        self.mips[self.channel] = mip if current is None else np.maximum(current, mip)
+        self.mips[self.channel] = mip if current is None else np.fmax(current, mip)
 
     def rgba(self, colors: Sequence[tuple[float, float, float]], ranges: Sequence[tuple[float, float]]) -> np.ndarray:
-        """Channels blended by maximum, each scaled by its display range (no wrapping), longest side 256."""
+        """Channels blended by maximum, each scaled by its display range (no wrapping), longest side 256.
+
+        Sampled as ImarisWriter samples it (pixel i shows source pixel ``i * size // thumbnail
+        size``), so a small image is enlarged by nearest neighbour; NaN shows as black, +inf as
+        full intensity.
+        """
         first = next(iter(self.mips.values()))
         h, w = first.shape
-        scale = min(1.0, THUMBNAIL_SIZE / max(h, w))
-        th, tw = max(1, round(h * scale)), max(1, round(w * scale))
-        rows = np.minimum((np.arange(th) + 0.5) / scale, h - 1).astype(int)
-        cols = np.minimum((np.arange(tw) + 0.5) / scale, w - 1).astype(int)
+        scale = THUMBNAIL_SIZE / max(h, w)
+        th, tw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+        rows, cols = np.arange(th) * h // th, np.arange(tw) * w // tw
         rgb = np.zeros((th, tw, 3), np.float64)
         for c, mip in self.mips.items():
             lo, hi = ranges[c]
             small = mip[np.ix_(rows, cols)].astype(np.float64)
-            level = np.clip((small - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
-            rgb = np.maximum(rgb, level[..., None] * np.asarray(colors[c], np.float64))
+            level = np.nan_to_num((small - lo) / (hi - lo if hi > lo else 1.0), nan=0.0, posinf=1.0, neginf=0.0)
+            rgb = np.maximum(rgb, np.clip(level, 0.0, 1.0)[..., None] * np.asarray(colors[c], np.float64))
         out = np.empty((th, tw, 4), np.uint8)
         out[..., :3] = np.rint(rgb * 255)
         out[..., 3] = 255
@@ -626,12 +763,17 @@ def write_thumbnail(f: h5py.File, rgba: np.ndarray) -> None:
 
 
 def write_histograms(group: h5py.Group, hist: HistogramAccumulator) -> None:
-    """``Histogram`` (and ``Histogram1024``) datasets with their Min/Max attributes on a channel group."""
+    """``Histogram`` (and ``Histogram1024``) datasets with their Min/Max attributes on a channel group.
+
+    Integer bounds as ImarisWriter prints them (``"255.000"``); float bounds at full precision, as
+    3 decimals would turn a range of 0..0.0004 into 0.000..0.000.
+    """
+    text = _number if np.dtype(hist.dtype).kind == "f" else "{:.3f}".format
     for name, (counts, lo, hi) in hist.tables().items():
         group.create_dataset(name, data=counts.astype(np.uint64))
         suffix = "1024" if name.endswith("1024") else ""
-        write_text(group, f"HistogramMin{suffix}", f"{lo:.3f}")
-        write_text(group, f"HistogramMax{suffix}", f"{hi:.3f}")
+        write_text(group, f"HistogramMin{suffix}", text(lo))
+        write_text(group, f"HistogramMax{suffix}", text(hi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,6 +822,8 @@ def write_ims(
     [(20, 300, 200), (20, 150, 100)]
     """
     path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):  # before any reading, however long
+        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
     src = open_source(
         source,
         axes=axes,
@@ -702,15 +846,29 @@ def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress
             _write(plan, tmp, workers, progress, path.name, client)
         except ImsError:
             raise
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, TypeError) as err:
             raise WriteError(f"writing failed: {err}", path) from err
 
 
-def _slabs(z_chunks: Sequence[int], minimum: int) -> list[tuple[int, int]]:
-    """(start, stop) of z slabs: whole source chunks, merged until at least ``minimum`` planes."""
+def _slabs(z_chunks: Sequence[int], minimum: int, maximum: int) -> list[tuple[int, int]]:
+    """(start, stop) of the z slabs level 0 is read in.
+
+    Small source chunks are merged whole until a slab has at least ``minimum`` planes (one
+    block row), so that no source chunk is read twice; a slab stays within ``maximum`` planes,
+    so a source chunk larger than that is read in sub-ranges of ``maximum`` planes.
+
+    >>> _slabs([4, 4, 4, 100], minimum=8, maximum=32)
+    [(0, 8), (8, 12), (12, 44), (44, 76), (76, 108), (108, 112)]
+    """
     bounds, start, stop = [], 0, 0
-    for size in z_chunks:
-        stop += int(size)
+    for size in (int(s) for s in z_chunks):
+        if stop > start and (size > maximum or stop + size - start > maximum):
+            bounds.append((start, stop))  # what is open stays whole, however short
+            start = stop
+        stop += size
+        while stop - start > maximum:
+            bounds.append((start, start + maximum))
+            start += maximum
         if stop - start >= minimum:
             bounds.append((start, stop))
             start = stop
@@ -719,19 +877,29 @@ def _slabs(z_chunks: Sequence[int], minimum: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
-    import dask.array as da
+def _slab_planes(plan: _Plan) -> tuple[int, int]:
+    """(minimum, maximum) planes of a level-0 slab: one block row, and about `SLAB_BYTES` of the
+    source (in whole block rows; one block row if that is larger)."""
+    z_block = plan.blocks[0][0]
+    _, y, x = plan.sizes[0]
+    plane = y * x * max(np.dtype(plan.source.data.dtype).itemsize, plan.dtype.itemsize)
+    return z_block, max(1, SLAB_BYTES // plane // z_block) * z_block
 
+
+def _local_level0(plan: _Plan, data: Any, t: int, c: int, stream: _Stream, label: str) -> None:
+    """Push one (time point, channel) of the source through ``stream``, slab by slab."""
+    for z0, z1 in _slabs(data.chunks[2], *_slab_planes(plan)):
+        # one indexing step: dask then reads just these planes from an array-like source (a nested
+        # data[t, c][z0:z1] would read its whole chunk)
+        stream.push(0, _as_stored(data[t, c, z0:z1].compute(), plan.dtype, label))
+
+
+def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
     data = plan.source.data
-    if data.dtype != plan.dtype:
-        data = data.astype(plan.dtype)
     if client is not None and plan.source.in_memory:
         with warnings.catch_warnings():  # large by design: the array goes to the workers once, not with every slab
             warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
             data = client.persist(data)
-    if plan.dtype.kind == "f" or plan.dtype == np.uint32:
-        lo, hi = da.compute(data.min(axis=(2, 3, 4)), data.max(axis=(2, 3, 4)))
-        plan.value_ranges = np.stack([lo, hi], axis=-1).astype(np.float64)
     T, C = plan.timepoints, plan.channels
     n_levels = len(plan.sizes)
     grids = [
@@ -760,7 +928,6 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                         dataset = group.create_dataset(
                             "Data", shape=stored, dtype=plan.dtype, chunks=block, fillvalue=0, **plan.create_args
                         )
-                        value_range = tuple(plan.value_ranges[t, c]) if plan.value_ranges is not None else (0.0, 1.0)
                         levels.append(
                             _Level(
                                 size=size,
@@ -768,23 +935,21 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                                 dataset=dataset,
                                 filters=dataset_filters(dataset),
                                 halve_next=halved_axes(size) if index + 1 < n_levels else None,
-                                histogram=HistogramAccumulator(plan.dtype, value_range),  # type: ignore[arg-type]
+                                histogram=HistogramAccumulator(plan.dtype),
                             )
                         )
                     thumb.channel = c
                     stream = _Stream(levels, sink, plan.dtype, thumb if t == 0 else None)
                     if client is not None:
-                        _distributed_level0(client, data[t, c], stream, window=2 * worker_threads(client))
-                    else:  # slabs follow the source's own z chunks, so no source chunk is read twice
-                        for z0, z1 in _slabs(data.chunks[2], plan.blocks[0][0]):
-                            stream.push(0, np.asarray(data[t, c, z0:z1].compute()))
+                        _distributed_level0(client, data, t, c, stream, 2 * worker_threads(client), label)
+                    else:
+                        _local_level0(plan, data, t, c, stream, label)
                     stream.finish()
                     sink.flush()
                     for index, level in enumerate(levels):
                         write_histograms(root[f"ResolutionLevel {index}/TimePoint {t}/Channel {c}"], level.histogram)
                     if t == 0:
-                        hist = levels[0].histogram  # gathered by write_histograms above
-                        ranges_seen[c] = (hist.vmin, hist.vmax)
+                        ranges_seen[c] = levels[0].histogram.display_range()
             ranges = plan.channel_ranges or [ranges_seen[c] for c in range(C)]
             z, y, x = plan.sizes[0]
             extent_max = tuple(lo + v * n for lo, v, n in zip(plan.extent_min, plan.voxel_size, (z, y, x), strict=True))

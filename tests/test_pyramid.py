@@ -81,3 +81,19 @@ def test_block_shapes_like_imariswriter(shape, itemsize, timepoints, expected) -
     from ims_store.pyramid import block_shapes
 
     assert block_shapes(level_sizes(shape, itemsize), itemsize, timepoints) == expected
+
+
+def test_blocks_of_small_images_fit_them_as_imariswriters_do(real_files: dict[str, Path]) -> None:
+    import h5py
+
+    from ims_store.pyramid import block_shapes
+
+    with h5py.File(real_files["Minimal_IMS_File.ims"], "r") as f:  # uint16, 128 x 128 x 1, by ImarisWriter
+        data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]
+        size = tuple(int(b"".join(data.parent.attrs[f"ImageSize{a}"])) for a in "ZYX")
+        chunks = data.chunks
+    assert chunks == (1, 128, 128)
+    assert block_shapes(level_sizes(size, 2), 2) == [chunks]
+    # no side longer than the next power of two of the image: a z block of 2, not 128
+    assert block_shapes(level_sizes((2, 64, 64), 2), 2) == [(2, 64, 64)]
+    assert block_shapes(level_sizes((3, 40, 300), 1), 1) == [(4, 64, 512)]
