@@ -1,11 +1,12 @@
 """The ``ims-store`` command line: argument parsing and output only.
 
     ims-store info FILE.ims [--json]
-    ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--level N --timepoint T --channel C]
+    ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--chunks-per-shard Z,Y,X]
+                             [--level N --timepoint T --channel C]
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
                              [--scheduler ADDRESS]
     ims-store serve FILE.ims [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
-    ims-store validate FILE.ims [--strict]
+    ims-store validate FILE.ims [--strict] [--deep]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
     ims-store demo [--output FILE.ims] [--zarr-format 2|3]
 
@@ -16,13 +17,16 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ImsError
+from .outputs import DestinationExistsError
 
 __all__ = ["main"]
 
@@ -43,25 +47,101 @@ class _UsageError(Exception):
     """A command line that asks for something no command does."""
 
 
+# The options of `convert` that only some directions use, by output kind. Their argparse default
+# is None so that an option given for a direction that has no use for it is refused rather than
+# silently dropped; `_DEFAULTS` fills in what was not given.
+_DIRECTION_OPTIONS = (
+    "ngff",
+    "codec",
+    "chunks_per_shard",
+    "level",
+    "timepoint",
+    "channel",
+    "compression",
+    "compression_level",
+)
+_OPTIONS_BY_OUTPUT = {
+    "zarr": ("ngff", "codec", "chunks_per_shard"),
+    "nifti": ("level", "timepoint", "channel"),
+    "ims": ("level", "compression", "compression_level"),
+}
+_OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
+_DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
+_GZIP_LEVEL = 2  # as Imaris writes
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _timepoint_arg(text: str) -> int | str:
+    """``--timepoint``: an index or ``all``; argparse names the option in the error."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time point index or 'all', got {text!r}") from None
+
+
+def _shard_arg(text: str) -> tuple[int, int, int]:
+    """``--chunks-per-shard Z,Y,X``: three positive whole numbers."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if len(counts) != 3 or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"expected three positive numbers Z,Y,X, got {text!r}")
+    return counts  # type: ignore[return-value]
+
+
+def _direction(args: argparse.Namespace) -> str:
+    """The output kind of a conversion; refuses options its direction does not use and fills in
+    the defaults of those it does."""
+    from .sources import path_kind
+
+    src, dst = path_kind(args.input), path_kind(args.output, output=True)
+    if not (dst == "ims" and src is not None) and not (src == "ims" and dst in ("zarr", "nifti")):
+        raise _UsageError(
+            f"cannot convert {args.input} to {args.output}: convert .ims to .zarr / .ome.zarr or .nii / .nii.gz, "
+            "or .ims, .zarr, .nii, .nii.gz to .ims"
+        )
+    allowed = _OPTIONS_BY_OUTPUT[dst]
+    for dest in _DIRECTION_OPTIONS:
+        if getattr(args, dest) is not None and dest not in allowed:
+            raise _UsageError(f"{_flag(dest)} does not apply to {_OUTPUT_NAMES[dst]} output ({args.output})")
+    if src == "nifti" and args.level is not None:
+        raise _UsageError(f"--level does not apply to a NIfTI input ({args.input}): it has one level")
+    if dst == "ims" and args.compression_level is not None and args.compression not in (None, "gzip"):
+        raise _UsageError(f"--compression-level applies to gzip only, not --compression {args.compression}")
+    for dest, value in _DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    if args.compression_level is None:
+        args.compression_level = _GZIP_LEVEL
+    return dst
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .cluster import dask_client
 
+    # options are checked before connecting to a cluster: a typo should not cost a connection
+    dst = _direction(args)
     with dask_client(args.scheduler) as client:
-        _convert(args, client)
+        _convert(args, dst, client)
     if not args.quiet:
         print(f"wrote {args.output}")
     return 0
 
 
-def _convert(args: argparse.Namespace, client: object) -> None:
+def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
     from .convert import to_nifti, to_ome_zarr
-    from .sources import path_kind
+    from .sources import open_source
     from .writer import write_ims
 
-    src, dst = path_kind(args.input), path_kind(args.output)
-    if dst == "ims" and src is not None:
+    if dst == "ims":
         write_ims(
-            args.input,
+            open_source(args.input, level=args.level),
             args.output,
             compression=args.compression,
             compression_level=args.compression_level,
@@ -69,47 +149,53 @@ def _convert(args: argparse.Namespace, client: object) -> None:
             progress=not args.quiet,
             client=client,
         )
-    elif src == "ims" and dst == "zarr":
+    elif dst == "zarr":
         to_ome_zarr(
             args.input,
             args.output,
             ngff_version=args.ngff,
             codec=args.codec,
+            chunks_per_shard=args.chunks_per_shard,
             overwrite=args.overwrite,
             progress=not args.quiet,
             client=client,
         )
-    elif src == "ims" and dst == "nifti":
-        timepoint = None if args.timepoint == "all" else int(args.timepoint)
+    else:
         to_nifti(
             args.input,
             args.output,
             level=args.level,
-            timepoint=timepoint,
+            timepoint=None if args.timepoint == "all" else args.timepoint,
             channel=args.channel,
             overwrite=args.overwrite,
-        )
-    else:
-        raise _UsageError(
-            f"cannot convert {args.input} to {args.output}: convert .ims to .zarr / .ome.zarr or .nii / .nii.gz, "
-            "or .ims, .zarr, .nii, .nii.gz to .ims"
         )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import make_server, neuroglancer_state, viewer_links
+    from .serve import ImsHTTPServer, neuroglancer_state, viewer_links
+    from .store import ImsStore
 
-    server = make_server(args.file, host=args.host, port=args.port, ngff=args.ngff, cors=args.cors or None)
-    print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
-    for name, link in viewer_links(server.url, args.ngff, server.store.layout).items():
-        print(f"  {name}: {link}", flush=True)
-    state = neuroglancer_state(server.store.layout, server.url, args.ngff)
-    print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
-    print("press Ctrl-C to stop", flush=True)
+    # as serve.make_server, but holding the store: a server that cannot bind must not leak it
+    if args.ngff == "0.4":
+        store = ImsStore(args.file, zarr_format=2, chunk_mode="passthrough")
+    else:
+        store = ImsStore(args.file, zarr_format=3)
     try:
+        server = ImsHTTPServer(store, args.host, args.port, args.cors or None)
+    except OSError as err:  # port in use, no such address, a host name that does not resolve
+        store.close()
+        raise _UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from err
+    try:
+        print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
+        for name, link in viewer_links(server.url, args.ngff, store.layout).items():
+            print(f"  {name}: {link}", flush=True)
+        state = neuroglancer_state(store.layout, server.url, args.ngff)
+        print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
         server.serve_forever()
     finally:
         server.server_close()
+        store.close()
     return 0
 
 
@@ -126,7 +212,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
-    problems = validate(args.file)
+    problems = validate(args.file, deep=args.deep)
     for problem in problems:
         print(problem)
     errors = sum(p.severity == "error" for p in problems)
@@ -228,21 +314,28 @@ def _parser() -> argparse.ArgumentParser:
         help="run on a dask.distributed cluster (e.g. tcp://10.0.0.5:8786): workers read and compress; "
         "they must see the output's file system (needs the 'distributed' extra)",
     )
+    # direction options default to None (see _DIRECTION_OPTIONS): given for another direction, they are refused
     group = convert.add_argument_group("to OME-Zarr")
-    group.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5", help="OME-NGFF version (default 0.5)")
+    group.add_argument("--ngff", choices=("0.5", "0.4"), help="OME-NGFF version (default 0.5)")
     group.add_argument(
         "--codec",
         choices=("auto", "copy", "zstd", "zlib", "none"),
-        default="auto",
-        help="copy: the stored chunks as they are, where zarr can declare them; auto: copy for 0.4, zstd for 0.5",
+        help="copy: the stored chunks as they are, where zarr can declare them; auto (default): copy for 0.4, "
+        "zstd for 0.5",
     )
-    group = convert.add_argument_group("to NIfTI")
-    group.add_argument("--level", type=int, default=0, help="resolution level (default 0)")
-    group.add_argument("--timepoint", default="0", help="time point index, or 'all' (default 0)")
-    group.add_argument("--channel", type=int, default=0, help="channel index (default 0)")
+    group.add_argument(
+        "--chunks-per-shard",
+        type=_shard_arg,
+        metavar="Z,Y,X",
+        help="NGFF 0.5 only: group this many chunks of each level into one shard file (zarr v3 sharding)",
+    )
+    group = convert.add_argument_group("to NIfTI (--level also picks the source level for .ims output)")
+    group.add_argument("--level", type=int, help="resolution level (default 0)")
+    group.add_argument("--timepoint", type=_timepoint_arg, metavar="T", help="time point index, or 'all' (default 0)")
+    group.add_argument("--channel", type=int, help="channel index (default 0)")
     group = convert.add_argument_group("to .ims")
-    group.add_argument("--compression", choices=("gzip", "lz4", "none"), default="gzip")
-    group.add_argument("--compression-level", type=int, default=2, help="gzip level 0-9 (default 2, as Imaris)")
+    group.add_argument("--compression", choices=("gzip", "lz4", "none"), help="default gzip")
+    group.add_argument("--compression-level", type=int, help="gzip level 0-9 (default 2, as Imaris)")
     convert.set_defaults(func=_cmd_convert)
 
     serve = sub.add_parser(
@@ -278,6 +371,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("file")
     validate.add_argument("--strict", action="store_true", help="count warnings as errors")
+    validate.add_argument(
+        "--deep", action="store_true", help="also decode every chunk (reads the whole file) and name each that fails"
+    )
     validate.set_defaults(func=_cmd_validate)
 
     demo = sub.add_parser(
@@ -303,7 +399,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        # flush here, inside the try: a reader that went away (``| head``) shows up now
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the Python docs' recipe (library/signal, "Note on SIGPIPE"): point stdout at devnull so
+        # that the flush at exit does not raise again, and exit 1 without a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor has nothing to flush
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except DestinationExistsError as err:
+        if args.debug:
+            raise
+        # the library's message names its keyword; here the user typed options
+        print(
+            f"ims-store {args.command}: error: {err.path}: exists already; pass --overwrite to replace it",
+            file=sys.stderr,
+        )
+        return 2
     except (ImsError, _UsageError, ValueError) as err:
         if args.debug:
             raise

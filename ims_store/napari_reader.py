@@ -6,8 +6,8 @@ recorded histogram range, else the data type's range) and scale / translate in t
 The reader needs no display; napari finds it through the ``napari.manifest`` entry point.
 
 >>> layers = reader_function("cells.ims")
->>> [(meta["name"], meta["colormap"][0], len(data)) for data, meta, kind in layers]
-[('DAPI', 'DAPI', 2), ('GFP', 'GFP', 2), ('mCherry', 'mCherry', 2)]
+>>> [(meta["name"], meta["colormap"]["name"], len(data)) for data, meta, kind in layers]
+[('DAPI', 'DAPI #FF0000', 2), ('GFP', 'GFP #00FF00', 2), ('mCherry', 'mCherry #0000FF', 2)]
 """
 
 from __future__ import annotations
@@ -58,10 +58,22 @@ def reader_function(path: str | list[str]) -> list[LayerData]:
                 "metadata": {"source": layout.path, "unit": layout.unit, "description": ch.description},
             }
             if color is not None:
-                # a custom linear colormap, black to the channel colour
-                meta["colormap"] = (ch.label, np.array([[0.0, 0.0, 0.0, 1.0], [*color, 1.0]]))
+                meta["colormap"] = _colormap(ch.label, color)
             layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
     return layers
+
+
+def _colormap(label: str, color: tuple[float, float, float]) -> dict[str, Any]:
+    """A linear colormap from black to the channel colour, in the dict form napari's
+    ``ensure_colormap`` turns into a ``Colormap`` (``Colormap(**value)``).
+
+    napari registers it globally under its name, so the name carries the colour: a channel
+    labelled like a built-in colormap ("gray", "red") must not replace that colormap, and two
+    files with same-named channels of different colours must not replace each other's.
+    """
+    rgb = [float(v) for v in color]
+    hex_code = "".join(f"{round(v * 255):02X}" for v in rgb)
+    return {"name": f"{label} #{hex_code}", "colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]]}
 
 
 def _limits(channel: Any, dtype: np.dtype) -> tuple[float, float]:

@@ -1,7 +1,8 @@
 """Atomic outputs: write under a temporary name beside the destination, rename at the end.
 
 On any error or interruption the temporary file or folder is removed and the destination is
-untouched; an existing destination is only replaced when asked.
+untouched; an existing destination is only replaced when asked, and an existing folder only
+when it is a zarr (or empty).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class DestinationExistsError(WriteError, FileExistsError):
     """The destination exists and ``overwrite`` was not given."""
 
 
+def _is_zarr(folder: Path) -> bool:
+    """A folder zarr wrote: v3 (``zarr.json``) or v2 (``.zgroup``) root metadata."""
+    return (folder / "zarr.json").is_file() or (folder / ".zgroup").is_file()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -47,6 +53,11 @@ def atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    if path.is_dir() and not path.is_symlink() and not _is_zarr(path) and any(path.iterdir()):
+        # overwriting deletes the old output: a folder with content that zarr did not write (a
+        # user's data directory named by mistake) must survive any overwrite=True; an empty
+        # one has nothing to lose
+        raise WriteError("is a folder but not a zarr (no zarr.json or .zgroup); refusing to replace it", path)
     if not path.parent.is_dir():
         raise WriteError(f"folder {path.parent} does not exist", path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")

@@ -1,8 +1,9 @@
 """The HTTP front of an `ImsStore`: a virtual OME-Zarr for web viewers and remote zarr clients.
 
 GET and HEAD of store keys, single byte ranges (206 / 416), CORS (with the preflight a ``Range``
-header needs), 404 for anything that is not a key. Nothing outside the store is reachable: a
-path is only ever looked up as a store key, never on disk. Loopback by default.
+header needs), 404 for anything that is not a key, 405 for every other method (POST, TRACE,
+CONNECT, made-up verbs...). Nothing outside the store is reachable: a path is only ever looked
+up as a store key, never on disk. Loopback by default.
 
 NGFF 0.4 is served as zarr v2 with the stored chunks passed through (zarr v2's ``zlib`` codec
 is read by zarr-python, tensorstore, neuroglancer and vizarr alike); NGFF 0.5 as zarr v3 with
@@ -34,6 +35,7 @@ __all__ = ["ImsHTTPServer", "make_server", "neuroglancer_state", "viewer_links"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_KEY = 1024
+_ALLOWED = "GET, HEAD, OPTIONS"  # every other method is answered 405
 
 
 class ImsHTTPServer(ThreadingHTTPServer):
@@ -60,9 +62,10 @@ class ImsHTTPServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in str(host) else host
         return f"http://{shown}:{port}/"
 
-    def serve_in_thread(self) -> threading.Thread:
-        """Serve on a daemon thread (tests, notebooks); stop with ``shutdown()``."""
-        thread = threading.Thread(target=self.serve_forever, name="ims-store-serve", daemon=True)
+    def serve_in_thread(self, poll_interval: float = 0.5) -> threading.Thread:
+        """Serve on a daemon thread (tests, notebooks); stop with ``shutdown()``, which returns
+        within ``poll_interval`` seconds."""
+        thread = threading.Thread(target=self.serve_forever, args=(poll_interval,), name="ims-store-serve", daemon=True)
         thread.start()
         return thread
 
@@ -165,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ims-store"
     timeout = 60  # seconds an idle or slow connection may hold its thread
+    # headers and body go out in two writes; with Nagle's algorithm the body then waits for the
+    # client's delayed ACK of the headers, ~40 ms per response on a keep-alive connection
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # quiet: a viewer makes many requests
         pass
@@ -180,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self.send_response(HTTPStatus.NO_CONTENT)
         self._cors()
-        self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+        self.send_header("Access-Control-Allow-Methods", _ALLOWED)
         requested = self.headers.get("Access-Control-Request-Headers")
         self.send_header("Access-Control-Allow-Headers", requested or "Range")
         self.send_header("Access-Control-Max-Age", "86400")
@@ -188,9 +194,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _not_allowed(self) -> None:
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": "GET, HEAD, OPTIONS"})
+        # the request's body (if any) is never read, so it must not be taken for the next request
+        self.close_connection = True
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, extra={"Allow": _ALLOWED, "Connection": "close"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+    def __getattr__(self, name: str) -> Any:
+        """``do_<METHOD>`` for every method not defined above (POST, TRACE, CONNECT, PROPFIND, any
+        made-up verb): the base class looks handlers up by name and answers 501 when it finds
+        none, which tells a client the server does not know the method rather than refuses it."""
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -2,28 +2,42 @@
 
 `validate` walks the whole file (every level, time point and channel): required groups and
 attributes, the char-array encoding of text attributes, the resolution pyramid (present and
-consistent with Imaris' rule), data sets, histograms and the thumbnail. Problems are errors
-(Imaris would refuse the file, rebuild it, or show wrong data) or warnings (Imaris copes).
+consistent with Imaris' rule), data sets (their filters and where their chunks lie in the
+file), histograms and the thumbnail. Problems are errors (Imaris would refuse the file, rebuild
+it, or show wrong data) or warnings (Imaris copes).
+
+The check reads the file's structure, never its pixels, so a file of any size is checked in
+seconds; a chunk whose stored bytes are damaged goes unnoticed. ``deep=True`` also decodes every
+chunk and reports each one that fails, naming its level, time point, channel and position.
 
 >>> problems = validate("cells.ims")
 >>> [p for p in problems if p.severity == "error"]
+[]
+>>> [p for p in validate("cells.ims", deep=True) if p.severity == "error"]  # decodes every chunk
 []
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import h5py
 import numpy as np
 
 from .attributes import parse_float, parse_int, read_text
-from .errors import ImsError
-from .layout import ImsLayout, open_hdf5, parse_layout
+from .codecs import FILTERS
+from .errors import CorruptChunkError, ImsError, TruncatedFileError
+from .layout import ImsLayout, ImsWarning, Level, dataset_filters, open_hdf5, parse_layout
 from .pyramid import halved_axes, next_level_size
+
+if TYPE_CHECKING:
+    from .store import ImsStore
 
 __all__ = ["Problem", "validate"]
 
@@ -91,8 +105,12 @@ def _text_attributes(
             yield Problem("error", where, f"attribute {name} is {problem}")
 
 
-def validate(path: str | os.PathLike[str]) -> list[Problem]:
-    """Every problem found in the file; an empty list means Imaris will be content with it."""
+def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
+    """Every problem found in the file; an empty list means Imaris will be content with it.
+
+    ``deep``: also decode every chunk of every level, time point and channel, and report each
+    chunk that cannot be read or decoded (this reads the whole file).
+    """
     path = os.fspath(path)
     try:
         f = open_hdf5(path)
@@ -103,7 +121,10 @@ def validate(path: str | os.PathLike[str]) -> list[Problem]:
             layout = parse_layout(f, path)
         except ImsError as err:
             return [Problem("error", path, err.reason)]
-        return list(_check(f, layout))
+        problems = list(_check(f, layout))
+        if deep:
+            problems += _check_chunks(f, layout)
+        return problems
 
 
 def _check(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
@@ -138,6 +159,7 @@ def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
         for name in extents:
             if read_text(image, name) is not None and parse_float(read_text(image, name)) is None:
                 yield Problem("error", "/DataSetInfo/Image", f"attribute {name} is not a number")
+        yield from _check_extents(image)
         size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
         if None not in size and size != layout.levels[0].size:
             yield Problem("error", "/DataSetInfo/Image", f"Z, Y, X = {size} but level 0 holds {layout.levels[0].size}")
@@ -162,6 +184,21 @@ def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
                 "warning",
                 "/DataSetInfo/TimeInfo",
                 f"DatasetTimePoints is {declared}, the data has {len(layout.timepoints)}",
+            )
+
+
+def _check_extents(image: h5py.Group) -> Iterator[Problem]:
+    """ExtMax must lie above ExtMin on every axis: the voxel size is their difference over the size."""
+    for i, axis in enumerate("XYZ"):
+        lo = parse_float(read_text(image, f"ExtMin{i}"))
+        hi = parse_float(read_text(image, f"ExtMax{i}"))
+        if lo is None or hi is None:
+            continue  # missing or not a number: reported above
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            yield Problem(
+                "error",
+                "/DataSetInfo/Image",
+                f"ExtMax{i} ({hi:g}) is not above ExtMin{i} ({lo:g}): the voxel size along {axis} is not positive",
             )
 
 
@@ -210,6 +247,8 @@ def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
                     yield Problem(
                         "warning", f"{where}/Data", f"shape {data.shape} is not padded to whole chunks {data.chunks}"
                     )
+                yield from _check_filters(data, f"{where}/Data")
+                yield from _check_chunk_extents(data, f"{where}/Data", os.path.getsize(f.filename))
                 if not isinstance(group.get("Histogram"), h5py.Dataset):
                     yield Problem("error", where, "no Histogram")
                 elif lvl.dtype != np.uint8 and not isinstance(group.get("Histogram1024"), h5py.Dataset):
@@ -217,3 +256,96 @@ def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
                 for name in ("HistogramMin", "HistogramMax"):
                     if name not in group.attrs:
                         yield Problem("warning", where, f"no {name}")
+
+
+def _check_filters(data: h5py.Dataset, where: str) -> Iterator[Problem]:
+    """Filters outside Imaris' set (deflate, shuffle, LZ4): Imaris cannot read the data, and
+    ims_store only through an HDF5 plugin, if one is installed."""
+    for f in dataset_filters(data):
+        if f.id not in FILTERS:
+            yield Problem(
+                "error",
+                where,
+                f"compressed with HDF5 filter {f.id} ({f.name or 'unnamed'}), which no ims_store decoder knows; "
+                "Imaris reads only deflate, shuffle and LZ4",
+            )
+
+
+def _chunk_extents(data: h5py.Dataset) -> Iterator[tuple[tuple[int, ...], int, int]]:
+    """(chunk position on the chunk grid, file offset, stored size) of every written chunk."""
+    dsid = data.id
+    if data.chunks is None:
+        offset = dsid.get_offset()
+        if offset is not None:  # contiguous: one run of bytes (None: never written, or compact)
+            yield (0, 0, 0), int(offset), int(dsid.get_storage_size())
+        return
+    found: list[h5py.h5d.StoreInfo] = []
+    if hasattr(dsid, "chunk_iter"):
+        dsid.chunk_iter(found.append)
+    else:  # pragma: no cover - HDF5 < 1.12.3: one call per chunk
+        found = [dsid.get_chunk_info(i) for i in range(dsid.get_num_chunks())]
+    for info in found:
+        if info.byte_offset is not None:
+            grid = tuple(o // c for o, c in zip(info.chunk_offset, data.chunks, strict=True))
+            yield grid, int(info.byte_offset), int(info.size)
+
+
+def _check_chunk_extents(data: h5py.Dataset, where: str, file_size: int) -> Iterator[Problem]:
+    """Chunks whose bytes lie (partly) past the end of the file: a damaged chunk index, or a copy
+    cut short whose HDF5 structures survived. Nobody can read them."""
+    try:
+        extents = list(_chunk_extents(data))
+    except (OSError, RuntimeError, ValueError) as err:
+        yield Problem("error", where, f"HDF5 cannot list the chunks ({err})")
+        return
+    for grid, offset, size in extents:
+        if offset + size > file_size:
+            yield Problem(
+                "error",
+                where,
+                f"chunk {grid} (z, y, x) lies past the end of the file: bytes {offset}..{offset + size} "
+                f"of a file of {file_size}",
+            )
+
+
+def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
+    """Decode every chunk (``validate(deep=True)``); one problem per chunk that fails."""
+    from .store import ImsStore
+
+    with warnings.catch_warnings():
+        # parse_layout warned about the same file a moment ago
+        warnings.simplefilter("ignore", ImsWarning)
+        store = ImsStore(layout.path)
+    problems: list[Problem] = []
+    try:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for lvl in layout.levels:
+                for tp in layout.timepoints:
+                    for ch in layout.channels:
+                        path = layout.data_path(lvl.index, tp.index, ch.index)
+                        data = f.get(path)
+                        if isinstance(data, h5py.Dataset) and data.ndim == 3 and data.dtype == lvl.dtype:
+                            problems += _decode_dataset(store, pool, lvl, tp.index, ch.index, path)
+                        # else: no readable Data at all, reported by the structural checks
+    finally:
+        store.close()
+    return problems
+
+
+def _decode_dataset(store: ImsStore, pool: ThreadPoolExecutor, lvl: Level, t: int, c: int, path: str) -> list[Problem]:
+    """Problems of one dataset: one for the dataset if it cannot be indexed, else one per bad chunk."""
+    grid: list[tuple[int, int, int]] = list(itertools.product(*(range(n) for n in lvl.chunk_grid)))  # type: ignore[arg-type]
+
+    def decode(pos: tuple[int, int, int]) -> Problem | None:
+        try:
+            store.read_chunk(lvl.index, t, c, *pos)
+        except (CorruptChunkError, TruncatedFileError) as err:
+            return Problem("error", path, err.reason)
+        return None
+
+    try:
+        first = decode(grid[0])  # also builds the chunk index, which fails for the whole dataset
+    except ImsError as err:
+        return [Problem("error", path, f"its chunks cannot be read: {err.reason}")]
+    found = [first, *pool.map(decode, grid[1:])]
+    return [p for p in found if p is not None]

@@ -30,7 +30,7 @@ from .store import ImsStore
 try:
     import xarray as xr
     from xarray.backends import BackendEntrypoint
-except ImportError as err:  # pragma: no cover - exercised only without the extra
+except ImportError as err:  # tests hide xarray to reach this
     raise MissingDependencyError("the xarray backend needs xarray: pip install 'ims-store[xarray]'", None) from err
 
 __all__ = ["ImsBackendEntrypoint", "open_level"]

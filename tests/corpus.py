@@ -4,6 +4,7 @@ written by odd tools. Each maker takes the sound file and the path to write the 
 from __future__ import annotations
 
 import shutil
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,21 @@ from ims_store.synthetic import make_example_ims
 
 Maker = Callable[[Path, Path], None]
 LEVEL0 = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 0"
+# the damaged chunks, as (level, time point, channel, (z, y, x) on the chunk grid); away from 0
+# on purpose, so that an error naming the wrong level, time point or chunk shows
+CORRUPT_CHUNK = (0, 1, 0, (1, 2, 1))
+PAST_EOF_CHUNK = (1, 1, 0, (1, 0, 1))
+
+
+def data_path(level: int, t: int, c: int) -> str:
+    """The Data dataset of a (level, time point, channel) of the sound file (numbers are indexes)."""
+    return f"DataSet/ResolutionLevel {level}/TimePoint {t}/Channel {c}/Data"
+
+
+def _chunk_info(f: h5py.File, where: tuple[int, int, int, tuple[int, int, int]]) -> h5py.h5d.StoreInfo:
+    level, t, c, chunk = where
+    dataset = f[data_path(level, t, c)]
+    return dataset.id.get_chunk_info_by_coord(tuple(i * n for i, n in zip(chunk, dataset.chunks, strict=True)))
 
 
 def sound_file(path: Path) -> Path:
@@ -65,7 +81,7 @@ def _replace_data(level: int, make_data: Callable[[h5py.Dataset], np.ndarray], *
 def _corrupt_chunk(good: Path, out: Path) -> None:
     shutil.copyfile(good, out)
     with h5py.File(out, "r") as f:
-        info = f[f"{LEVEL0}/Data"].id.get_chunk_info(1)
+        info = _chunk_info(f, CORRUPT_CHUNK)
     with open(out, "r+b") as fh:
         fh.seek(info.byte_offset + 4)
         fh.write(bytes(range(256))[: max(8, info.size - 8)])
@@ -80,6 +96,48 @@ def _chunk_past_eof(good: Path, out: Path) -> None:
     shutil.copyfile(good, out)
     with open(out, "r+b") as fh:
         fh.truncate(last.byte_offset + last.size // 2)
+
+
+def _chunk_index_past_eof(good: Path, out: Path) -> None:
+    """One chunk's address in the chunk index (a version 1 B-tree, which has no checksum) moved
+    so that its bytes run past the end of the file. HDF5 opens the file, since it reads chunk
+    indexes only when the data is read; the file size is untouched."""
+    shutil.copyfile(good, out)
+    with h5py.File(out, "r") as f:
+        info = _chunk_info(f, PAST_EOF_CHUNK)
+    # a B-tree key: chunk size, filter mask, the chunk's offset in elements (plus a 0 for the
+    # element itself); the child pointer after it is the chunk's file address
+    key = struct.pack("<II4Q", info.size, info.filter_mask, *info.chunk_offset, 0)
+    data = bytearray(out.read_bytes())
+    record = key + struct.pack("<Q", info.byte_offset)
+    at = data.find(record)
+    if at < 0 or data.find(record, at + 1) >= 0:
+        raise RuntimeError(f"the chunk index record of {PAST_EOF_CHUNK} is not unique in {out}")
+    data[at + len(key) : at + len(record)] = struct.pack("<Q", len(data) - info.size // 2)
+    out.write_bytes(data)
+
+
+def _filter_masks(group: str, masks: dict[tuple[int, int, int], int], **create: object) -> Maker:
+    """``group``'s Data rewritten with the filters ``create`` names, then the chunks in ``masks``
+    stored again with those filter masks: bit i set means filter i was skipped for the chunk,
+    so the chunk holds the output of the other filters only (the pipeline is shuffle, deflate or
+    deflate alone here, so a skipped deflate leaves shuffled or raw bytes)."""
+
+    def edit(f: h5py.File) -> None:
+        values = f[group]["Data"][...]
+        chunks = f[group]["Data"].chunks
+        del f[group]["Data"]
+        dataset = f[group].create_dataset("Data", data=values, chunks=chunks, **create)
+        shuffled = bool(create.get("shuffle"))
+        for chunk, mask in masks.items():
+            origin = tuple(i * n for i, n in zip(chunk, chunks, strict=True))
+            block = values[tuple(slice(o, o + n) for o, n in zip(origin, chunks, strict=True))]
+            raw = np.ascontiguousarray(block, "<u2").tobytes()
+            if shuffled and not mask & 1:  # HDF5 shuffle: all low bytes, then all high bytes
+                raw = np.frombuffer(raw, np.uint8).reshape(-1, 2).T.tobytes()
+            dataset.id.write_direct_chunk(origin, raw, filter_mask=mask)
+
+    return _copy(edit)
 
 
 def _unknown_filter(good: Path, out: Path) -> None:
@@ -154,6 +212,7 @@ VARIANTS: dict[str, Maker] = {
     "truncated-90pct": _truncate(0.90),
     "truncated-99pct": _truncate(0.99),
     "chunk-past-eof": _chunk_past_eof,
+    "chunk-index-past-eof": _chunk_index_past_eof,
     "zero-length": lambda good, out: out.write_bytes(b""),
     "directory": lambda good, out: out.mkdir(),
     "text-file": lambda good, out: out.write_text("this is not an Imaris file\n" * 50),
@@ -192,6 +251,16 @@ VARIANTS: dict[str, Maker] = {
     "channels-differ-between-levels": _copy(_levels_disagree_on_channels),
     "timepoints-differ-between-levels": _copy(_levels_disagree_on_time),
     "unknown-filter": _unknown_filter,
+    # level 0's pipeline becomes deflate alone (its first dataset sets it); one chunk stored raw
+    "filter-mask-raw-chunk": _filter_masks(LEVEL0, {(1, 2, 0): 0b1}, compression="gzip", compression_opts=2),
+    # same pipeline as the level (shuffle, deflate): one chunk only shuffled, one stored raw
+    "filter-mask-deflate-skipped": _filter_masks(
+        "DataSet/ResolutionLevel 0/TimePoint 1/Channel 1",
+        {(2, 1, 2): 0b10, (0, 2, 1): 0b11},
+        compression="gzip",
+        compression_opts=2,
+        shuffle=True,
+    ),
     "softlink-loop": _copy(_softlink_loop),
     "external-link": _copy(_external_link),
     "dataset-instead-of-group": _copy(_dataset_instead_of_group),

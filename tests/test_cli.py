@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
-from ims_store.cli import main
+from ims_store.cli import _parser, main
 
 
 def test_info_text(real_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,12 +72,46 @@ def test_demo_through_console_script(tmp_path: Path) -> None:
     assert out_file.exists()
 
 
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
 def test_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["--help"], ["info", "--help"], ["demo", "--help"]):
+    commands = _subcommands()
+    assert set(commands) >= {"info", "convert", "serve", "validate", "refs", "demo"}
+    for args in (["--help"], *([name, "--help"] for name in commands)):
         with pytest.raises(SystemExit) as code:
             main(args)
-        assert code.value.code == 0
-    assert "usage: ims-store demo" in capsys.readouterr().out
+        assert code.value.code == 0, args
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: ims-store {args[0] if len(args) == 2 else ''}".rstrip()), args
+    for name, parser in commands.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        out = "".join(capsys.readouterr().out.split())  # argparse re-wraps (even at hyphens)
+        assert "".join(parser.description.split()) in out, name
+
+
+def test_console_script(real_files: dict[str, Path]) -> None:
+    """The installed ``ims-store`` entry point itself, in a fresh process."""
+    script = shutil.which("ims-store", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    assert script is not None, "the ims-store console script is not installed"
+    path = real_files["PtK2Cell.ims"]
+    result = subprocess.run([script, "info", "--json", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    with h5py.File(path, "r") as f:
+        info = f["DataSetInfo"]
+        names = [_text(info[f"Channel {c}"], "Name") for c in range(4)]
+        size = [int(_text(info["Image"], axis)) for axis in "ZYX"]
+    assert [c["name"] for c in doc["channels"]] == names
+    assert doc["shape_tczyx"] == [1, 4, *size]
+
+
+def _text(group: h5py.Group, name: str) -> str:
+    """An Imaris text attribute (a char array), read with h5py."""
+    return b"".join(group.attrs[name]).decode()
 
 
 def test_convert_round_trips_through_the_cli(tmp_path: Path, real_files: dict[str, Path]) -> None:
@@ -114,22 +152,66 @@ def test_convert_refuses_unknown_directions(tmp_path: Path, capsys: pytest.Captu
     assert "cannot convert" in capsys.readouterr().err
 
 
-def test_validate_flags_a_broken_pyramid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import h5py
+@pytest.fixture
+def sound_file(tmp_path: Path) -> Path:
     import numpy as np
 
     from ims_store import write_ims
-    from ims_store.attributes import write_text
 
     data = np.random.default_rng(0).integers(0, 255, (40, 600, 500), dtype=np.uint8)
-    path = write_ims(data, tmp_path / "ok.ims", axes="zyx")
-    assert main(["validate", str(path)]) == 0
+    return write_ims(data, tmp_path / "ok.ims", axes="zyx")
+
+
+def test_validate_flags_a_broken_pyramid(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ims_store.attributes import write_text
+
+    assert main(["validate", str(sound_file)]) == 0
     assert "sound (0 error(s)" in capsys.readouterr().out
-    with h5py.File(path, "r+") as f:
-        write_text(f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 0"], "ImageSizeX", "17")
+    with h5py.File(sound_file, "r+") as f:
+        # the last level (2) of a 500-wide level 0 is 125 wide by Imaris' rule: claim 17
+        write_text(f["DataSet/ResolutionLevel 2/TimePoint 0/Channel 0"], "ImageSizeX", "17")
+    assert main(["validate", str(sound_file)]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("error:")]
+    assert "ResolutionLevel 2" in line and "does not follow from level 1" in line and "17)" in line
+    assert "not sound (1 error(s)" in out
+
+
+def test_validate_lists_every_problem(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    with h5py.File(sound_file, "r+") as f:
         del f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Histogram"]
         f["DataSetInfo/Image"].attrs["Unit"] = np.array([b"u", b"m"], dtype="S1")  # NULLPAD
-    assert main(["validate", str(path)]) == 1
+    assert main(["validate", str(sound_file)]) == 1
     out = capsys.readouterr().out
     assert "not sound" in out and "no Histogram" in out and "NULLPAD" in out
-    assert main(["validate", str(tmp_path / "missing.ims")]) == 1
+    assert main(["validate", str(sound_file.parent / "missing.ims")]) == 1
+
+
+def test_validate_strict_counts_warnings(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with h5py.File(sound_file, "r+") as f:
+        del f["Thumbnail"]  # a warning only: Imaris opens the file, without a preview
+    assert main(["validate", str(sound_file)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: /Thumbnail/Data" in out and ": sound (0 error(s), 1 warning(s))" in out
+    assert main(["validate", "--strict", str(sound_file)]) == 1
+    assert ": not sound (0 error(s), 1 warning(s))" in capsys.readouterr().out
+
+
+def test_validate_passes_the_real_files(real_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(real_file)]) == 0, capsys.readouterr().out
+    assert f"{real_file}: sound (0 error(s)" in capsys.readouterr().out
+
+
+def test_validate_deep_decodes_every_chunk(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with h5py.File(sound_file, "r+") as f:
+        data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]
+        mask, stored = data.id.read_direct_chunk((0, 0, 0))
+        # same length, garbage bytes: the structure stays sound, only decoding notices
+        data.id.write_direct_chunk((0, 0, 0), bytes(len(stored)), filter_mask=mask)
+    assert main(["validate", str(sound_file)]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--deep", str(sound_file)]) == 1
+    out = capsys.readouterr().out
+    assert "not sound (1 error(s)" in out and "ResolutionLevel 0" in out

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from helpers import h5py_level
 
-from ims_store.napari_reader import napari_get_reader
+from ims_store.napari_reader import napari_get_reader, reader_function
+from ims_store.synthetic import make_example_ims
 
 
 def test_reader_claims_only_ims(tmp_path: Path) -> None:
@@ -29,8 +31,8 @@ def test_one_multiscale_layer_per_channel(real_files: dict[str, Path]) -> None:
         voxel = (17.118 + 0.033) / 256
         assert meta["scale"] == pytest.approx((1.0, 0.2, voxel, voxel))
         assert meta["translate"] == pytest.approx((0.0, -0.1 + 0.1, -0.033 + voxel / 2, -0.033 + voxel / 2))
-    name, colors = layers[1][1]["colormap"]
-    assert name == "Microtubules" and colors[-1].tolist() == [0.0, 1.0, 0.0, 1.0]
+    colormap = layers[1][1]["colormap"]
+    assert colormap["name"].startswith("Microtubules") and colormap["colors"][-1] == [0.0, 1.0, 0.0, 1.0]
 
 
 def test_pyramid_levels_and_histogram_limits(real_files: dict[str, Path]) -> None:
@@ -52,3 +54,49 @@ def test_manifest_is_valid_and_registered() -> None:
     reader = manifest.contributions.readers[0]
     assert reader.filename_patterns == ["*.ims"]
     assert manifest.contributions.commands[0].python_name == "ims_store.napari_reader:napari_get_reader"
+
+
+def _h5py_color(path: Path, channel: int) -> list[float]:
+    """The channel's ``Color`` attribute ("r g b" as a char array), read with h5py."""
+    with h5py.File(path, "r") as f:
+        text = b"".join(f[f"DataSetInfo/Channel {channel}"].attrs["Color"]).decode()
+    return [float(v) for v in text.split()]
+
+
+@pytest.fixture
+def tinted_file(tmp_path: Path) -> Path:
+    """Channels named like napari's built-in colormaps, tinted otherwise."""
+    return make_example_ims(
+        tmp_path / "tinted.ims",
+        shape=(4, 32, 32),
+        channels=2,
+        timepoints=1,
+        channel_names=["gray", "red"],
+        channel_colors=[(1.0, 0.0, 0.3), (0.2, 0.6, 1.0)],
+    )
+
+
+@pytest.mark.parametrize("name", ["PtK2Cell.ims", "tinted"])
+def test_colormaps_take_the_form_napari_accepts(name: str, real_files: dict[str, Path], tinted_file: Path) -> None:
+    path = real_files[name] if name in real_files else tinted_file
+    layers = reader_function(str(path))
+    names = set()
+    for index, (_, meta, _) in enumerate(layers):
+        colormap = meta["colormap"]
+        # napari's ensure_colormap builds Colormap(**value) from a dict holding "colors": only
+        # Colormap's own fields may appear, colours as RGBA rows in 0..1
+        assert isinstance(colormap, dict) and set(colormap) == {"name", "colors"}
+        assert isinstance(colormap["name"], str) and colormap["name"].startswith(meta["name"])
+        np.testing.assert_allclose(colormap["colors"], [[0.0, 0.0, 0.0, 1.0], [*_h5py_color(path, index), 1.0]])
+        names.add(colormap["name"])
+    # registered globally by name in napari: never a built-in's name, never shared
+    assert len(names) == len(layers) and not names & {"gray", "red", "green", "blue"}
+
+
+def test_napari_builds_the_colormaps(tinted_file: Path) -> None:
+    colormaps = pytest.importorskip("napari.utils.colormaps")  # napari itself is an optional extra
+    for index, (_, meta, _) in enumerate(reader_function(str(tinted_file))):
+        built = colormaps.ensure_colormap(meta["colormap"])
+        np.testing.assert_allclose(built.colors[-1], [*_h5py_color(tinted_file, index), 1.0], atol=1e-6)
+        np.testing.assert_allclose(built.colors[0], [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(colormaps.ensure_colormap("gray").colors[-1], [1.0, 1.0, 1.0, 1.0])

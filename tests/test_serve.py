@@ -99,10 +99,50 @@ def test_nothing_outside_the_store(server: ImsHTTPServer, path: str) -> None:
     assert response.status == 404
 
 
-def test_other_methods_refused(server: ImsHTTPServer) -> None:
-    for method in ("POST", "PUT", "DELETE"):
-        response, _ = _request(server, method, "/zarr.json")
-        assert response.status == 405
+@pytest.mark.parametrize(
+    "method", ["POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "PROPFIND", "MKCOL", "FROBNICATE", "get"]
+)
+def test_every_other_method_is_refused_with_405(server: ImsHTTPServer, method: str) -> None:
+    """Not 501 (a method the server does not know) but 405 (one it refuses), with the methods it
+    allows; methods are case-sensitive, so ``get`` is not GET."""
+    response, body = _request(server, method, "/zarr.json")
+    assert response.status == 405, method
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert body == b"405 Method Not Allowed\n"
+
+
+def test_a_refused_request_body_is_not_read_as_the_next_request(server: ImsHTTPServer) -> None:
+    """A refused request's body is never read: the server closes the connection rather than
+    parse that body as a request of its own."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    smuggled = b"GET /zarr.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn.request("FROBNICATE", "/zarr.json", body=smuggled)
+    response = conn.getresponse()
+    assert response.status == 405 and response.headers["Connection"] == "close"
+    response.read()
+    assert response.will_close
+    conn.close()
+    response, _ = _request(server, "GET", "/zarr.json" if server.ngff == "0.5" else "/.zattrs")  # type: ignore[attr-defined]
+    assert response.status == 200
+
+
+def test_keep_alive_responses_are_not_delayed(server: ImsHTTPServer) -> None:
+    """Many requests on one connection, as zarr clients make them: with Nagle's algorithm on, each
+    response's body waited ~40 ms for the client's delayed ACK of its headers."""
+    import time
+
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    # a small document: a body larger than a TCP segment is sent at once even with Nagle on
+    key = "/zarr.json" if server.ngff == "0.5" else "/.zattrs"  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    for _ in range(100):
+        conn.request("GET", key)
+        response = conn.getresponse()
+        assert response.status == 200 and response.read()
+    conn.close()
+    assert time.perf_counter() - start < 2.0  # ~0.1 s here; over 4 s when every response waits
 
 
 def test_neuroglancer_state_opens_on_the_xy_plane(real_files: dict[str, Path]) -> None:

@@ -12,6 +12,7 @@ from helpers import assert_group_matches_h5py, h5py_counts, h5py_level
 from ome_zarr_models.v05 import Image as Image05
 
 from ims_store import to_ome_zarr
+from ims_store.cli import main
 
 
 @pytest.mark.parametrize("name", ["uint16-shuffle-gzip-3-levels", "12-timepoints-3-channels", "float32-padded-levels"])
@@ -67,4 +68,28 @@ def test_sharding_refuses_what_it_cannot_do(
     options = {"chunks_per_shard": (2, 2, 2), **options}
     with pytest.raises(ValueError, match=message):
         to_ome_zarr(synthetic_files["uint8-gzip"], tmp_path / "x.ome.zarr", **options)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_shards(synthetic_files: dict[str, Path], tmp_path: Path) -> None:
+    source = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    out = tmp_path / "cli.ome.zarr"
+    assert main(["convert", str(source), str(out), "--chunks-per-shard", "2,2,2", "--quiet"]) == 0
+    assert json.loads((out / "0" / "zarr.json").read_text())["codecs"][0]["name"] == "sharding_indexed"
+    assert_group_matches_h5py(zarr.open_group(out, mode="r"), source)
+
+
+@pytest.mark.parametrize("value", ["2,2", "2,0,2", "a,b,c"])
+def test_cli_refuses_bad_shard_counts(
+    synthetic_files: dict[str, Path], tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as err:
+        main(["convert", str(synthetic_files["uint8-gzip"]), str(tmp_path / "x.ome.zarr"), "--chunks-per-shard", value])
+    assert err.value.code == 2
+    assert "--chunks-per-shard" in capsys.readouterr().err
+
+
+def test_cli_refuses_shards_for_nifti(synthetic_files: dict[str, Path], tmp_path: Path) -> None:
+    argv = ["convert", str(synthetic_files["uint8-gzip"]), str(tmp_path / "x.nii.gz"), "--chunks-per-shard", "2,2,2"]
+    assert main(argv) == 2
     assert not list(tmp_path.iterdir())

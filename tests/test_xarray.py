@@ -79,3 +79,18 @@ def test_crop_downsample_and_save_keep_geometry(tmp_path: Path, synthetic_files:
     lay = read_layout(small)
     assert lay.levels[0].voxel_size == pytest.approx((1.0, 0.5, 0.5))
     assert float(xr.open_dataarray(small, engine="ims").y[0]) == pytest.approx(float(coarse.y[0]))
+
+
+def test_without_xarray_the_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from ims_store import MissingDependencyError
+
+    # a None entry makes ``import xarray`` fail as if it were not installed; the backend module
+    # is dropped so that it is imported afresh (monkeypatch puts both back afterwards)
+    monkeypatch.setitem(sys.modules, "xarray", None)
+    monkeypatch.delitem(sys.modules, "ims_store.xarray_backend", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"ims-store\[xarray\]") as err:
+        importlib.import_module("ims_store.xarray_backend")
+    assert isinstance(err.value, ImportError)
