@@ -23,6 +23,7 @@ from .errors import (
     NotImarisError,
     ReadOnlyError,
     SelectionError,
+    ServerError,
     TruncatedFileError,
 )
 from .layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint, read_layout
@@ -55,6 +56,7 @@ __all__ = [
     "NotImarisError",
     "ReadOnlyError",
     "SelectionError",
+    "ServerError",
     "SourceError",
     "TimePoint",
     "TruncatedFileError",

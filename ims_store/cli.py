@@ -172,30 +172,20 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ImsHTTPServer, neuroglancer_state, viewer_links
-    from .store import ImsStore
+    from .serve import make_server, neuroglancer_state, viewer_links
 
-    # as serve.make_server, but holding the store: a server that cannot bind must not leak it
-    if args.ngff == "0.4":
-        store = ImsStore(args.file, zarr_format=2, chunk_mode="passthrough")
-    else:
-        store = ImsStore(args.file, zarr_format=3)
+    server = make_server(args.file, host=args.host, port=args.port, ngff=args.ngff, cors=args.cors or None)
     try:
-        server = ImsHTTPServer(store, args.host, args.port, args.cors or None)
-    except OSError as err:  # port in use, no such address, a host name that does not resolve
-        store.close()
-        raise _UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from err
-    try:
+        layout = server.store.layout
         print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
-        for name, link in viewer_links(server.url, args.ngff, store.layout).items():
+        for name, link in viewer_links(server.url, args.ngff, layout).items():
             print(f"  {name}: {link}", flush=True)
-        state = neuroglancer_state(store.layout, server.url, args.ngff)
+        state = neuroglancer_state(layout, server.url, args.ngff)
         print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
         print("press Ctrl-C to stop", flush=True)
         server.serve_forever()
     finally:
-        server.server_close()
-        store.close()
+        server.server_close()  # and the file
     return 0
 
 

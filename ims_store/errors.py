@@ -28,6 +28,7 @@ __all__ = [
     "NotImarisError",
     "ReadOnlyError",
     "SelectionError",
+    "ServerError",
     "TruncatedFileError",
 ]
 
@@ -89,3 +90,7 @@ class MissingDependencyError(ImsError, ImportError):
 
 class ClusterError(ImsError, ConnectionError):
     """A dask scheduler given by its address cannot be reached."""
+
+
+class ServerError(ImsError, OSError):
+    """The HTTP server cannot listen where asked (a port in use, an address not on this machine)."""

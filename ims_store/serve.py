@@ -26,6 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from .errors import ServerError
 from .geometry import ngff_unit
 from .layout import ImsLayout
 from .ngff import channel_hex, time_step, type_range
@@ -47,6 +48,11 @@ class ImsHTTPServer(ThreadingHTTPServer):
         self.store = store
         self.cors = cors
         super().__init__((host, port), _Handler)
+
+    def server_close(self) -> None:
+        """Stop listening and release the file."""
+        super().server_close()
+        self.store.close()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that hang up or time out are routine; anything else is printed as a bug."""
@@ -78,11 +84,16 @@ def make_server(
     ngff: Literal["0.4", "0.5"] = "0.5",
     cors: str | None = "*",
 ) -> ImsHTTPServer:
-    """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``)."""
+    """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``;
+    ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`."""
     if ngff not in ("0.4", "0.5"):
         raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
     store = ImsStore(path, zarr_format=2, chunk_mode="passthrough") if ngff == "0.4" else ImsStore(path, zarr_format=3)
-    return ImsHTTPServer(store, host, port, cors)
+    try:
+        return ImsHTTPServer(store, host, port, cors)
+    except OSError as err:  # port in use, no such address, a host name that does not resolve
+        # (socketserver already called server_close, which released the store)
+        raise ServerError(f"cannot listen on {host}:{port}: {err.strerror or err}", path) from err
 
 
 def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, Any]:
@@ -98,12 +109,11 @@ def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"])
     step = time_step(layout) or 1.0
     dimensions = {"t": [step, "s" if time_step(layout) else ""]}
     dimensions.update({axis: [v * metres, "m"] for axis, v in zip("zyx", level.voxel_size, strict=True)})
-    # positions count voxels of these dimensions from the physical origin: the data spans
-    # ExtMin / voxel .. ExtMin / voxel + size, so the middle slice is at ExtMin / voxel + size / 2
-    position = [
-        0.5,
-        *(lo / v + n / 2 for lo, v, n in zip(layout.extent_min, level.voxel_size, level.size, strict=True)),
-    ]
+    # positions count voxels of these dimensions from the physical origin: voxel i spans
+    # ExtMin / voxel + i .. + i + 1. x and y sit at the centre of the image; z at the centre of
+    # slice n // 2 (the image's centre, n / 2, would be a border between two slices)
+    (z0, y0, x0), (nz, ny, nx) = (lo / v for lo, v in zip(layout.extent_min, level.voxel_size, strict=True)), level.size
+    position = [0.5, z0 + nz // 2 + 0.5, y0 + ny / 2, x0 + nx / 2]
     layers = []
     for ch in layout.channels:
         lo, hi = ch.color_range or ch.histogram_range or type_range(layout.dtype)
@@ -117,6 +127,7 @@ def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"])
                 "localPosition": [ch.index],  # channel dimensions take the integer index
                 "shader": _SHADER,
                 "shaderControls": {"normalized": {"range": [lo, hi]}, "color": color},
+                "opacity": 1.0,  # neuroglancer's default of 0.5 would show the top of the range at half brightness
                 "blend": "additive",
             }
         )

@@ -232,7 +232,7 @@ def test_neuroglancer_renders_a_real_file(real_files: dict[str, Path], ngff: str
     _, (lo, hi) = _h5py_channel_display(path, 1)
     level = np.clip((h5py_level(path, 0, 0, 1).astype(np.float64) - lo) / (hi - lo), 0, 1)
     # 32 slices: neuroglancer shows slice 16 (it places NGFF voxel centres at the translation,
-    # so slice i covers ExtMin + [i, i + 1) voxels, and `serve` opens on ExtMin + 16 voxels)
+    # so slice i covers ExtMin + [i, i + 1) voxels, and `serve` opens on ExtMin + 16.5 voxels)
     middle = level.shape[0] // 2
     by_slice = [_correlations(panel, plane) for plane in level]
     right = by_slice[middle]

@@ -11,7 +11,8 @@ import pytest
 import zarr
 from helpers import h5py_level
 
-from ims_store.serve import ImsHTTPServer, make_server, viewer_links
+from ims_store import ImsStore
+from ims_store.serve import ImsHTTPServer, make_server, neuroglancer_state, viewer_links
 
 
 @pytest.fixture(params=["0.5", "0.4"])
@@ -153,7 +154,7 @@ def test_neuroglancer_state_opens_on_the_xy_plane(real_files: dict[str, Path]) -
     state = neuroglancer_state(layout, "http://127.0.0.1:8000/", "0.4")
     assert state["displayDimensions"] == ["x", "y", "z"] and state["layout"] == "xy"
     assert state["dimensions"]["x"] == [(17.118 + 0.033) / 256 * 1e-6, "m"]
-    assert state["position"][1] == pytest.approx(-0.1 / 0.2 + 16)  # the middle z slice
+    assert state["position"][1] == pytest.approx(-0.1 / 0.2 + 16 + 0.5)  # the centre of the middle z slice
     names = [layer["name"] for layer in state["layers"]]
     assert names == ["Kinetochores", "Microtubules", "DNA", "Dynactin"]
     assert [layer["localPosition"] for layer in state["layers"]] == [[0], [1], [2], [3]]
@@ -184,3 +185,34 @@ def test_serve_command_prints_url_and_links(real_files: dict[str, Path]) -> None
     assert lines[0].startswith("serving ") and "http://127.0.0.1:" in lines[0]
     assert lines[1].strip().startswith("neuroglancer: https://") and lines[2].strip().startswith("vizarr: https://")
     assert lines[3].strip().startswith("neuroglancer state")
+
+
+def test_make_server_that_cannot_listen_raises_server_error(real_files: dict[str, Path]) -> None:
+    import socket
+
+    from ims_store import ImsError, ServerError
+
+    path = real_files["PtK2Cell.ims"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ServerError) as err:
+            make_server(path, port=port)
+    assert isinstance(err.value, ImsError) and isinstance(err.value, OSError)
+    assert str(path) in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
+
+
+def test_neuroglancer_opens_on_the_centre_of_the_middle_voxel(real_files: dict[str, Path]) -> None:
+    import h5py
+
+    path = real_files["PtK2Cell.ims"]
+    with h5py.File(path, "r") as f:
+        image = f["DataSetInfo/Image"]
+        text = {k: b"".join(image.attrs[k]).decode() for k in ("ExtMin2", "ExtMax2", "Z")}
+    lo, hi, n = float(text["ExtMin2"]), float(text["ExtMax2"]), int(text["Z"])
+    voxel = (hi - lo) / n
+    state = neuroglancer_state(ImsStore(path).layout, "http://127.0.0.1:1/", "0.5")
+    z = state["position"][1]  # in voxels of the z dimension, counted from the physical origin
+    assert z - lo / voxel == pytest.approx(n // 2 + 0.5)  # inside slice n // 2, on no border
+    assert all(layer["opacity"] == 1.0 for layer in state["layers"])
