@@ -441,6 +441,8 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
         size = tuple(parse_int(read_text(channel_group, f"ImageSize{a}")) for a in "ZYX")
         if index == 0 and any(s is None for s in size) and image is not None:
             size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
+            if all(s is not None for s in size):
+                note(f"{where}: ImageSizeX/Y/Z missing or not whole numbers; using DataSetInfo/Image X, Y, Z")
         if any(s is None for s in size):
             raise MalformedImsError(f"{where}: ImageSizeX/Y/Z missing or not whole numbers", path)
         if any(s <= 0 for s in size):  # type: ignore[operator]

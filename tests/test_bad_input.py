@@ -115,8 +115,8 @@ EXPECTED: dict[str, dict[str, Outcome]] = {
     "missing-data-level0": refused(MalformedImsError),
     "missing-data-level1": refused(MalformedImsError),
     "missing-data-other-channel": broken(MalformedImsError),  # zeros would be wrong pixels: refused, not filled
-    # lenient: level 0's size falls back to DataSetInfo/Image X, Y, Z, which hold the true size;
-    # validate reports the unusable ImageSize attribute
+    # lenient: level 0's size falls back to DataSetInfo/Image X, Y, Z, which hold the true size
+    # (with an ImsWarning); validate reports the unusable ImageSize attribute
     "imagesize-missing": lenient(),
     "imagesize-missing-level1": refused(MalformedImsError),  # no fallback above level 0
     "imagesize-not-a-number": lenient(),  # same fallback
@@ -166,7 +166,13 @@ BROKEN: dict[str, dict[Where, set[Chunk] | None]] = {
 }
 
 # variants that warn (ImsWarning) on every command that opens them, and what the warning says
+_SIZE_FALLBACK = "ImageSizeX/Y/Z missing or not whole numbers; using DataSetInfo/Image X, Y, Z"
 WARNS = {
+    "imagesize-missing": _SIZE_FALLBACK,
+    "imagesize-not-a-number": _SIZE_FALLBACK,
+    "imagesize-nan": _SIZE_FALLBACK,
+    "imagesize-fractional": _SIZE_FALLBACK,
+    "garbage-bytes-in-text": _SIZE_FALLBACK,
     "extmax-below-extmin": "extents ExtMin/ExtMax missing or invalid",
     "extents-not-numbers": "extents ExtMin/ExtMax missing or invalid",
     "level-missing-in-the-middle": "resolution levels are numbered 0, 5",
