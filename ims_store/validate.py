@@ -249,13 +249,36 @@ def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
                     )
                 yield from _check_filters(data, f"{where}/Data")
                 yield from _check_chunk_extents(data, f"{where}/Data", os.path.getsize(f.filename))
-                if not isinstance(group.get("Histogram"), h5py.Dataset):
-                    yield Problem("error", where, "no Histogram")
-                elif lvl.dtype != np.uint8 and not isinstance(group.get("Histogram1024"), h5py.Dataset):
-                    yield Problem("warning", where, "no Histogram1024 (Imaris writes one for data beyond 8 bits)")
-                for name in ("HistogramMin", "HistogramMax"):
-                    if name not in group.attrs:
-                        yield Problem("warning", where, f"no {name}")
+                yield from _check_histograms(group, lvl, where)
+
+
+def _check_histograms(group: h5py.Group, lvl: Level, where: str) -> Iterator[Problem]:
+    """``Histogram`` (and ``Histogram1024`` beyond 8 bits) count the voxels of the true-size region,
+    each exactly once (floats may leave NaN out), between HistogramMin and HistogramMax."""
+    voxels = int(np.prod(lvl.size, dtype=np.int64))
+    tables = {"Histogram": 256, "Histogram1024": 1024}
+    for name, most in tables.items():
+        table = group.get(name)
+        if not isinstance(table, h5py.Dataset):
+            if name == "Histogram":
+                yield Problem("error", where, "no Histogram")
+            elif lvl.dtype != np.uint8:
+                yield Problem("warning", where, "no Histogram1024 (Imaris writes one for data beyond 8 bits)")
+            continue
+        if table.ndim != 1 or table.dtype.kind not in "iu" or not 0 < table.shape[0] <= most:
+            yield Problem(
+                "error", f"{where}/{name}", f"{table.dtype} of shape {table.shape}; expected up to {most} counts"
+            )
+            continue
+        counted = int(table[()].astype(np.uint64).sum())
+        if counted != voxels and not (lvl.dtype.kind == "f" and counted < voxels):
+            yield Problem("error", f"{where}/{name}", f"counts {counted} voxels; the level has {voxels}")
+        suffix = name[len("Histogram") :]
+        low, high = (parse_float(read_text(group, f"Histogram{b}{suffix}")) for b in ("Min", "Max"))
+        if low is None or high is None:
+            yield Problem("warning", where, f"no HistogramMin{suffix} / HistogramMax{suffix}")
+        elif low > high:
+            yield Problem("error", where, f"HistogramMin{suffix} {low} is above HistogramMax{suffix} {high}")
 
 
 def _check_filters(data: h5py.Dataset, where: str) -> Iterator[Problem]:

@@ -172,9 +172,12 @@ def test_validate_flags_a_broken_pyramid(sound_file: Path, capsys: pytest.Captur
         write_text(f["DataSet/ResolutionLevel 2/TimePoint 0/Channel 0"], "ImageSizeX", "17")
     assert main(["validate", str(sound_file)]) == 1
     out = capsys.readouterr().out
-    (line,) = [line for line in out.splitlines() if line.startswith("error:")]
+    (line,) = [line for line in out.splitlines() if line.startswith("error:") and "does not follow" in line]
     assert "ResolutionLevel 2" in line and "does not follow from level 1" in line and "17)" in line
-    assert "not sound (1 error(s)" in out
+    # the level's histogram, made for the true width, no longer counts the claimed voxels either
+    (hist,) = [line for line in out.splitlines() if line.startswith("error:") and "Histogram" in line]
+    assert "ResolutionLevel 2" in hist
+    assert "not sound (2 error(s)" in out
 
 
 def test_validate_lists_every_problem(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,6 +190,21 @@ def test_validate_lists_every_problem(sound_file: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "not sound" in out and "no Histogram" in out and "NULLPAD" in out
     assert main(["validate", str(sound_file.parent / "missing.ims")]) == 1
+
+
+def test_validate_checks_histograms(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ims_store.attributes import write_text
+
+    with h5py.File(sound_file, "r+") as f:
+        group = f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 0"]
+        group["Histogram"][...] = 0  # written, but counting nothing
+        write_text(group, "HistogramMin", "300")
+        write_text(group, "HistogramMax", "20")
+    assert main(["validate", str(sound_file)]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("ResolutionLevel 1" in line for line in errors)
+    assert any("counts 0 voxels" in line for line in errors)
+    assert any("HistogramMin 300.0 is above HistogramMax 20.0" in line for line in errors)
 
 
 def test_validate_strict_counts_warnings(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
