@@ -23,6 +23,12 @@ def decode_text(value: object) -> str:
 
     >>> decode_text(np.array([b"u", b"m"], dtype="S1"))
     'um'
+
+    Text ends at the first NUL, as it does for Imaris (C strings); numpy reads a NUL
+    character of an ``S1`` array as an empty element:
+
+    >>> decode_text(np.array([b"1", b"", b"5"], dtype="S1"))
+    '1'
     """
     if isinstance(value, bytes):
         raw = value
@@ -30,7 +36,10 @@ def decode_text(value: object) -> str:
         return value.rstrip("\x00")
     elif isinstance(value, np.ndarray):
         if value.dtype.kind == "S":
-            raw = b"".join(value.ravel().tolist())
+            items = value.ravel().tolist()
+            if value.dtype.itemsize == 1 and b"" in items:
+                items = items[: items.index(b"")]
+            raw = b"".join(items)
         elif value.dtype.kind == "U":
             return "".join(value.ravel().tolist()).rstrip("\x00")
         elif value.dtype.kind == "O":

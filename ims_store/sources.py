@@ -32,6 +32,7 @@ Vec3 = tuple[float, float, float]
 # OME-NGFF / NIfTI unit names -> the symbol Imaris writes, with the factor to micrometres
 _IMARIS_UNIT = {"nanometer": "nm", "micrometer": "um", "millimeter": "mm", "meter": "m", "centimeter": "cm"}
 _TO_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_TCZYX = "tczyx"  # the axes of every SourceImage's data
 
 
 class SourceError(ImsError, ValueError):
@@ -145,8 +146,12 @@ def _from_array(array: Any, axes: str | None) -> SourceImage:
         raise SourceError(f"axes {axes!r} do not fit a {ndim}-D array: use {ndim} distinct letters of 'tczyx'")
     if isinstance(array, da.Array):
         return SourceImage(data=_to_tczyx(array, axes))
-    data = da.from_array(array, chunks=_default_chunks(array, axes))
-    return SourceImage(data=_to_tczyx(data, axes), in_memory=True)
+    chunks = _default_chunks(array, axes)
+    if isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
+        # dask cuts a numpy array into its chunks up front: reading a slab of one is a view
+        return SourceImage(data=_to_tczyx(da.from_array(array, chunks=chunks), axes), in_memory=True)
+    # a zarr array, a memory map...: read where it is needed (on a cluster, by the workers)
+    return SourceImage(data=_read_as_tczyx(array, axes, chunks))
 
 
 def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
@@ -155,13 +160,75 @@ def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
 
 
 def _to_tczyx(data: Any, axes: str) -> Any:
-    order = [axes.index(a) for a in "tczyx" if a in axes]
+    """A dask array with axes ``axes`` as (t, c, z, y, x): transposed, missing axes inserted.
+
+    dask fuses no later slice through the inserted axes into the reads below them (a slab of
+    the result reads whole chunks), so the array-likes ims_store wraps in dask itself take
+    `_read_as_tczyx` instead; this is for dask arrays users give, and numpy arrays.
+    """
+    order = [axes.index(a) for a in _TCZYX if a in axes]
     data = data.transpose(order) if order != list(range(len(order))) else data
-    present = [a for a in "tczyx" if a in axes]
-    for i, a in enumerate("tczyx"):
+    present = [a for a in _TCZYX if a in axes]
+    for i, a in enumerate(_TCZYX):
         if a not in present:
             data = data[(slice(None),) * i + (None,)]
     return data
+
+
+def _read_as_tczyx(array: Any, axes: str, chunks: tuple[int, ...]) -> Any:
+    """A dask (t, c, z, y, x) array of an array-like with axes ``axes``, in ``chunks`` (one per
+    axis of ``array``; 1 along the axes it lacks), that reads only the regions asked for.
+
+    >>> data = _read_as_tczyx(np.arange(24).reshape(2, 3, 4), "yzx", (2, 3, 4))
+    >>> data.shape, data.chunks[2:], int(data[0, 0, 2, 1, 3].compute())
+    ((1, 1, 3, 2, 4), ((3,), (2,), (4,)), 23)
+    """
+    import dask.array as da
+
+    by_axis = dict(zip(axes, chunks, strict=True))
+    return da.from_array(_AsTczyx(array, axes), chunks=tuple(by_axis.get(a, 1) for a in _TCZYX))
+
+
+class _AsTczyx:
+    """An array-like seen as (t, c, z, y, x): its axes reordered and the missing ones inserted
+    (length 1) in each region read, not around the whole array.
+
+    dask fuses slices into the read of its source, but not through ``x[None]`` or a transpose:
+    ``da.from_array(a)[None][0, 10:20]`` reads a's whole dask chunk. Given this view, dask asks
+    it for the (t, c, z, y, x) region wanted, and only that region of the array is read.
+    Picklable (dask.distributed) when the array is.
+    """
+
+    def __init__(self, array: Any, axes: str) -> None:
+        self.array, self.axes = array, axes
+        self.shape = tuple(int(array.shape[axes.index(a)]) if a in axes else 1 for a in _TCZYX)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(_TCZYX)
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import normalize_token
+
+        return normalize_token((type(self).__name__, self.axes, self.array))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """The region ``key`` selects: a tuple of ints and slices (what dask's getter passes),
+        one per (t, c, z, y, x) axis; an int drops its axis, as numpy does."""
+        key = key if isinstance(key, tuple) else (key,)
+        by_axis = dict(zip(_TCZYX, key + (slice(None),) * (len(_TCZYX) - len(key)), strict=True))
+        if not all(isinstance(k, (int, np.integer, slice)) for k in by_axis.values()):
+            raise TypeError(f"only ints and slices select a region here, not {key!r}")
+        block = np.asarray(self.array[tuple(by_axis[a] for a in self.axes)])
+        kept = [a for a in self.axes if isinstance(by_axis[a], slice)]  # the axes of block, in source order
+        block = block.transpose([kept.index(a) for a in _TCZYX if a in kept])
+        out = [a for a in _TCZYX if isinstance(by_axis[a], slice)]  # the axes of the result
+        for a in (a for a in _TCZYX if a not in self.axes):  # in order: the axes before a are in place
+            k = by_axis[a]
+            if isinstance(k, slice):  # a length-1 axis, sliced as asked (dask's meta read asks for 0:0)
+                i = out.index(a)
+                block = np.expand_dims(block, i)[(slice(None),) * i + (k,)]
+            elif k not in (0, -1):
+                raise IndexError(f"index {k} is out of range for axis {a!r} of length 1")
+        return block
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,8 +376,6 @@ def _from_dataarray(array: Any) -> SourceImage:
 
 
 def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
-    import dask.array as da
-
     attrs = dict(group.attrs)
     ome = attrs.get("ome", attrs)
     multiscales = ome.get("multiscales")
@@ -337,14 +402,14 @@ def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
                 scale = [s * v for s, v in zip(scale, tr["scale"], strict=True)]
             elif tr.get("type") == "translation":
                 shift = [s + v for s, v in zip(shift, tr["translation"], strict=True)]
-    data = da.from_zarr(group[dataset["path"]])
+    array = group[dataset["path"]]
     by_axis = dict(zip(axes, zip(scale, shift, strict=True), strict=True))
     space_unit = next((units.get(a) for a in "zyx" if units.get(a)), None)
     unit, factor = _imaris_unit(space_unit)
     voxel = tuple(by_axis.get(a, (1.0, 0.0))[0] * factor for a in "zyx")
     origin = tuple(by_axis.get(a, (1.0, 0.0))[1] * factor for a in "zyx")
     image = SourceImage(
-        data=_to_tczyx(data, "".join(axes)),
+        data=_read_as_tczyx(array, "".join(axes), tuple(array.chunks)),
         voxel_size=voxel,  # type: ignore[arg-type]
         origin=origin,  # type: ignore[arg-type]
         unit=unit,

@@ -6,8 +6,10 @@ import errno
 import hashlib
 import http.client
 import itertools
+import math
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,12 +28,14 @@ import hdf5plugin  # noqa: F401 - h5py reads the LZ4 chunks of re-encoded files
 import numpy as np
 import pytest
 import zarr
-from hypothesis import HealthCheck, given, settings
+from contract import COMMANDS, RUN, Case, assert_specific
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ims_store import ImsError, ImsStore, WriteError, to_ome_zarr, write_ims
 from ims_store.attributes import decode_text, parse_float, parse_floats, parse_int
 from ims_store.chunks import ChunkIndex
+from ims_store.errors import CorruptChunkError, TruncatedFileError
 from ims_store.layout import parse_timestamp
 from ims_store.synthetic import make_example_ims
 
@@ -50,16 +55,34 @@ FUZZED = [
 ]
 
 
+# how the small file is made, and so its true size (z, y, x) per level: level 1 halved (floor)
+SMALL_SHAPE = (6, 40, 30)
+SMALL_SIZES = ((6, 40, 30), (3, 20, 15))
+LIGHT_COMMANDS = ("open", "info", "read", "validate", "validate-deep")
+"""What every fuzzed file goes through; `COMMANDS`' others (serve, convert) on every
+`HEAVY_EVERY`-th file only, to keep the run short."""
+HEAVY_EVERY = 3
+
+
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_example_ims(
+    """2 levels, 1 time point, 2 channels, uint16, shuffle + gzip, padded: the file every fuzzed
+    one is made from."""
+    path = make_example_ims(
         tmp_path_factory.mktemp("fuzz") / "small.ims",
-        shape=(6, 40, 30),
+        shape=SMALL_SHAPE,
         channels=2,
         timepoints=1,
         threshold_voxels=2000,
         chunks=(4, 16, 16),
     )
+    with h5py.File(path, "r") as f:  # `SMALL_SIZES` is what the file records
+        levels = [name for name in f["DataSet"] if name.startswith("ResolutionLevel ")]
+        assert len(levels) == len(SMALL_SIZES)
+        for level, size in enumerate(SMALL_SIZES):
+            group = f[f"DataSet/ResolutionLevel {level}/TimePoint 0/Channel 0"]
+            assert tuple(int(b"".join(group.attrs[f"ImageSize{a}"])) for a in "ZYX") == size
+    return path
 
 
 @given(st.binary(max_size=40))
@@ -68,11 +91,57 @@ def test_text_parsers_never_raise(raw: bytes) -> None:
     parse_float(text), parse_floats(text), parse_int(text), parse_timestamp(text)
 
 
+# Imaris writes numbers as text in any float syntax; a count is the text's first number, if whole
+_FIRST_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|nan)", re.IGNORECASE)
+
+
+def _stated_count(raw: bytes) -> int | None:
+    """The count an attribute of these bytes states: its first number when that is finite and
+    whole, else None. The text ends at the first NUL, as a C string does for Imaris."""
+    found = _FIRST_NUMBER.search(raw.split(b"\0", 1)[0].decode("latin-1"))
+    value = float(found.group()) if found else math.nan
+    return int(value) if math.isfinite(value) and value == int(value) else None
+
+
+def _true_sizes(path: Path, where: tuple[str, str], raw: bytes) -> tuple[tuple[int, int, int], ...] | None:
+    """Each level's size once ``raw`` replaced the attribute ``where``, or None where the file
+    then states no usable size (every command must refuse it)."""
+    group, name = where
+    if not name.startswith("ImageSize"):
+        return SMALL_SIZES  # the other attributes do not touch the pixels
+    level, axis = int(group.split("/")[1].split(" ")[1]), "ZYX".index(name[-1])
+    stated = _stated_count(raw)
+    if stated is None:  # level 0 falls back to DataSetInfo/Image X, Y, Z, which hold the true size
+        return SMALL_SIZES if level == 0 else None
+    with h5py.File(path, "r") as f:
+        stored = f[f"{group}/Data"].shape[axis]
+    if not 0 < stated <= stored:
+        return None
+    sizes = [list(size) for size in SMALL_SIZES]
+    sizes[level][axis] = stated  # a smaller size, or one reaching into the padding, is the file's word
+    return tuple(tuple(size) for size in sizes)  # type: ignore[misc]
+
+
+# numbers among garbage, so that ImageSize attributes also state sizes: small, in the padding, too big, 0, < 0
+_NUMBER_IN_GARBAGE = st.builds(
+    lambda before, number, tail, after: before + f"{number}{tail}".encode() + after,
+    st.binary(max_size=3),
+    st.integers(-2, 50),
+    st.sampled_from(["", ".0", ".5", "e1", "e-1", " 7"]),
+    st.binary(max_size=3),
+)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(FUZZED), st.binary(min_size=1, max_size=24))
+@given(st.sampled_from(FUZZED), st.one_of(st.binary(min_size=1, max_size=24), _NUMBER_IN_GARBAGE))
 @pytest.mark.filterwarnings("ignore::ims_store.layout.ImsWarning")
-def test_arbitrary_bytes_in_any_attribute(small_file: Path, tmp_path: Path, where: tuple[str, str], raw: bytes) -> None:
-    path = tmp_path / f"fuzzed-{uuid.uuid4().hex}.ims"  # a fresh file per example: stores keep theirs open
+def test_arbitrary_bytes_in_any_attribute(
+    small_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: tuple[str, str], raw: bytes
+) -> None:
+    """Every command on the fuzzed file keeps the bad-input corpus' contract (see `contract`)."""
+    work = tmp_path / uuid.uuid4().hex  # a fresh folder per example: stores keep their files open
+    work.mkdir()
+    path = work / "fuzzed.ims"
     path.write_bytes(small_file.read_bytes())
     group, name = where
     char = h5py.h5t.C_S1.copy()
@@ -83,20 +152,76 @@ def test_arbitrary_bytes_in_any_attribute(small_file: Path, tmp_path: Path, wher
             del obj.attrs[name]
         attr = h5py.h5a.create(obj.id, name.encode(), char, h5py.h5s.create_simple((len(raw),)))
         attr.write(np.frombuffer(raw, dtype="S1"), mtype=attr.get_type())
-    try:
-        store = ImsStore(path)
-        for lvl in store.layout.levels:
-            data = zarr.open_array(store, path=str(lvl.index), mode="r")[0, 0]
-            with h5py.File(path, "r") as f:
-                expected = f[store.layout.data_path(lvl.index, 0, 0)][tuple(slice(0, n) for n in lvl.size)]
-            np.testing.assert_array_equal(data, expected)
-    except ImsError as err:
-        assert str(path) in str(err)
+    case = Case(path, _true_sizes(path, where, raw))
+    event("sizes: " + ("refused" if case.sizes is None else "true" if case.sizes == SMALL_SIZES else "stated"))
+    heavy = zlib.crc32(repr(where).encode() + raw) % HEAVY_EVERY == 0  # the same files on every run
+    for command in COMMANDS if heavy else LIGHT_COMMANDS:
+        out = work / command  # conversions must leave their (empty on failure) folder clean
+        out.mkdir()
+        try:
+            observed = RUN[command](case, out, capsys)
+        except ImsError as err:
+            assert_specific(err, path)
+            observed = type(err)
+        event(f"{command}: {getattr(observed, '__name__', observed)}")  # --hypothesis-show-statistics
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(-(2**62), 2**62), st.integers(-(2**40), 2**40), st.integers(0, 3))
-def test_arbitrary_chunk_index_entries(small_file: Path, offset: int, size: int, mask: int) -> None:
+def _decode_as_indexed(
+    stored: bytes, pipeline: tuple[int, ...], mask: int, dtype: np.dtype, chunks: tuple[int, ...]
+) -> np.ndarray | None:
+    """A chunk's voxels from its stored bytes, undoing the filters (HDF5 ids) its mask did not
+    skip, last first; None where they do not decode to exactly one chunk."""
+    data = stored
+    for bit, filter_id in reversed(list(enumerate(pipeline))):
+        if mask >> bit & 1:
+            continue
+        if filter_id == 1:  # deflate: a whole zlib stream (bytes after its end are ignored, as HDF5 does)
+            inflater = zlib.decompressobj()
+            try:
+                data = inflater.decompress(data)
+            except zlib.error:
+                return None
+            if not inflater.eof:
+                return None
+        elif filter_id == 2:  # shuffle: byte planes back into elements; a partial element stays as stored
+            size, whole = dtype.itemsize, len(data) // dtype.itemsize * dtype.itemsize
+            planes = np.frombuffer(data[:whole], np.uint8).reshape(size, -1)
+            data = planes.T.tobytes() + data[whole:]
+        else:
+            raise AssertionError(f"no decoder here for HDF5 filter {filter_id}")
+    if len(data) != np.prod(chunks) * dtype.itemsize:
+        return None
+    return np.frombuffer(data, dtype).reshape(chunks)
+
+
+@pytest.fixture(scope="module")
+def small_chunks(small_file: Path) -> list[tuple[int, int]]:
+    """(offset, size) of every stored chunk in the small file, from h5py's chunk index."""
+    entries: list[tuple[int, int]] = []
+    with h5py.File(small_file, "r") as f:
+        for name in (f"DataSet/ResolutionLevel {lvl}/TimePoint 0/Channel {c}/Data" for lvl in (0, 1) for c in (0, 1)):
+            dsid = f[name].id
+            entries += [(i.byte_offset, i.size) for i in map(dsid.get_chunk_info, range(dsid.get_num_chunks()))]
+    return entries
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_arbitrary_chunk_index_entries(
+    small_file: Path, small_chunks: list[tuple[int, int]], data: st.DataObject
+) -> None:
+    """Chunk (0, 0, 0) of level 0 read through a chunk index entry of arbitrary offset, size and
+    filter mask (arbitrary numbers, or those of a real chunk, this one or another): the chunk
+    those bytes decode to, or a CorruptChunkError / TruncatedFileError naming file and chunk."""
+    offset, size = data.draw(
+        st.one_of(
+            st.tuples(st.integers(-(2**62), 2**62), st.integers(-(2**40), 2**40)),
+            st.sampled_from(small_chunks),
+            st.tuples(st.sampled_from([o for o, _ in small_chunks]), st.integers(-(2**20), 2**20)),
+        ),
+        label="offset, size",
+    )
+    mask = data.draw(st.integers(0, 3), label="mask")
     store = ImsStore(small_file)
     good = store._index(0, 0, 0)
     offsets, sizes, masks = good.offsets.copy(), good.sizes.copy(), good.masks.copy()
@@ -104,10 +229,29 @@ def test_arbitrary_chunk_index_entries(small_file: Path, offset: int, size: int,
     store._indexes[(0, 0, 0)] = ChunkIndex(good.chunks, offsets, sizes, masks, good.filters)
     try:
         chunk = store.read_chunk(0, 0, 0, 0, 0, 0)
-    except ImsError as err:
-        assert "chunk (0, 0, 0)" in str(err) and str(small_file) in str(err)
-    else:
-        assert chunk.shape == good.chunks  # a readable range that decodes to a whole chunk
+    except (CorruptChunkError, TruncatedFileError) as err:
+        assert_specific(err, small_file)
+        assert "chunk (0, 0, 0) " in err.reason and "resolution level 0, time point 0, channel 0" in err.reason, err
+        event(type(err).__name__)
+        return
+    with h5py.File(small_file, "r") as f:
+        dataset = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]
+        region = tuple(slice(0, n) for n in dataset.chunks)
+        if offset < 0:  # never written: HDF5's fill value
+            event("read: never written")
+            expected = np.full(dataset.chunks, dataset.fillvalue, dataset.dtype)
+        else:
+            plist = dataset.id.get_create_plist()
+            pipeline = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+            whole = small_file.read_bytes()
+            in_file = 0 <= size and offset + size <= len(whole)
+            stored = whole[offset : offset + size] if in_file else b""
+            expected = _decode_as_indexed(stored, pipeline, mask, dataset.dtype, dataset.chunks)
+            assert in_file and expected is not None, f"read a chunk from bytes {offset}..{offset + size}"
+            if (offset, size, mask) == good.locate(0, 0, 0):  # the true entry: the decoder agrees with HDF5
+                np.testing.assert_array_equal(expected, dataset[region])
+            event("read: the true entry" if (offset, size) == good.locate(0, 0, 0)[:2] else "read: other bytes")
+    np.testing.assert_array_equal(chunk, expected)
 
 
 def test_threads_and_a_process_pool_at_once(synthetic_files: dict[str, Path]) -> None:

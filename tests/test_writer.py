@@ -554,3 +554,67 @@ def test_small_images_get_a_thumbnail_enlarged_by_nearest_neighbour(tmp_path: Pa
     for k in range(3):
         np.testing.assert_array_equal(rgba[..., k], grey)
     assert (rgba[..., 3] == 255).all()
+
+
+class _PlaneReads(_Reads):
+    """`_Reads` of a (z, y, x) array-like."""
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        out = self.data[key]
+        if out.size:
+            self.ranges.append(key[0].indices(self.shape[0])[:2])
+        return out
+
+
+def test_a_slab_of_a_3d_array_like_reads_only_its_planes() -> None:
+    """The (t, c) axes a 3-D source lacks are added region by region: dask then asks the source
+    for a slab's planes, not for the whole of every chunk the slab touches."""
+    from ims_store.sources import open_source
+
+    volume = _volume((300, 64, 64), "uint16")
+    reads = _PlaneReads(volume)
+    reads.chunks = (256, 64, 64)  # as a zarr array declares them
+    data = open_source(reads).data
+    np.testing.assert_array_equal(data[0, 0, 10:20].compute(), volume[10:20])
+    assert sorted(reads.ranges) == [(10, 16), (16, 20)]  # within the dask chunks of 16 planes
+    reads.ranges.clear()
+    np.testing.assert_array_equal(data[0, :, 250:260, 5].compute(), volume[None, 250:260, 5])
+    assert sorted(reads.ranges) == [(250, 256), (256, 260)]
+    copy = pickle.loads(pickle.dumps(data))  # as a dask.distributed worker gets it
+    np.testing.assert_array_equal(copy[0, 0, 290:].compute(), volume[290:])
+
+
+def test_3d_zarr_sources_with_big_z_chunks_are_read_slab_by_slab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zarr array, and an OME-Zarr image whose dask chunks are its 256-plane zarr chunks, write
+    as their voxels; the OME-Zarr's chunks are read a slab (8 planes here) at a time, never whole."""
+    from ims_store import writer
+
+    volume = _volume((300, 40, 48), "uint16")
+    array = zarr.create_array(tmp_path / "plain.zarr", shape=volume.shape, chunks=(256, 64, 64), dtype="uint16")
+    array[...] = volume
+    np.testing.assert_array_equal(h5py_level(write_ims(array, tmp_path / "plain.ims"), 0, 0, 0), volume)
+
+    group = zarr.open_group(tmp_path / "image.zarr", mode="w", zarr_format=2)
+    group.create_array("0", shape=volume.shape, chunks=(256, 64, 64), dtype="uint16")[...] = volume
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}],
+        }
+    ]
+    planes: list[int] = []
+    read = zarr.Array.__getitem__
+
+    def counted(self: zarr.Array, key: tuple[slice, ...]) -> np.ndarray:
+        out = read(self, key)
+        planes.append(out.shape[0] if out.ndim == 3 else 1)
+        return out
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counted)
+    monkeypatch.setattr(writer, "SLAB_BYTES", 40 * 48 * 2 * 8)  # 8 planes of this volume
+    path = write_ims(tmp_path / "image.zarr", tmp_path / "image.ims", chunks=(8, 32, 32))
+    assert max(planes) == 8 and sum(planes) == 300  # each plane once, 8 at a time
+    np.testing.assert_array_equal(h5py_level(path, 0, 0, 0), volume)
