@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import urllib.parse
 from http import HTTPStatus
@@ -43,6 +44,9 @@ class ImsHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server bound to one store; ``url`` is where clients find the image."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a viewer or zarr client opening dozens of
+    # connections at once would see the rest dropped and retried after a second or more
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, store: ImsStore, host: str, port: int, cors: str | None) -> None:
         self.store = store
