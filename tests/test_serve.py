@@ -216,3 +216,37 @@ def test_neuroglancer_opens_on_the_centre_of_the_middle_voxel(real_files: dict[s
     z = state["position"][1]  # in voxels of the z dimension, counted from the physical origin
     assert z - lo / voxel == pytest.approx(n // 2 + 0.5)  # inside slice n // 2, on no border
     assert all(layer["opacity"] == 1.0 for layer in state["layers"])
+
+
+def test_a_burst_of_connections_is_answered_at_once(real_files: dict[str, Path]) -> None:
+    """A viewer opens dozens of connections together: none may be dropped from a short listen
+    backlog (a dropped connection retries only after a second)."""
+    import threading
+    import time
+
+    server = make_server(real_files["PtK2Cell.ims"], port=0)
+    server.serve_in_thread(poll_interval=0.05)
+    host, port = server.server_address[:2]
+    go = threading.Barrier(100)
+    waits: list[float] = []
+
+    def fetch() -> None:
+        go.wait()
+        start = time.perf_counter()
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/zarr.json")
+        assert conn.getresponse().status == 200
+        conn.close()
+        waits.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=fetch) for _ in range(100)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(waits) == 100
+    assert max(waits) < 0.9, f"slowest connection took {max(waits):.2f} s"
