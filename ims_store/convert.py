@@ -27,6 +27,7 @@ from .cluster import dask_client
 from .codecs import RAW, CodecPlan
 from .errors import MissingDependencyError, SelectionError
 from .keys import ChunkKey, build_metadata, chunk_key
+from .layout import ImsLayout
 from .ngff import AXES
 from .outputs import WriteError, atomic_output, progress_bar
 from .sources import SourceImage, open_source, path_kind, source_layout
@@ -193,13 +194,7 @@ def _ims_to_ome_zarr(source: str | os.PathLike[str] | ImsStore, out: _Output, cl
     plans = [
         store._plans[i] if copy[i] else _target_plan(out.recode, out.codec_level) for i in range(len(layout.levels))
     ]
-    jobs = [
-        ChunkKey(lvl.index, t, c, z, y, x)
-        for lvl in layout.levels
-        for t in range(len(layout.timepoints))
-        for c in range(len(layout.channels))
-        for z, y, x in np.ndindex(*lvl.chunk_grid)
-    ]
+    jobs = _grid_keys(layout, [lvl.chunk_grid for lvl in layout.levels])
     chunks = _ImsChunks(store, tuple(copy), _encoder(out.recode, out.codec_level, out.fmt), out.fmt)
     return out.write(build_metadata(layout, plans, out.fmt), jobs, _ChunkWriter(chunks, out.fmt), client)
 
@@ -237,14 +232,22 @@ def _sharded_ims_to_ome_zarr(store: ImsStore, out: _Output, client: Any) -> Path
         )
     metadata = {key: doc.to_bytes() for key, doc in documents.items() if key.endswith("/zarr.json")}
     metadata["zarr.json"] = build_metadata(layout, [RAW] * len(layout.levels), 3)["zarr.json"]
-    jobs = [
-        ChunkKey(lvl.index, t, c, z, y, x)
+    grids = [
+        tuple(-(-s // n) for s, n in zip(lvl.size, shard, strict=True))
         for lvl, shard in zip(layout.levels, shards, strict=True)
+    ]
+    return out.write(metadata, _grid_keys(layout, grids), _ShardWriter(store, shards), client)
+
+
+def _grid_keys(layout: ImsLayout, grids: Sequence[Sequence[int]]) -> list[ChunkKey]:
+    """A key for every cell of each level's grid (of chunks, or of shards), time point and channel."""
+    return [
+        ChunkKey(level, t, c, z, y, x)
+        for level, grid in enumerate(grids)
         for t in range(len(layout.timepoints))
         for c in range(len(layout.channels))
-        for z, y, x in np.ndindex(*(-(-s // n) for s, n in zip(lvl.size, shard, strict=True)))
+        for z, y, x in np.ndindex(*grid)
     ]
-    return out.write(metadata, jobs, _ShardWriter(store, shards), client)
 
 
 def _is_ims(source: Any) -> bool:
@@ -365,13 +368,7 @@ def _generic_to_ome_zarr(image: SourceImage, out: _Output) -> Path:
     size = data.shape[2:]
     chunks = tuple(min(s, c) for s, c in zip(size, (64, 256, 256), strict=True))
     layout = source_layout(replace(image, data=data), chunks)  # type: ignore[arg-type]
-    grid = layout.levels[0].chunk_grid
-    jobs = [
-        ChunkKey(0, t, c, z, y, x)
-        for t in range(data.shape[0])
-        for c in range(data.shape[1])
-        for z, y, x in np.ndindex(*grid)
-    ]
+    jobs = _grid_keys(layout, [layout.levels[0].chunk_grid])
 
     encode = _encoder(out.recode, out.codec_level, out.fmt)
 
