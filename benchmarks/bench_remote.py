@@ -1,19 +1,23 @@
 """Remote read of a level over loopback HTTP with simulated latency: ImsStore against h5py.
 
-The file is `bench_read.py`'s volume, served by a loopback HTTP server (byte ranges) that waits
-``--latency`` seconds (default 0.02) before answering each request, like an object store. Level 0
-is read fully by
+The file is `bench_read.py`'s volume (128 chunks of about 1 MB, HDF5's zlib), served by a loopback
+HTTP server (byte ranges) in its own process, which waits ``--latency`` seconds (default 0.02)
+before answering each request, like an object store. Level 0 is read fully by
 
 * (a) h5py through an fsspec file object (``h5py.File(fs.open(url))``), fsspec's default cache;
-* (b) ``zarr.open_group(ImsStore(url))`` — metadata once through a block cache, then every chunk
-  as a byte range, concurrently, with zarr's default ``async.concurrency`` (10 chunks at once);
-* (b2) the same with ``async.concurrency`` 64, as docs/store.md advises for remote files.
+* (b) ``zarr.open_group(ImsStore(url))`` with zarr's defaults: metadata once through a block
+  cache, then the chunks as byte ranges, fetched ahead of zarr's requests (the read-ahead);
+* (c) the same with ``read_ahead=0``: each chunk fetched when zarr asks for it, with zarr's
+  ``async.concurrency`` (10) chunks in flight;
+* (d) ``read_ahead=0`` with ``async.concurrency`` 64.
 
-Both results are checked equal; printed: times, request counts, ratio (target >= 5x).
+Each is timed ``--repeat`` times (opening included, a new store each time) and the fastest run
+counts, as `timeit` does: the machine's noise only ever adds time. Results are checked equal.
+Printed: times, request counts, ratios to (a) (target >= 5x for (b)).
 
 Usage::
 
-    python benchmarks/bench_remote.py [--quick] [--latency 0.02]
+    python benchmarks/bench_remote.py [--quick] [--latency 0.02] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -37,10 +42,22 @@ from http_files import FileServer
 DATA = "/DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"
 
 
+def best_of(repeat: int, server: FileServer, read: Callable[[], np.ndarray]) -> tuple[float, int, np.ndarray]:
+    """(fastest time, requests of one run, result) of ``repeat`` runs of ``read``."""
+    times = []
+    for _ in range(repeat):
+        server.reset()
+        start = time.perf_counter()
+        result = read()
+        times.append(time.perf_counter() - start)
+    return min(times), server.count(), result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "_data")
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,37 +65,43 @@ def main() -> None:
     # the server runs in its own process, as a remote one would: no GIL shared with the readers
     server = FileServer(path.parent, latency=args.latency, process=True)
     url = server.url(path.name)
-    try:
-        size = ImsStore(path).layout.levels[0].size
-        server.reset()
-        start = time.perf_counter()
+    size = ImsStore(path).layout.levels[0].size
+
+    def with_h5py() -> np.ndarray:
         fs, remote = fsspec.core.url_to_fs(url)
         with h5py.File(fs.open(remote, "rb"), "r") as f:
-            a = f[DATA][: size[0], : size[1], : size[2]]
-        h5_time, h5_requests = time.perf_counter() - start, server.count()
+            return f[DATA][: size[0], : size[1], : size[2]]
 
+    def with_store(read_ahead: int | None = None, concurrency: int | None = None) -> Callable[[], np.ndarray]:
+        options = {} if read_ahead is None else {"read_ahead": read_ahead}
+        settings = {} if concurrency is None else {"async.concurrency": concurrency}
+
+        def read() -> np.ndarray:
+            with zarr.config.set(settings):
+                return zarr.open_group(ImsStore(url, **options), mode="r")["0"][0, 0]
+
+        return read
+
+    try:
+        rows = [
+            ("(a) h5py through an fsspec file", best_of(args.repeat, server, with_h5py)),
+            ("(b) ImsStore, defaults (read-ahead)", best_of(args.repeat, server, with_store())),
+            ("(c) ImsStore, read_ahead=0", best_of(args.repeat, server, with_store(0))),
+            ("(d) same, async.concurrency 64", best_of(args.repeat, server, with_store(0, 64))),
+        ]
         server.reset()
-        start = time.perf_counter()
-        store = ImsStore(url)
+        ImsStore(url)
         opened = server.count()
-        b = zarr.open_group(store, mode="r")["0"][0, 0]
-        store_time, store_requests = time.perf_counter() - start, server.count()
-
-        server.reset()
-        start = time.perf_counter()
-        with zarr.config.set({"async.concurrency": 64}):
-            c = zarr.open_group(ImsStore(url), mode="r")["0"][0, 0]
-        tuned_time, tuned_requests = time.perf_counter() - start, server.count()
     finally:
         server.close()
-    if not (np.array_equal(a, b) and np.array_equal(a, c)):
+    expected = rows[0][1][2]
+    if not all(np.array_equal(expected, result) for _, (_, _, result) in rows):
         raise SystemExit("ImsStore's remote read differs from h5py's")
-    print(f"{path.name} over loopback HTTP, {args.latency * 1000:.0f} ms per request")
-    print(f"(a) h5py through an fsspec file : {h5_time:7.2f} s, {h5_requests} requests")
-    print(f"(b) ImsStore (ranges, concurrent): {store_time:7.2f} s, {store_requests} requests ({opened} to open)")
-    print(f"(b2) same, async.concurrency 64 : {tuned_time:7.2f} s, {tuned_requests} requests")
-    print(f"    ratio (a)/(b)               : {h5_time / store_time:7.2f}x   (target >= 5x)")
-    print(f"    ratio (a)/(b2)              : {h5_time / tuned_time:7.2f}x")
+    print(f"{path.name} over loopback HTTP, {args.latency * 1000:.0f} ms per request; best of {args.repeat}")
+    baseline = rows[0][1][0]
+    for label, (seconds, requests, _) in rows:
+        print(f"{label:38s}: {seconds:6.2f} s, {requests:4d} requests, {baseline / seconds:5.2f}x")
+    print(f"opening the file: {opened} requests; target (a)/(b) >= 5x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import h5py
@@ -114,6 +115,7 @@ class RemoteFile:
         except (ImportError, ValueError) as err:
             raise ImsError(f"cannot reach the file: {err}", url) from err
         self._size: int | None = None
+        self._async = bool(getattr(self.fs, "async_impl", False)) and getattr(self.fs, "loop", None) is not None
 
     def size(self) -> int:
         if self._size is None:
@@ -126,12 +128,36 @@ class RemoteFile:
         return self._size
 
     def open_hdf5(self) -> h5py.File:
-        if self.size() == 0:
-            raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", self.label)
+        from .blockcache import CACHE_TYPE
+
+        # the size and the first block, which HDF5 reads first, asked for in one round trip
+        first = self._call("cat_file", self.path, start=0, end=REMOTE_BLOCK_SIZE)
+        size = self._size if self._size is not None else self._call("info", self.path)
         try:
-            handle = self.fs.open(self.path, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="blockcache")
+            self._size = size if isinstance(size, int) else int(size.result()["size"])
         except FileNotFoundError as err:
             raise ImsFileNotFoundError("no such file", self.label) from err
+        except OSError as err:
+            raise ImsError(f"cannot be read: {err}", self.label) from err
+        if self._size == 0:
+            raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", self.label)
+        # a first block that failed or came short is simply fetched again by the file object,
+        # which then reports what is wrong
+        seed = first.result() if first.exception() is None else b""
+        blocks = {0: seed} if len(seed) == min(REMOTE_BLOCK_SIZE, self._size) else {}
+        try:
+            handle = self.fs.open(
+                self.path,
+                "rb",
+                block_size=REMOTE_BLOCK_SIZE,
+                cache_type=CACHE_TYPE,
+                cache_options={"blocks": blocks},
+                size=self._size,
+            )
+        except FileNotFoundError as err:
+            raise ImsFileNotFoundError("no such file", self.label) from err
+        except OSError as err:
+            raise ImsError(f"cannot be read: {err}", self.label) from err
         try:
             return h5py.File(handle, "r")
         except OSError as err:
@@ -144,26 +170,49 @@ class RemoteFile:
             ) from err
 
     def read(self, offset: int, size: int) -> bytes:
-        data = self.fs.cat_file(self.path, start=offset, end=offset + size)
-        if len(data) != size:
-            raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
-        return data
+        return self.fetch(offset, size).result()
 
-    async def read_async(self, offset: int, size: int) -> bytes:
-        """`read` without a thread: on the file system's own event loop where it has one."""
-        if getattr(self.fs, "async_impl", False) and getattr(self.fs, "loop", None) is not None:
-            future = asyncio.run_coroutine_threadsafe(
-                self.fs._cat_file(self.path, start=offset, end=offset + size), self.fs.loop
-            )
-            data = await asyncio.wrap_future(future)
-        else:
-            data = await asyncio.to_thread(self.fs.cat_file, self.path, start=offset, end=offset + size)
-        if len(data) != size:
-            raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
-        return data
+    def fetch(self, offset: int, size: int) -> Future[bytes]:
+        """A future of ``size`` bytes at ``offset``, one range request, on the file system's own
+        event loop where it has one (so that many are in flight together, without threads)."""
+        if self._async:
+            return asyncio.run_coroutine_threadsafe(self._exactly(offset, size), self.fs.loop)
+        return _blocking_pool().submit(self._exactly_blocking, offset, size)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
+        """``fs.method(...)`` as a future: its coroutine ``fs._method`` on the file system's loop,
+        or a thread for a file system without one."""
+        if self._async:
+            return asyncio.run_coroutine_threadsafe(getattr(self.fs, "_" + method)(*args, **kwargs), self.fs.loop)
+        return _blocking_pool().submit(getattr(self.fs, method), *args, **kwargs)
+
+    async def _exactly(self, offset: int, size: int) -> bytes:
+        return _checked(await self.fs._cat_file(self.path, start=offset, end=offset + size), offset, size)
+
+    def _exactly_blocking(self, offset: int, size: int) -> bytes:
+        return _checked(self.fs.cat_file(self.path, start=offset, end=offset + size), offset, size)
 
     def close(self) -> None:
         """Nothing to release: every read is its own request."""
+
+
+def _checked(data: bytes, offset: int, size: int) -> bytes:
+    if len(data) != size:
+        raise EOFError(f"got {len(data)} of {size} bytes at offset {offset}")
+    return data
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _blocking_pool() -> ThreadPoolExecutor:
+    """Threads for the range requests of file systems without an event loop (made on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(32, thread_name_prefix="ims-store-fetch")
+        return _pool
 
 
 def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:

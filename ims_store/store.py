@@ -44,8 +44,11 @@ from .errors import CorruptChunkError, MalformedImsError, ReadOnlyError, Selecti
 from .files import open_file
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .layout import ImsLayout, parse_layout
+from .readahead import DEFAULT_READ_AHEAD, ReadAhead
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import dask.array
     import h5py
     import zarr
@@ -74,6 +77,11 @@ class ImsStore(Store):
         For a URL (``s3://``, ``https://``, any fsspec protocol): options for its file system.
         The HDF5 metadata is read once through a block-cached file object; chunks are then
         fetched as byte ranges, concurrently.
+    read_ahead
+        For a URL: bytes of chunks fetched ahead of a read that walks a dataset in file order
+        (a level, a z range, a plane), several chunks to a request, so that zarr's limit of
+        ``async.concurrency`` chunks at once does not bound the read by the server's latency.
+        0 fetches only what is asked for. Default 64 MiB.
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
 
@@ -94,6 +102,7 @@ class ImsStore(Store):
         zarr_format: ZarrFormat = 3,
         chunk_mode: ChunkMode = "decoded",
         storage_options: dict[str, Any] | None = None,
+        read_ahead: int = DEFAULT_READ_AHEAD,
         read_only: bool = True,
     ) -> None:
         if not read_only:
@@ -102,6 +111,8 @@ class ImsStore(Store):
             raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
         if chunk_mode not in ("decoded", "passthrough"):
             raise ValueError(f"chunk_mode must be 'decoded' or 'passthrough', not {chunk_mode!r}")
+        if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 0:
+            raise ValueError(f"read_ahead must be a number of bytes >= 0, not {read_ahead!r}")
         super().__init__(read_only=True)
         self._path = os.fspath(path)
         self._zarr_format: ZarrFormat = zarr_format
@@ -122,6 +133,12 @@ class ImsStore(Store):
         ]
         self._metadata = build_metadata(self._layout, self._plans, zarr_format)
         self._indexes: dict[tuple[int, int, int], ChunkIndex] = {}
+        self._read_ahead = read_ahead
+        self._ahead = (
+            ReadAhead(self._source.fetch, budget=read_ahead, end=self._source.size())  # type: ignore[union-attr]
+            if self._source.remote
+            else None
+        )
 
     # ----------------------------------------------------------------------------------------
     # identity, pickling, lifetime
@@ -168,6 +185,7 @@ class ImsStore(Store):
             "zarr_format": self._zarr_format,
             "chunk_mode": self._chunk_mode,
             "storage_options": self._storage_options,
+            "read_ahead": self._read_ahead,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -176,6 +194,7 @@ class ImsStore(Store):
             zarr_format=state["zarr_format"],
             chunk_mode=state["chunk_mode"],
             storage_options=state.get("storage_options"),
+            read_ahead=state.get("read_ahead", DEFAULT_READ_AHEAD),
         )
 
     def with_read_only(self, read_only: bool = False) -> ImsStore:
@@ -186,6 +205,7 @@ class ImsStore(Store):
             zarr_format=self._zarr_format,
             chunk_mode=self._chunk_mode,
             storage_options=self._storage_options,
+            read_ahead=self._read_ahead,
         )
 
     def close(self) -> None:
@@ -195,6 +215,8 @@ class ImsStore(Store):
                 self._h5.close()
                 self._h5 = None
             self._source.close()
+            if self._ahead is not None:
+                self._ahead.clear()
         super().close()
 
     def _file(self) -> h5py.File:
@@ -268,7 +290,11 @@ class ImsStore(Store):
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
         ck = parse_chunk_key(key, self._layout, self._zarr_format)
-        data = None if ck is None else self._chunk_bytes(ck, byte_range)
+        if ck is None:
+            return None
+        future = self._request(ck, self._index(ck.level, ck.t, ck.c)) if self._ahead is not None else None
+        stored = None if future is None else self._wait(ck, future)
+        data = self._chunk_bytes(ck, byte_range, stored)
         return None if data is None else prototype.buffer.from_bytes(data)
 
     async def get_partial_values(
@@ -434,10 +460,10 @@ class ImsStore(Store):
         if index.direct and offset < 0:
             return None  # never written: zarr fills with zeros
         if self._passes_through(ck, index, mask):
-            if stored is not None:
-                return _slice(stored, byte_range)
-            start, stop = _bounds(size, byte_range)
-            return self._read(offset + start, stop - start, ck)
+            if stored is None and byte_range is not None:
+                start, stop = _bounds(size, byte_range)
+                return self._read(offset + start, stop - start, ck)
+            return _slice(self._stored(ck, index) if stored is None else stored, byte_range)
         raw = self._decoded_chunk(ck, stored)
         if self._declares_codecs(ck.level):
             level = self._layout.levels[ck.level]
@@ -447,14 +473,14 @@ class ImsStore(Store):
     def _decoded_chunk(self, ck: ChunkKey, stored: bytes | None = None) -> bytes | bytearray | np.ndarray | None:
         """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if unallocated."""
         index = self._index(ck.level, ck.t, ck.c)
-        offset, size, mask = index.locate(ck.z, ck.y, ck.x)
+        offset, _, mask = index.locate(ck.z, ck.y, ck.x)
         if not index.direct:
             return self._read_with_hdf5(ck)
         if offset < 0:
             return None
         level = self._layout.levels[ck.level]
         if stored is None:
-            stored = self._read(offset, size, ck)
+            stored = self._stored(ck, index)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
         except UnsupportedFilter as unsupported:
@@ -479,16 +505,36 @@ class ImsStore(Store):
             return np.zeros(lvl.chunks, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
-    async def _fetch(self, ck: ChunkKey) -> bytes | None:
+    async def _fetch(self, ck: ChunkKey) -> bytes | memoryview | None:
         """A remote chunk's stored bytes, fetched on the file system's own event loop (so that
         zarr's concurrent requests are in flight together); None where HDF5 must read it."""
-        index = await asyncio.to_thread(self._index, ck.level, ck.t, ck.c)
+        index = self._indexes.get((ck.level, ck.t, ck.c)) or await asyncio.to_thread(self._index, ck.level, ck.t, ck.c)
+        future = self._request(ck, index)
+        if future is None:
+            return None
+        with self._read_errors(ck):
+            return await asyncio.wrap_future(future)
+
+    def _request(self, ck: ChunkKey, index: ChunkIndex) -> Future[bytes | memoryview] | None:
+        """A remote chunk's stored bytes, asked of the read-ahead; None where HDF5 must read it."""
+        assert self._ahead is not None
         offset, size, _ = index.locate(ck.z, ck.y, ck.x)
         if not index.direct or offset < 0:
             return None
         self._check_extent(offset, size, ck)
+        return self._ahead.request((ck.level, ck.t, ck.c), index, (ck.z, ck.y, ck.x))
+
+    def _wait(self, ck: ChunkKey, future: Future[bytes | memoryview]) -> bytes | memoryview:
         with self._read_errors(ck):
-            return await self._source.read_async(offset, size)  # type: ignore[union-attr]
+            return future.result()
+
+    def _stored(self, ck: ChunkKey, index: ChunkIndex) -> bytes | memoryview:
+        """A written chunk's stored bytes: a positional read, or a remote request through the read-ahead."""
+        future = self._request(ck, index) if self._ahead is not None else None
+        if future is None:
+            offset, size, _ = index.locate(ck.z, ck.y, ck.x)
+            return self._read(offset, size, ck)
+        return self._wait(ck, future)
 
     def _read(self, offset: int, size: int, ck: ChunkKey) -> bytes:
         self._check_extent(offset, size, ck)
