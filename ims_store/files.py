@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 
@@ -23,7 +24,9 @@ from .chunks import read_range
 from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, TruncatedFileError
 from .layout import open_hdf5
 
-__all__ = ["LocalFile", "RemoteFile", "is_remote", "open_file"]
+__all__ = ["LocalFile", "RemoteFile", "is_remote", "open_file", "run_blocking"]
+
+T = TypeVar("T")
 
 # HDF5 reads its metadata in many small pieces; blocks of this size make them few requests
 REMOTE_BLOCK_SIZE = 4 * 1024 * 1024
@@ -177,14 +180,14 @@ class RemoteFile:
         event loop where it has one (so that many are in flight together, without threads)."""
         if self._async:
             return asyncio.run_coroutine_threadsafe(self._exactly(offset, size), self.fs.loop)
-        return _blocking_pool().submit(self._exactly_blocking, offset, size)
+        return run_blocking(self._exactly_blocking, offset, size)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """``fs.method(...)`` as a future: its coroutine ``fs._method`` on the file system's loop,
         or a thread for a file system without one."""
         if self._async:
             return asyncio.run_coroutine_threadsafe(getattr(self.fs, "_" + method)(*args, **kwargs), self.fs.loop)
-        return _blocking_pool().submit(getattr(self.fs, method), *args, **kwargs)
+        return run_blocking(getattr(self.fs, method), *args, **kwargs)
 
     async def _exactly(self, offset: int, size: int) -> bytes:
         return _checked(await self.fs._cat_file(self.path, start=offset, end=offset + size), offset, size)
@@ -206,13 +209,14 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _blocking_pool() -> ThreadPoolExecutor:
-    """Threads for the range requests of file systems without an event loop (made on first use)."""
+def run_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """``function(*args, **kwargs)`` on a shared pool of threads (made on first use), as a future
+    that any thread or event loop can wait on."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(32, thread_name_prefix="ims-store-fetch")
-        return _pool
+            _pool = ThreadPoolExecutor(32, thread_name_prefix="ims-store")
+    return _pool.submit(function, *args, **kwargs)
 
 
 def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:

@@ -5,9 +5,10 @@ object store that answers each request after tens of milliseconds, that limit, n
 bounds a read: 10 chunks a round trip. Reads of a whole level, a z range or a plane ask for a
 dataset's chunks in about the order they lie in the file (concurrent requests arrive a little
 shuffled), so once requests follow each other in the file, the chunks after them are fetched
-ahead, several to a request: twice as many as the walk has asked for so far (as an operating
-system reads a file ahead), so that a short walk wastes little and a long one soon keeps the
-whole budget in flight. Random access fetches only what it asks for.
+ahead, several to a request: up to twice as many as the walk has asked for so far, topped up
+once half of them are used (as an operating system reads a file ahead), so that a short walk
+wastes little, a long one soon keeps the whole budget in flight, and requests grow with the
+walk. Random access fetches only what it asks for.
 
 Chunks fetched ahead are held until they are asked for once, within a byte budget: the walk does
 not run further ahead than the budget, and chunks that a walk skipped or that another dataset's
@@ -61,7 +62,11 @@ FIRST_WINDOW = 4
 """Chunks fetched ahead once a walk is seen; then twice the chunks the walk has asked for."""
 
 NEAR = 4
-"""A request at most this many chunks (in file order) from the last one continues its walk."""
+"""A request at most this many chunks (in file order) past the walk's front continues the walk."""
+
+BEHIND = 64
+"""A request at most this many chunks behind the front leaves the walk as it is: concurrent
+requests arrive a little shuffled (zarr keeps up to ``async.concurrency`` in flight)."""
 
 Fetch = Callable[[int, int], "Future[bytes]"]
 """``fetch(offset, size)``: a future of exactly ``size`` bytes of the file at ``offset``."""
@@ -139,11 +144,13 @@ class ReadAhead:
             held = self._held.pop((dataset, rank), None)
             if held is not None:
                 self._held_bytes -= held[1]
-            if held is not None or 0 < abs(rank - walk.front) <= NEAR:  # the walk goes on
+            if held is not None or 0 < rank - walk.front <= NEAR:  # the walk goes on
                 walk.length += 1
                 walk.front = max(walk.front, rank)
-            else:  # random access, or the first step of a new walk
+            elif not walk.front - BEHIND <= rank <= walk.front:  # random access, or a new walk's first step
                 walk.length, walk.front, walk.ahead_to = 0, rank, rank
+            # (just behind the front: a concurrent request arriving late, or a backward walk, which
+            # is not read ahead; either way, nothing changes)
             if self.budget > 0 and walk.length:
                 self._fetch_ahead(dataset, walk)
         if held is not None:
@@ -153,6 +160,8 @@ class ReadAhead:
     def _fetch_ahead(self, dataset: Hashable, walk: _Walk) -> None:
         order = walk.order
         window = max(FIRST_WINDOW, 2 * walk.length)
+        if walk.ahead_to - walk.front > window // 2:
+            return  # still well ahead: waiting until half the window is used keeps requests large
         stop = min(walk.front + 1 + window, order.positions.size)
         chosen: list[int] = []
         nbytes, full = 0, False

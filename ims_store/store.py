@@ -41,7 +41,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import CorruptChunkError, MalformedImsError, ReadOnlyError, SelectionError, TruncatedFileError
-from .files import open_file
+from .files import open_file, run_blocking
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .layout import ImsLayout, parse_layout
 from .readahead import DEFAULT_READ_AHEAD, ReadAhead
@@ -133,6 +133,7 @@ class ImsStore(Store):
         ]
         self._metadata = build_metadata(self._layout, self._plans, zarr_format)
         self._indexes: dict[tuple[int, int, int], ChunkIndex] = {}
+        self._index_loads: dict[tuple[int, int, int], Future[ChunkIndex]] = {}
         self._read_ahead = read_ahead
         self._ahead = (
             ReadAhead(self._source.fetch, budget=read_ahead, end=self._source.size())  # type: ignore[union-attr]
@@ -159,6 +160,11 @@ class ImsStore(Store):
     @property
     def chunk_mode(self) -> ChunkMode:
         return self._chunk_mode
+
+    @property
+    def read_ahead(self) -> int:
+        """Bytes of a remote file's chunks fetched ahead of a walk at most (0: none)."""
+        return self._read_ahead
 
     def _args(self) -> tuple[Any, ...]:
         where = self._path if self._source.remote else os.path.abspath(self._path)
@@ -508,12 +514,24 @@ class ImsStore(Store):
     async def _fetch(self, ck: ChunkKey) -> bytes | memoryview | None:
         """A remote chunk's stored bytes, fetched on the file system's own event loop (so that
         zarr's concurrent requests are in flight together); None where HDF5 must read it."""
-        index = self._indexes.get((ck.level, ck.t, ck.c)) or await asyncio.to_thread(self._index, ck.level, ck.t, ck.c)
+        key = (ck.level, ck.t, ck.c)
+        index = self._indexes.get(key) or await asyncio.wrap_future(self._index_load(key))
         future = self._request(ck, index)
         if future is None:
             return None
         with self._read_errors(ck):
             return await asyncio.wrap_future(future)
+
+    def _index_load(self, key: tuple[int, int, int]) -> Future[ChunkIndex]:
+        """One load of a chunk index, shared by every request waiting for it: they then go on in
+        the order they asked (a thread hop each would shuffle them, and the read-ahead recognises
+        a walk by that order)."""
+        with self._lock:
+            future = self._index_loads.get(key)
+            if future is None:
+                future = self._index_loads[key] = run_blocking(self._index, *key)
+                future.add_done_callback(lambda _: self._index_loads.pop(key, None))
+        return future
 
     def _request(self, ck: ChunkKey, index: ChunkIndex) -> Future[bytes | memoryview] | None:
         """A remote chunk's stored bytes, asked of the read-ahead; None where HDF5 must read it."""
