@@ -15,7 +15,7 @@ import numpy as np
 
 from .layout import Filter, Level, dataset_filters
 
-__all__ = ["ChunkIndex", "index_dataset", "read_range"]
+__all__ = ["ChunkIndex", "index_dataset", "read_range", "stored_chunks"]
 
 
 @dataclass(frozen=True)
@@ -70,20 +70,24 @@ def index_dataset(dataset: h5py.Dataset, level: Level) -> ChunkIndex:
         sizes[:] = plane
         return ChunkIndex(chunks, offsets, sizes, masks, ())
 
-    def record(info: h5py.h5d.StoreInfo) -> None:
-        if info.byte_offset is None:
-            return
-        z, y, x = (o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
-        offsets[z, y, x] = info.byte_offset
-        sizes[z, y, x] = info.size
-        masks[z, y, x] = info.filter_mask
-
-    if hasattr(dsid, "chunk_iter"):
-        dsid.chunk_iter(record)
-    else:  # pragma: no cover - HDF5 < 1.12.3: one call per chunk
-        for i in range(dsid.get_num_chunks()):
-            record(dsid.get_chunk_info(i))
+    for info in stored_chunks(dataset):
+        if info.byte_offset is not None:
+            z, y, x = (o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
+            offsets[z, y, x] = info.byte_offset
+            sizes[z, y, x] = info.size
+            masks[z, y, x] = info.filter_mask
     return ChunkIndex(chunks, offsets, sizes, masks, dataset_filters(dataset))
+
+
+def stored_chunks(dataset: h5py.Dataset) -> list[h5py.h5d.StoreInfo]:
+    """HDF5's record of every chunk of a chunked dataset: its offset in the dataset, and its file
+    offset, stored size and filter mask (one ``H5Dchunk_iter`` pass)."""
+    dsid = dataset.id
+    if hasattr(dsid, "chunk_iter"):
+        found: list[h5py.h5d.StoreInfo] = []
+        dsid.chunk_iter(found.append)
+        return found
+    return [dsid.get_chunk_info(i) for i in range(dsid.get_num_chunks())]  # pragma: no cover - HDF5 < 1.12.3
 
 
 def read_range(fd: int, offset: int, size: int) -> bytes:

@@ -296,11 +296,7 @@ class ImsStore(Store):
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
         ck = parse_chunk_key(key, self._layout, self._zarr_format)
-        if ck is None:
-            return None
-        future = self._request(ck, self._index(ck.level, ck.t, ck.c)) if self._ahead is not None else None
-        stored = None if future is None else self._wait(ck, future)
-        data = self._chunk_bytes(ck, byte_range, stored)
+        data = None if ck is None else self._chunk_bytes(ck, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
 
     async def get_partial_values(

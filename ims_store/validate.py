@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from .attributes import parse_float, parse_int, read_text
+from .chunks import stored_chunks
 from .codecs import FILTERS
 from .errors import CorruptChunkError, ImsError, TruncatedFileError
 from .layout import ImsLayout, ImsWarning, Level, dataset_filters, open_hdf5, parse_layout
@@ -302,12 +303,7 @@ def _chunk_extents(data: h5py.Dataset) -> Iterator[tuple[tuple[int, ...], int, i
         if offset is not None:  # contiguous: one run of bytes (None: never written, or compact)
             yield (0, 0, 0), int(offset), int(dsid.get_storage_size())
         return
-    found: list[h5py.h5d.StoreInfo] = []
-    if hasattr(dsid, "chunk_iter"):
-        dsid.chunk_iter(found.append)
-    else:  # pragma: no cover - HDF5 < 1.12.3: one call per chunk
-        found = [dsid.get_chunk_info(i) for i in range(dsid.get_num_chunks())]
-    for info in found:
+    for info in stored_chunks(data):
         if info.byte_offset is not None:
             grid = tuple(o // c for o, c in zip(info.chunk_offset, data.chunks, strict=True))
             yield grid, int(info.byte_offset), int(info.size)
