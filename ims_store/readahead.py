@@ -59,7 +59,10 @@ REFILL = 4 * 2**20
 """Once a walk runs at the budget, it fetches ahead again when this much room is free."""
 
 FIRST_WINDOW = 4
-"""Chunks fetched ahead once a walk is seen; then twice the chunks the walk has asked for."""
+"""Chunks fetched ahead once a walk is seen; then `GROWTH` times the chunks the walk asked for."""
+
+GROWTH = 2
+"""A walk is read ahead by this many times the chunks it has asked for (within the budget)."""
 
 NEAR = 4
 """A request at most this many chunks (in file order) past the walk's front continues the walk."""
@@ -159,7 +162,7 @@ class ReadAhead:
 
     def _fetch_ahead(self, dataset: Hashable, walk: _Walk) -> None:
         order = walk.order
-        window = max(FIRST_WINDOW, 2 * walk.length)
+        window = max(FIRST_WINDOW, GROWTH * walk.length)
         if walk.ahead_to - walk.front > window // 2:
             return  # still well ahead: waiting until half the window is used keeps requests large
         stop = min(walk.front + 1 + window, order.positions.size)
