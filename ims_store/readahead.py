@@ -3,8 +3,9 @@
 zarr asks a store for at most ``async.concurrency`` chunks at once (10 by default). Against an
 object store that answers each request after tens of milliseconds, that limit, not bandwidth,
 bounds a read: 10 chunks a round trip. Reads of a whole level, a z range or a plane ask for a
-dataset's chunks in about the order they lie in the file (concurrent requests arrive a little
-shuffled), so once requests follow each other in the file, the chunks after them are fetched
+dataset's chunks in about the order they lie in the file (zarr), or in the reverse order (dask
+runs a level's chunk tasks last first), and concurrent requests arrive a little shuffled. So
+once requests follow each other through the file, either way, the chunks beyond them are fetched
 ahead, several to a request: up to twice as many as the walk has asked for so far, topped up
 once half of them are used (as an operating system reads a file ahead), so that a short walk
 wastes little, a long one soon keeps the whole budget in flight, and requests grow with the
@@ -65,11 +66,13 @@ GROWTH = 2
 """A walk is read ahead by this many times the chunks it has asked for (within the budget)."""
 
 NEAR = 4
-"""A request at most this many chunks (in file order) past the walk's front continues the walk."""
+"""A request at most this many chunks (in file order) beyond the chunks a walk asked for
+continues the walk."""
 
 BEHIND = 64
-"""A request at most this many chunks behind the front leaves the walk as it is: concurrent
-requests arrive a little shuffled (zarr keeps up to ``async.concurrency`` in flight)."""
+"""A request among the chunks a walk asked for, at most this many from its leading end, leaves the
+walk as it is: concurrent requests arrive a little shuffled (zarr keeps up to
+``async.concurrency`` in flight). Further back, it starts a new walk."""
 
 Fetch = Callable[[int, int], "Future[bytes]"]
 """``fetch(offset, size)``: a future of exactly ``size`` bytes of the file at ``offset``."""
@@ -96,13 +99,42 @@ class _FileOrder:
 
 @dataclass
 class _Walk:
-    """What is known of the reads of one dataset."""
+    """What is known of the reads of one dataset: lately, ranks ``low..high`` were asked for."""
 
     order: _FileOrder
     index: ChunkIndex
-    front: int = -NEAR - 1  # highest rank the walk asked for (none yet: no walk to continue)
-    length: int = 0  # chunks the walk asked for after its first
-    ahead_to: int = -1  # highest rank fetched ahead so far
+    low: int = 0
+    high: int = -1  # (below low: nothing asked for yet)
+    up: int = 0  # requests that extended the walk upwards (forwards through the file)
+    down: int = 0  # ... and downwards
+    ahead_up: int = -1  # the highest rank fetched ahead, going up
+    ahead_down: int = -1  # the lowest, going down
+
+    def start(self, rank: int) -> None:
+        self.low = self.high = self.ahead_up = self.ahead_down = rank
+        self.up = self.down = 0
+
+    def step(self, rank: int, held: bool) -> None:
+        """Take in a request for ``rank`` (``held``: it was fetched ahead)."""
+        if self.high < self.low:
+            self.start(rank)
+        elif self.high < rank <= self.high + NEAR or (held and rank > self.high):
+            self.high, self.up = rank, self.up + 1
+        elif self.low - NEAR <= rank < self.low or (held and rank < self.low):
+            self.low, self.down = rank, self.down + 1
+        elif not held and not (self.low <= rank <= self.high and not self.behind(rank, BEHIND)):
+            self.start(rank)  # random access, or a new walk's first step
+
+    @property
+    def direction(self) -> int:
+        """1: the walk goes up through the file; -1: down; 0: no walk (yet)."""
+        if self.up == self.down == 0:
+            return 0
+        return 1 if self.up >= self.down else -1
+
+    def behind(self, rank: int, margin: int) -> bool:
+        """Whether ``rank`` lies more than ``margin`` chunks behind the walk's leading end."""
+        return rank < self.high - margin if self.direction >= 0 else rank > self.low + margin
 
 
 class ReadAhead:
@@ -147,14 +179,8 @@ class ReadAhead:
             held = self._held.pop((dataset, rank), None)
             if held is not None:
                 self._held_bytes -= held[1]
-            if held is not None or 0 < rank - walk.front <= NEAR:  # the walk goes on
-                walk.length += 1
-                walk.front = max(walk.front, rank)
-            elif not walk.front - BEHIND <= rank <= walk.front:  # random access, or a new walk's first step
-                walk.length, walk.front, walk.ahead_to = 0, rank, rank
-            # (just behind the front: a concurrent request arriving late, or a backward walk, which
-            # is not read ahead; either way, nothing changes)
-            if self.budget > 0 and walk.length:
+            walk.step(rank, held is not None)
+            if self.budget > 0 and walk.direction:
                 self._fetch_ahead(dataset, walk)
         if held is not None:
             return held[0]
@@ -162,21 +188,24 @@ class ReadAhead:
 
     def _fetch_ahead(self, dataset: Hashable, walk: _Walk) -> None:
         order = walk.order
-        window = max(FIRST_WINDOW, GROWTH * walk.length)
-        if walk.ahead_to - walk.front > window // 2:
-            return  # still well ahead: waiting until half the window is used keeps requests large
-        stop = min(walk.front + 1 + window, order.positions.size)
+        window = max(FIRST_WINDOW, GROWTH * max(walk.up, walk.down))
+        if walk.direction > 0:
+            if walk.ahead_up - walk.high > window // 2:
+                return  # still well ahead: waiting until half the window is used keeps requests large
+            ranks = range(max(walk.ahead_up, walk.high) + 1, min(walk.high + window, order.positions.size - 1) + 1)
+        else:
+            if walk.low - walk.ahead_down > window // 2:
+                return
+            ranks = range(min(walk.ahead_down, walk.low) - 1, max(walk.low - window, 0) - 1, -1)
         chosen: list[int] = []
         nbytes, full = 0, False
-        for r in range(max(walk.ahead_to, walk.front) + 1, stop):
+        for r in ranks:
             if (dataset, r) in self._held:
                 continue
             size = int(order.sizes[r])
             if self._end is not None and int(order.offsets[r]) + size > self._end:
                 break  # a damaged index: that chunk is refused when asked for
-            if self._held_bytes + nbytes + size > self.budget and not self._make_room(
-                dataset, walk.front, nbytes + size
-            ):
+            if self._held_bytes + nbytes + size > self.budget and not self._make_room(dataset, walk, nbytes + size):
                 full = True
                 break
             nbytes += size
@@ -184,16 +213,19 @@ class ReadAhead:
         if not chosen or (full and nbytes < min(REFILL, self.budget // 4)):
             return  # at the budget: wait for room enough for a request worth making
         self._held_bytes += nbytes
-        walk.ahead_to = chosen[-1]
-        for group in _requests(order, chosen):
+        if walk.direction > 0:
+            walk.ahead_up = chosen[-1]
+        else:
+            walk.ahead_down = chosen[-1]
+        for group in _requests(order, sorted(chosen)):
             self._fetch_group(dataset, order, group)
 
-    def _make_room(self, dataset: Hashable, front: int, size: int) -> bool:
+    def _make_room(self, dataset: Hashable, walk: _Walk, size: int) -> bool:
         """Drop chunks held for reads that will not come (skipped by this walk, or left by another)."""
         for key in list(self._held):
             if self._held_bytes + size <= self.budget:
                 break
-            if key[0] != dataset or key[1] < front - NEAR:
+            if key[0] != dataset or walk.behind(key[1], NEAR):
                 _, nbytes = self._held.pop(key)
                 self._held_bytes -= nbytes
         return self._held_bytes + size <= self.budget

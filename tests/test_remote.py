@@ -78,6 +78,15 @@ def test_a_level_read_whole_is_fetched_ahead_in_few_requests(server: FileServer,
     assert all(method == "GET" and byte_range for method, _, byte_range in chunk_requests)
 
 
+def test_dask_reads_a_remote_level_in_few_requests(server: FileServer, files: Path) -> None:
+    path = files / "many-chunks.ims"
+    store = ImsStore(server.url(path.name))
+    opened = len(server.requests)
+    level = store.to_dask(0, timepoint=0, channel=0).compute(scheduler="threads")
+    np.testing.assert_array_equal(level, h5py_level(path, 0, 0, 0))
+    assert len(server.requests) - opened <= 128 // 8
+
+
 def test_without_read_ahead_every_chunk_is_one_request(server: FileServer, files: Path) -> None:
     path = files / "many-chunks.ims"
     store = ImsStore(server.url(path.name), read_ahead=0)
