@@ -31,6 +31,11 @@ T = TypeVar("T")
 # HDF5 reads its metadata in many small pieces; blocks of this size make them few requests
 REMOTE_BLOCK_SIZE = 4 * 1024 * 1024
 
+# aiohttp pauses reading a response each time 64 KiB (its read_bufsize) wait for the reader: for
+# chunk responses of megabytes that churn costs more CPU than the bytes (a level of 123 MB was
+# received with 0.08-0.13 s of CPU instead of 0.18-0.20 s with this)
+HTTP_READ_BUFSIZE = 4 * 1024 * 1024
+
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...)."""
@@ -113,8 +118,11 @@ class RemoteFile:
 
         self.label = url
         self.storage_options = dict(storage_options or {})
+        options = dict(self.storage_options)
+        if url.split("://", 1)[0].lower() in ("http", "https"):
+            options["client_kwargs"] = {"read_bufsize": HTTP_READ_BUFSIZE, **(options.get("client_kwargs") or {})}
         try:
-            self.fs, self.path = fsspec.core.url_to_fs(url, **self.storage_options)
+            self.fs, self.path = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError) as err:
             raise ImsError(f"cannot reach the file: {err}", url) from err
         self._size: int | None = None

@@ -121,6 +121,16 @@ def test_any_fsspec_url_even_a_file_system_without_an_event_loop(real_files: dic
         fs.rm("/ims-store-tests", recursive=True)
 
 
+def test_http_responses_are_read_in_large_pieces_unless_told_otherwise(server: FileServer) -> None:
+    store = ImsStore(server.url("PtK2Cell.ims"))
+    assert store._source.fs.client_kwargs["read_bufsize"] == 4 * 2**20
+    options = {"client_kwargs": {"read_bufsize": 2**16, "trust_env": True}}
+    store = ImsStore(server.url("PtK2Cell.ims"), storage_options=options)
+    assert store._source.fs.client_kwargs == {"read_bufsize": 2**16, "trust_env": True}
+    assert store.get_sync("0/c/0/0/0/0/0") is not None
+    assert options == {"client_kwargs": {"read_bufsize": 2**16, "trust_env": True}}  # the caller's, untouched
+
+
 def test_read_ahead_must_be_a_number_of_bytes(server: FileServer) -> None:
     for bad in (-1, 1.5, True, "64M"):
         with pytest.raises(ValueError, match="read_ahead"):
