@@ -176,6 +176,8 @@ class ReadAhead:
             if walk is None or walk.index is not index:
                 walk = self._walks[dataset] = _Walk(_FileOrder.of(index), index)
             rank = int(walk.order.rank[np.ravel_multi_index(pos, index.offsets.shape)])
+            if rank < 0:
+                raise ValueError(f"chunk {pos} of {dataset} was never written: there are no bytes to fetch")
             held = self._held.pop((dataset, rank), None)
             if held is not None:
                 self._held_bytes -= held[1]

@@ -230,6 +230,14 @@ def test_a_budget_of_zero_fetches_each_chunk_when_asked() -> None:
     assert len(file.calls) == 30 and ahead.held_bytes == 0
 
 
+def test_an_unwritten_chunk_is_refused() -> None:
+    index = make_index([1000] * 4)
+    index.offsets[2, 0, 0] = -1
+    ahead = ReadAhead(FakeFile(5000).fetch, budget=1 << 20)
+    with pytest.raises(ValueError, match="never written"):
+        ahead.request("d", index, (2, 0, 0))
+
+
 def test_clear_drops_what_is_held() -> None:
     index = make_index([1000] * 30)
     file = FakeFile(40_000)
