@@ -32,6 +32,15 @@ def interop(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def napari(session: nox.Session) -> None:
+    """The napari reader against napari itself (the napari extra; these checks need no Qt)."""
+    session.install("-e", ".[test,napari]")
+    # napari must import here: the suite's own check skips where napari is missing
+    session.run("python", "-c", "import napari, napari.utils.colormaps; print('napari', napari.__version__)")
+    session.run("pytest", "tests/test_napari_reader.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def oldest(session: nox.Session) -> None:
     """The oldest zarr 3 release the package claims to support."""
     session.install("-e", ".[test]", "zarr==3.0.8")
