@@ -27,6 +27,7 @@ __all__ = [
     "NotHDF5Error",
     "NotImarisError",
     "ReadOnlyError",
+    "RemoteReadError",
     "SelectionError",
     "ServerError",
     "TruncatedFileError",
@@ -90,6 +91,11 @@ class MissingDependencyError(ImsError, ImportError):
 
 class ClusterError(ImsError, ConnectionError):
     """A dask scheduler given by its address cannot be reached."""
+
+
+class RemoteReadError(ImsError, OSError):
+    """A remote file could not be read: its server failed or refused a request, or could not be
+    reached (the message gives the server's answer or the connection's error)."""
 
 
 class ServerError(ImsError, OSError):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import h5py
 
 from .chunks import read_range
-from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, TruncatedFileError
+from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
 from .layout import open_hdf5
 
 __all__ = ["LocalFile", "RemoteFile", "is_remote", "open_file", "run_blocking"]
@@ -146,10 +146,14 @@ class RemoteFile:
         size = self._size if self._size is not None else self._call("info", self.path)
         try:
             self._size = size if isinstance(size, int) else int(size.result()["size"])
-        except FileNotFoundError as err:
-            raise ImsFileNotFoundError("no such file", self.label) from err
-        except OSError as err:
-            raise ImsError(f"cannot be read: {err}", self.label) from err
+        except Exception as err:
+            failure = first.exception()
+            # fsspec's HTTP file system calls any failure to learn the size "not found": the
+            # first block's answer tells a missing file from a server that failed or was not there
+            if isinstance(err, FileNotFoundError) and (failure is None or isinstance(failure, FileNotFoundError)):
+                raise ImsFileNotFoundError("no such file", self.label) from err
+            cause = failure if isinstance(err, FileNotFoundError) and failure is not None else err
+            raise RemoteReadError(f"cannot be read: {describe_failure(cause)}", self.label) from cause
         if self._size == 0:
             raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", self.label)
         # a first block that failed or came short is simply fetched again by the file object,
@@ -167,8 +171,8 @@ class RemoteFile:
             )
         except FileNotFoundError as err:
             raise ImsFileNotFoundError("no such file", self.label) from err
-        except OSError as err:
-            raise ImsError(f"cannot be read: {err}", self.label) from err
+        except Exception as err:
+            raise RemoteReadError(f"cannot be read: {describe_failure(err)}", self.label) from err
         try:
             return h5py.File(handle, "r")
         except OSError as err:
@@ -198,13 +202,32 @@ class RemoteFile:
         return run_blocking(getattr(self.fs, method), *args, **kwargs)
 
     async def _exactly(self, offset: int, size: int) -> bytes:
-        return _checked(await self.fs._cat_file(self.path, start=offset, end=offset + size), offset, size)
+        try:
+            data = await self.fs._cat_file(self.path, start=offset, end=offset + size)
+        except Exception as err:
+            raise self._failed(err, offset, size) from err
+        return _checked(data, offset, size)
 
     def _exactly_blocking(self, offset: int, size: int) -> bytes:
-        return _checked(self.fs.cat_file(self.path, start=offset, end=offset + size), offset, size)
+        try:
+            data = self.fs.cat_file(self.path, start=offset, end=offset + size)
+        except Exception as err:
+            raise self._failed(err, offset, size) from err
+        return _checked(data, offset, size)
+
+    def _failed(self, err: Exception, offset: int, size: int) -> RemoteReadError:
+        return RemoteReadError(f"bytes {offset}..{offset + size}: {describe_failure(err)}", self.label)
 
     def close(self) -> None:
         """Nothing to release: every read is its own request."""
+
+
+def describe_failure(err: BaseException) -> str:
+    """What a failed request says: the server's status where it answered, else the error."""
+    status = getattr(err, "status", None)
+    if isinstance(status, int):
+        return f"the server answered HTTP {status} {getattr(err, 'message', '') or ''}".rstrip()
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def _checked(data: bytes, offset: int, size: int) -> bytes:

@@ -154,7 +154,8 @@ class ReadAhead:
         self._walks: dict[Hashable, _Walk] = {}
         self._held: OrderedDict[tuple[Hashable, int], tuple[Future[bytes | memoryview], int]] = OrderedDict()
         self._held_bytes = 0
-        self._lock = threading.Lock()
+        # reentrant: a request that fails at once drops its chunks from within `request`
+        self._lock = threading.RLock()
 
     def clear(self) -> None:
         """Drop every chunk held ahead."""
@@ -236,22 +237,28 @@ class ReadAhead:
         start = int(order.offsets[group[0]])
         stop = int(order.offsets[group[-1]] + order.sizes[group[-1]])
         whole: Future[bytes] = self._fetch(start, stop - start)
-        parts: list[tuple[Future[bytes | memoryview], int, int]] = []
+        parts: list[tuple[int, Future[bytes | memoryview], int, int]] = []
         for r in group:
             part: Future[bytes | memoryview] = Future()
             part.set_running_or_notify_cancel()
             offset, size = int(order.offsets[r]) - start, int(order.sizes[r])
-            parts.append((part, offset, size))
+            parts.append((r, part, offset, size))
             self._held[(dataset, r)] = (part, size)
 
         def split(done: Future[bytes]) -> None:
             error = done.exception()
             if error is not None:
-                for part, _, _ in parts:
+                # whoever asked already gets the error; whoever asks later fetches again
+                with self._lock:
+                    for r, part, _, size in parts:
+                        if self._held.get((dataset, r), (None,))[0] is part:
+                            del self._held[(dataset, r)]
+                            self._held_bytes -= size
+                for _, part, _, _ in parts:
                     part.set_exception(error)
                 return
             view = memoryview(done.result())
-            for part, offset, size in parts:
+            for _, part, offset, size in parts:
                 part.set_result(view[offset : offset + size])
 
         whole.add_done_callback(split)

@@ -40,7 +40,14 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
-from .errors import CorruptChunkError, MalformedImsError, ReadOnlyError, SelectionError, TruncatedFileError
+from .errors import (
+    CorruptChunkError,
+    MalformedImsError,
+    ReadOnlyError,
+    RemoteReadError,
+    SelectionError,
+    TruncatedFileError,
+)
 from .files import open_file, run_blocking
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .layout import ImsLayout, parse_layout
@@ -564,6 +571,8 @@ class ImsStore(Store):
             raise TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
             ) from err
+        except RemoteReadError as err:  # the network's or the server's doing, not the file's
+            raise RemoteReadError(f"{_describe(self._layout, ck)} cannot be fetched: {err.reason}", self._path) from err
         except OSError as err:
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 

@@ -19,6 +19,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, root: Path, latency: float, counter: Any) -> None:
         self.root, self.latency, self.counter = root, latency, counter
+        self.failure: int | None = None  # an HTTP status every request gets instead (thread mode)
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -54,6 +55,12 @@ class FileServer:
         """Method, path and Range of every request (thread mode)."""
         assert self._server is not None
         return self._server.requests
+
+    def fail_with(self, status: int | None) -> None:
+        """Answer every request with ``status`` (an error, as a failing server would), or, with
+        None, serve again (thread mode)."""
+        assert self._server is not None
+        self._server.failure = status
 
     def count(self) -> int:
         return int(self._counter.value)
@@ -99,6 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.counter.value += 1
         if self.server.latency:
             time.sleep(self.server.latency)
+        if self.server.failure is not None:
+            self.send_response(self.server.failure)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path = self.server.root / self.path.lstrip("/")
         if ".." in self.path or not path.is_file():
             self.send_response(HTTPStatus.NOT_FOUND)

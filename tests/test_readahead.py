@@ -189,21 +189,38 @@ def test_bytes_between_neighbouring_chunks_come_along_within_one_request() -> No
     assert len(file.calls) < 10
 
 
-def test_a_failed_request_fails_every_chunk_it_carried_and_the_walk_goes_on() -> None:
+def test_a_failed_request_fails_what_was_asked_and_later_requests_fetch_again() -> None:
     index = make_index([1000] * 40)
     file = FakeFile(50_000, deferred=True)
     ahead = ReadAhead(file.fetch, budget=1 << 20)
     futures = [ahead.request("d", index, (i, 0, 0)) for i in range(3)]  # 0 and 1 asked, 2.. ahead
+    assert ahead.held_bytes > 0
     file.release(OSError("connection reset"))
     for future in futures:
         with pytest.raises(OSError, match="connection reset"):
             future.result()
-    later = ahead.request("d", index, (3, 0, 0))  # fetched ahead with the failed ones
-    with pytest.raises(OSError, match="connection reset"):
-        later.result()
-    retry = ahead.request("d", index, (0, 0, 0))  # asked again: fetched again
+    assert ahead.held_bytes == 0  # nothing failed is kept for later
+    calls = len(file.calls)
+    later = [ahead.request("d", index, (i, 0, 0)) for i in (3, 0)]  # 3 was fetched ahead with them
+    assert len(file.calls) > calls
     file.release()
-    assert bytes(retry.result()) == expected(file, index, 0)
+    for future, i in zip(later, (3, 0), strict=True):
+        assert bytes(future.result()) == expected(file, index, i)
+
+
+def test_a_request_that_fails_at_once_does_not_block() -> None:
+    index = make_index([1000] * 40)
+
+    def failing(offset: int, size: int) -> Future[bytes]:
+        future: Future[bytes] = Future()
+        future.set_exception(OSError("refused"))
+        return future
+
+    ahead = ReadAhead(failing, budget=1 << 20)
+    for i in range(10):
+        with pytest.raises(OSError, match="refused"):
+            ahead.request("d", index, (i, 0, 0)).result()
+    assert ahead.held_bytes == 0
 
 
 def test_another_walk_takes_the_room_an_abandoned_one_holds() -> None:

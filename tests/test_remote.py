@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from helpers import REAL_FILES, assert_group_matches_h5py, h5py_level
 from http_files import FileServer
 from s3_server import S3Server
 
-from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error
+from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error, RemoteReadError
 from ims_store.synthetic import make_example_ims
 
 
@@ -150,6 +151,37 @@ def test_remote_errors_name_the_url(server: FileServer) -> None:
         ImsStore(server.url("missing.ims"))
     with pytest.raises(NotHDF5Error, match=r"text\.ims"):
         ImsStore(server.url("text.ims"))
+
+
+@pytest.mark.parametrize("status", [403, 500, 503])
+def test_a_failing_server_is_reported_as_such_not_as_a_missing_file(server: FileServer, status: int) -> None:
+    server.fail_with(status)
+    with pytest.raises(RemoteReadError, match=rf"PtK2Cell\.ims: cannot be read: the server answered HTTP {status}"):
+        ImsStore(server.url("PtK2Cell.ims"))
+
+
+def test_a_server_that_is_not_there_is_reported_as_such() -> None:
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RemoteReadError, match=rf"127\.0\.0\.1:{port}/x\.ims: cannot be read: \w+"):
+        ImsStore(f"http://127.0.0.1:{port}/x.ims")
+
+
+def test_chunks_the_server_fails_name_the_chunk_and_the_answer_and_nothing_failed_is_kept(
+    server: FileServer, files: Path
+) -> None:
+    path = files / "many-chunks.ims"
+    store = ImsStore(server.url(path.name))
+    array = zarr.open_array(store, path="0", mode="r")
+    np.testing.assert_array_equal(array[0, 0, :8], h5py_level(path, 0, 0, 0)[:8])  # a walk is under way
+    server.fail_with(503)
+    with pytest.raises(RemoteReadError, match=r"resolution level 0.* cannot be fetched: bytes \d+\.\.\d+: .*HTTP 503"):
+        array[0, 0]
+    with pytest.raises(RemoteReadError, match="HTTP 503"):
+        store.get_sync("0/c/0/0/7/3/3")
+    server.fail_with(None)
+    np.testing.assert_array_equal(array[0, 0], h5py_level(path, 0, 0, 0))  # the server is back: all reads again
 
 
 # --- S3: moto's server on a loopback port, reached through s3fs like any bucket ---
