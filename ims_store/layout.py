@@ -22,6 +22,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import h5py
 import numpy as np
@@ -246,14 +247,20 @@ def _has_hdf5_signature(path: str) -> bool:
     return False
 
 
-def read_layout(path: str | os.PathLike[str]) -> ImsLayout:
-    """Open an Imaris file, parse it into an `ImsLayout` and close it.
+def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> ImsLayout:
+    """Open an Imaris file (a path or any fsspec URL), parse it into an `ImsLayout` and close it.
 
     >>> read_layout("cells.ims").levels[1].size
     (8, 64, 48)
     """
-    with open_hdf5(path) as f:
-        return parse_layout(f, path)
+    from .files import open_file  # (files builds on this module)
+
+    source = open_file(path, storage_options)
+    try:
+        with source.open_hdf5() as f:
+            return parse_layout(f, os.fspath(path))
+    finally:
+        source.close()
 
 
 # --------------------------------------------------------------------------------------------

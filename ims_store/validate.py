@@ -34,7 +34,8 @@ from .attributes import parse_float, parse_int, read_text
 from .chunks import stored_chunks
 from .codecs import FILTERS
 from .errors import CorruptChunkError, ImsError, TruncatedFileError
-from .layout import ImsLayout, ImsWarning, Level, dataset_filters, open_hdf5, parse_layout
+from .files import open_file
+from .layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
 from .pyramid import halved_axes, next_level_size
 
 if TYPE_CHECKING:
@@ -110,25 +111,29 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
     """Every problem found in the file; an empty list means Imaris will be content with it.
 
     ``deep``: also decode every chunk of every level, time point and channel, and report each
-    chunk that cannot be read or decoded (this reads the whole file).
+    chunk that cannot be read or decoded (this reads the whole file). ``path`` may be a URL.
     """
     path = os.fspath(path)
+    source = open_file(path)
     try:
-        f = open_hdf5(path)
+        f = source.open_hdf5()
+        file_size = source.size()
     except ImsError as err:
         return [Problem("error", path, err.reason)]
+    finally:
+        source.close()
     with f:
         try:
             layout = parse_layout(f, path)
         except ImsError as err:
             return [Problem("error", path, err.reason)]
-        problems = list(_check(f, layout))
+        problems = list(_check(f, layout, file_size))
         if deep:
             problems += _check_chunks(f, layout)
         return problems
 
 
-def _check(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
+def _check(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
     yield from _text_attributes(f, "/", ROOT_TEXT)
     count = f.attrs.get("NumberOfDataSets")
     if count is None:
@@ -142,7 +147,7 @@ def _check(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
     else:
         yield from _check_info(info, layout)
     yield from _check_pyramid(layout)
-    yield from _check_data(f, layout)
+    yield from _check_data(f, layout, file_size)
     thumb = f.get("Thumbnail/Data")
     if not isinstance(thumb, h5py.Dataset):
         yield Problem("warning", "/Thumbnail/Data", "missing (Imaris shows no preview)")
@@ -223,7 +228,7 @@ def _check_pyramid(layout: ImsLayout) -> Iterator[Problem]:
         )
 
 
-def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
+def _check_data(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
     for lvl in layout.levels:
         for tp in layout.timepoints:
             for ch in layout.channels:
@@ -249,7 +254,7 @@ def _check_data(f: h5py.File, layout: ImsLayout) -> Iterator[Problem]:
                         "warning", f"{where}/Data", f"shape {data.shape} is not padded to whole chunks {data.chunks}"
                     )
                 yield from _check_filters(data, f"{where}/Data")
-                yield from _check_chunk_extents(data, f"{where}/Data", os.path.getsize(f.filename))
+                yield from _check_chunk_extents(data, f"{where}/Data", file_size)
                 yield from _check_histograms(group, lvl, where)
 
 

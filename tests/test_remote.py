@@ -19,6 +19,7 @@ from http_files import FileServer
 from s3_server import S3Server
 
 from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error, RemoteReadError
+from ims_store.cli import main
 from ims_store.synthetic import make_example_ims
 
 
@@ -151,6 +152,24 @@ def test_remote_errors_name_the_url(server: FileServer) -> None:
         ImsStore(server.url("missing.ims"))
     with pytest.raises(NotHDF5Error, match=r"text\.ims"):
         ImsStore(server.url("text.ims"))
+
+
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["validate"], ["validate", "--deep"]])
+def test_info_and_validate_take_a_url_and_say_what_they_say_of_the_local_file(
+    server: FileServer, files: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, local = server.url("PyramidalCell.ims"), str(files / "PyramidalCell.ims")
+    outputs = []
+    for where in (url, local):
+        assert main([*args, where]) == 0
+        outputs.append(capsys.readouterr().out.replace(where, "FILE"))
+    assert outputs[0] == outputs[1] and outputs[0].strip()
+
+
+def test_info_on_a_failing_server_says_so(server: FileServer, capsys: pytest.CaptureFixture[str]) -> None:
+    server.fail_with(500)
+    assert main(["info", server.url("PyramidalCell.ims")]) == 2
+    assert "cannot be read: the server answered HTTP 500" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status", [403, 500, 503])
