@@ -62,6 +62,10 @@ class LocalFile:
     def open_hdf5(self) -> h5py.File:
         return open_hdf5(self.label)
 
+    def transport_failure(self) -> BaseException | None:
+        """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
+        return None
+
     def _acquire(self) -> int:
         with self._lock:
             if self._fd is None:
@@ -127,6 +131,7 @@ class RemoteFile:
             raise ImsError(f"cannot reach the file: {err}", url) from err
         self._size: int | None = None
         self._async = bool(getattr(self.fs, "async_impl", False)) and getattr(self.fs, "loop", None) is not None
+        self._reads: _Reads | None = None
 
     def size(self) -> int:
         if self._size is None:
@@ -173,16 +178,27 @@ class RemoteFile:
             raise ImsFileNotFoundError("no such file", self.label) from err
         except Exception as err:
             raise RemoteReadError(f"cannot be read: {describe_failure(err)}", self.label) from err
+        self._reads = reads = _Reads(handle)
         try:
-            return h5py.File(handle, "r")
+            return h5py.File(reads, "r")
         except OSError as err:
             handle.close()
+            failure = self.transport_failure()
+            if failure is not None:
+                raise RemoteReadError(f"cannot be read: {describe_failure(failure)}", self.label) from failure
             message = str(err).lower()
             if "signature" in message:
                 raise NotHDF5Error("not an HDF5 file, so not an Imaris (.ims) file", self.label) from err
             raise TruncatedFileError(
                 f"HDF5 cannot open the file; it is damaged or truncated ({err})", self.label
             ) from err
+
+    def transport_failure(self) -> BaseException | None:
+        """The last request HDF5 made that failed, once (then forgotten). HDF5 passes such a
+        failure on as the transport's own exception, or as an error of its own while opening: this
+        tells the network's failures from the file's."""
+        failure, self._reads.failure = (self._reads.failure, None) if self._reads is not None else (None, None)
+        return failure
 
     def read(self, offset: int, size: int) -> bytes:
         return self.fetch(offset, size).result()
@@ -220,6 +236,38 @@ class RemoteFile:
 
     def close(self) -> None:
         """Nothing to release: every read is its own request."""
+
+
+class _Reads:
+    """The fsspec file object HDF5 reads a remote file's metadata through, keeping the last
+    request that failed (see `RemoteFile.transport_failure`)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.failure: BaseException | None = None
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self.handle.readinto(buffer)
+        except Exception as err:
+            self.failure = err
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.handle.read(size)
+        except Exception as err:
+            self.failure = err
+            raise
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def describe_failure(err: BaseException) -> str:

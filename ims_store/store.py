@@ -42,13 +42,14 @@ from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import (
     CorruptChunkError,
+    ImsError,
     MalformedImsError,
     ReadOnlyError,
     RemoteReadError,
     SelectionError,
     TruncatedFileError,
 )
-from .files import open_file, run_blocking
+from .files import describe_failure, open_file, run_blocking
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .layout import ImsLayout, parse_layout
 from .readahead import DEFAULT_READ_AHEAD, ReadAhead
@@ -129,9 +130,11 @@ class ImsStore(Store):
         self._source = open_file(self._path, self._storage_options)
         self._h5: h5py.File | None = self._source.open_hdf5()
         try:
-            self._layout = parse_layout(self._h5, self._path)
+            with self._hdf5_reads("its metadata"):
+                self._layout = parse_layout(self._h5, self._path)
         except BaseException:
-            self._h5.close()
+            if self._h5 is not None:
+                self._h5.close()
             raise
         # what each level's metadata declares; decoded mode declares no codecs at all
         self._plans = [
@@ -231,6 +234,23 @@ class ImsStore(Store):
             if self._ahead is not None:
                 self._ahead.clear()
         super().close()
+
+    @contextlib.contextmanager
+    def _hdf5_reads(self, what: str) -> Iterator[None]:
+        """HDF5 reading through a remote file's requests: one that failed becomes a
+        RemoteReadError naming ``what``, and the HDF5 file is closed (reopened on next use):
+        HDF5 left holding a file whose read failed can crash the interpreter at exit."""
+        try:
+            yield
+        except Exception as err:
+            failure = self._source.transport_failure()
+            if failure is None:
+                raise
+            with self._lock:
+                if self._h5 is not None:
+                    self._h5.close()
+                    self._h5 = None
+            raise RemoteReadError(f"{what} cannot be read: {describe_failure(failure)}", self._path) from err
 
     def _file(self) -> h5py.File:
         with self._lock:
@@ -420,13 +440,14 @@ class ImsStore(Store):
         with self._lock:
             index = self._indexes.get((level, t, c))
             if index is None:
-                dataset = self._file().get(path)
-                if dataset is None or not hasattr(dataset, "dtype"):
-                    raise MalformedImsError(f"{path} is missing", self._path)
-                try:
-                    index = index_dataset(dataset, self._layout.levels[level])
-                except ValueError as err:
-                    raise MalformedImsError(f"{path}: {err}", self._path) from err
+                with self._hdf5_reads(f"the chunk index of {path}"):
+                    dataset = self._file().get(path)
+                    if dataset is None or not hasattr(dataset, "dtype"):
+                        raise MalformedImsError(f"{path} is missing", self._path)
+                    try:
+                        index = index_dataset(dataset, self._layout.levels[level])
+                    except ValueError as err:
+                        raise MalformedImsError(f"{path}: {err}", self._path) from err
                 self._indexes[(level, t, c)] = index
         return index
 
@@ -598,12 +619,14 @@ class ImsStore(Store):
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
         path = self._layout.data_path(ck.level, ck.t, ck.c)
-        with self._lock:
+        with self._lock, self._hdf5_reads(_describe(self._layout, ck)):
             try:
                 import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
 
                 block = self._file()[path][region]
             except Exception as err:
+                if self._source.remote and isinstance(err, OSError) and not isinstance(err, ImsError):
+                    raise  # perhaps a failed request: `_hdf5_reads` tells
                 if unsupported:
                     why = f"is compressed with {unsupported}, which neither ims_store nor HDF5's plugins decode"
                 else:

@@ -33,8 +33,8 @@ import numpy as np
 from .attributes import parse_float, parse_int, read_text
 from .chunks import stored_chunks
 from .codecs import FILTERS
-from .errors import CorruptChunkError, ImsError, TruncatedFileError
-from .files import open_file
+from .errors import CorruptChunkError, ImsError, RemoteReadError, TruncatedFileError
+from .files import describe_failure, open_file
 from .layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
 from .pyramid import halved_axes, next_level_size
 
@@ -118,19 +118,27 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
     try:
         f = source.open_hdf5()
         file_size = source.size()
+    except RemoteReadError:
+        raise  # the network failed, not the file: nothing could be checked
     except ImsError as err:
         return [Problem("error", path, err.reason)]
     finally:
         source.close()
     with f:
         try:
-            layout = parse_layout(f, path)
-        except ImsError as err:
-            return [Problem("error", path, err.reason)]
-        problems = list(_check(f, layout, file_size))
-        if deep:
-            problems += _check_chunks(f, layout)
-        return problems
+            try:
+                layout = parse_layout(f, path)
+            except ImsError as err:
+                return [Problem("error", path, err.reason)]
+            problems = list(_check(f, layout, file_size))
+            if deep:
+                problems += _check_chunks(f, layout)
+            return problems
+        except Exception as err:
+            failure = source.transport_failure()
+            if failure is None:
+                raise
+            raise RemoteReadError(f"cannot be read: {describe_failure(failure)}", path) from err
 
 
 def _check(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
@@ -369,6 +377,8 @@ def _decode_dataset(store: ImsStore, pool: ThreadPoolExecutor, lvl: Level, t: in
 
     try:
         first = decode(grid[0])  # also builds the chunk index, which fails for the whole dataset
+    except RemoteReadError:
+        raise  # the network failed, not the file
     except ImsError as err:
         return [Problem("error", path, f"its chunks cannot be read: {err.reason}")]
     found = [first, *pool.map(decode, grid[1:])]

@@ -19,7 +19,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, root: Path, latency: float, counter: Any) -> None:
         self.root, self.latency, self.counter = root, latency, counter
-        self.failure: int | None = None  # an HTTP status every request gets instead (thread mode)
+        self.failure: int | None = None  # an HTTP status requests get instead (thread mode)...
+        self.fail_after = 0  # ... once this many more have been served
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -56,11 +57,11 @@ class FileServer:
         assert self._server is not None
         return self._server.requests
 
-    def fail_with(self, status: int | None) -> None:
-        """Answer every request with ``status`` (an error, as a failing server would), or, with
-        None, serve again (thread mode)."""
+    def fail_with(self, status: int | None, after: int = 0) -> None:
+        """Answer every request with ``status`` (an error, as a failing server would) once
+        ``after`` more have been served, or, with None, serve again (thread mode)."""
         assert self._server is not None
-        self._server.failure = status
+        self._server.failure, self._server.fail_after = status, after
 
     def count(self) -> int:
         return int(self._counter.value)
@@ -106,7 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.counter.value += 1
         if self.server.latency:
             time.sleep(self.server.latency)
-        if self.server.failure is not None:
+        with self.server.lock:
+            failing = self.server.failure is not None and self.server.fail_after <= 0
+            self.server.fail_after -= 1
+        if failing:
             self.send_response(self.server.failure)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -18,7 +18,7 @@ from helpers import REAL_FILES, assert_group_matches_h5py, h5py_level
 from http_files import FileServer
 from s3_server import S3Server
 
-from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error, RemoteReadError
+from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error, RemoteReadError, write_ims
 from ims_store.cli import main
 from ims_store.synthetic import make_example_ims
 
@@ -166,6 +166,16 @@ def test_info_and_validate_take_a_url_and_say_what_they_say_of_the_local_file(
     assert outputs[0] == outputs[1] and outputs[0].strip()
 
 
+@pytest.mark.parametrize("after", [0, 2])
+def test_validate_on_a_failing_server_says_so_and_not_that_the_file_is_unsound(
+    server: FileServer, capsys: pytest.CaptureFixture[str], after: int
+) -> None:
+    server.fail_with(500, after=after)  # at once, or once the file is open
+    assert main(["validate", "--deep", server.url("PyramidalCell.ims")]) == 2
+    output = capsys.readouterr()
+    assert "the server answered HTTP 500" in output.err and "sound" not in output.out + output.err
+
+
 def test_info_on_a_failing_server_says_so(server: FileServer, capsys: pytest.CaptureFixture[str]) -> None:
     server.fail_with(500)
     assert main(["info", server.url("PyramidalCell.ims")]) == 2
@@ -201,6 +211,33 @@ def test_chunks_the_server_fails_name_the_chunk_and_the_answer_and_nothing_faile
         store.get_sync("0/c/0/0/7/3/3")
     server.fail_with(None)
     np.testing.assert_array_equal(array[0, 0], h5py_level(path, 0, 0, 0))  # the server is back: all reads again
+
+
+def test_metadata_the_server_fails_while_opening_is_a_remote_read_error(tmp_path: Path) -> None:
+    # 6 MB that do not compress: the metadata write_ims puts last lies beyond the first block
+    noise = np.random.default_rng(0).integers(0, 65535, (48, 256, 256), dtype=np.uint16)
+    write_ims(noise, tmp_path / "noise.ims", axes="zyx", chunks=(16, 64, 64))
+    srv = FileServer(tmp_path)
+    try:
+        srv.fail_with(500, after=2)  # the size and the first block come; the next block does not
+        with pytest.raises(RemoteReadError, match=r"noise\.ims: .*cannot be read: the server answered HTTP 500"):
+            ImsStore(srv.url("noise.ims"))
+        assert len(srv.requests) == 3
+    finally:
+        srv.close()
+
+
+def test_a_chunk_index_the_server_fails_is_named_and_read_again_later(server: FileServer, files: Path) -> None:
+    store = ImsStore(server.url("PtK2Cell.ims"))
+    store._source._reads.handle.cache._blocks.clear()  # as if the metadata blocks had been evicted
+    server.fail_with(500)
+    index_failed = r"the chunk index of /DataSet/ResolutionLevel 0/.* cannot be read: .*HTTP 500"
+    with pytest.raises(RemoteReadError, match=index_failed):
+        store.get_sync("0/c/0/1/0/0/0")
+    server.fail_with(None)  # the server is back: HDF5 reopens the file, and every read is right
+    np.testing.assert_array_equal(
+        zarr.open_array(store, path="0", mode="r")[0, 1], h5py_level(files / "PtK2Cell.ims", 0, 0, 1)
+    )
 
 
 # --- S3: moto's server on a loopback port, reached through s3fs like any bucket ---
