@@ -42,7 +42,6 @@ from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import (
     CorruptChunkError,
-    ImsError,
     MalformedImsError,
     ReadOnlyError,
     RemoteReadError,
@@ -243,14 +242,21 @@ class ImsStore(Store):
         try:
             yield
         except Exception as err:
-            failure = self._source.transport_failure()
-            if failure is None:
+            failed = self._failed_request(what)
+            if failed is None:
                 raise
-            with self._lock:
-                if self._h5 is not None:
-                    self._h5.close()
-                    self._h5 = None
-            raise RemoteReadError(f"{what} cannot be read: {describe_failure(failure)}", self._path) from err
+            raise failed from err
+
+    def _failed_request(self, what: str) -> RemoteReadError | None:
+        """The error for a request that failed under HDF5's last read, if one did (see `_hdf5_reads`)."""
+        failure = self._source.transport_failure()
+        if failure is None:
+            return None
+        with self._lock:
+            if self._h5 is not None:
+                self._h5.close()
+                self._h5 = None
+        return RemoteReadError(f"{what} cannot be read: {describe_failure(failure)}", self._path)
 
     def _file(self) -> h5py.File:
         with self._lock:
@@ -619,14 +625,17 @@ class ImsStore(Store):
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
         path = self._layout.data_path(ck.level, ck.t, ck.c)
-        with self._lock, self._hdf5_reads(_describe(self._layout, ck)):
+        with self._lock:
             try:
                 import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
 
                 block = self._file()[path][region]
+            except RemoteReadError:  # reopening the file failed
+                raise
             except Exception as err:
-                if self._source.remote and isinstance(err, OSError) and not isinstance(err, ImsError):
-                    raise  # perhaps a failed request: `_hdf5_reads` tells
+                failed = self._failed_request(_describe(self._layout, ck))
+                if failed is not None:
+                    raise failed from err
                 if unsupported:
                     why = f"is compressed with {unsupported}, which neither ims_store nor HDF5's plugins decode"
                 else:
