@@ -62,7 +62,7 @@ class LocalFile:
     def open_hdf5(self) -> h5py.File:
         return open_hdf5(self.label)
 
-    def transport_failure(self) -> BaseException | None:
+    def failed_read(self, what: str = "") -> RemoteReadError | None:
         """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
         return None
 
@@ -158,7 +158,7 @@ class RemoteFile:
             if isinstance(err, FileNotFoundError) and (failure is None or isinstance(failure, FileNotFoundError)):
                 raise ImsFileNotFoundError("no such file", self.label) from err
             cause = failure if isinstance(err, FileNotFoundError) and failure is not None else err
-            raise RemoteReadError(f"cannot be read: {describe_failure(cause)}", self.label) from cause
+            raise unreadable(cause, self.label) from cause
         if self._size == 0:
             raise NotHDF5Error("is empty (0 bytes), not an Imaris (.ims) file", self.label)
         # a first block that failed or came short is simply fetched again by the file object,
@@ -177,15 +177,15 @@ class RemoteFile:
         except FileNotFoundError as err:
             raise ImsFileNotFoundError("no such file", self.label) from err
         except Exception as err:
-            raise RemoteReadError(f"cannot be read: {describe_failure(err)}", self.label) from err
+            raise unreadable(err, self.label) from err
         self._reads = reads = _Reads(handle)
         try:
             return h5py.File(reads, "r")
         except OSError as err:
             handle.close()
-            failure = self.transport_failure()
-            if failure is not None:
-                raise RemoteReadError(f"cannot be read: {describe_failure(failure)}", self.label) from failure
+            failed = self.failed_read()
+            if failed is not None:
+                raise failed from err
             message = str(err).lower()
             if "signature" in message:
                 raise NotHDF5Error("not an HDF5 file, so not an Imaris (.ims) file", self.label) from err
@@ -193,12 +193,12 @@ class RemoteFile:
                 f"HDF5 cannot open the file; it is damaged or truncated ({err})", self.label
             ) from err
 
-    def transport_failure(self) -> BaseException | None:
-        """The last request HDF5 made that failed, once (then forgotten). HDF5 passes such a
-        failure on as the transport's own exception, or as an error of its own while opening: this
-        tells the network's failures from the file's."""
+    def failed_read(self, what: str = "") -> RemoteReadError | None:
+        """The error for the last request HDF5 made that failed, once (then forgotten); ``what``:
+        what HDF5 was reading. HDF5 passes such a failure on as the transport's own exception, or
+        as an error of its own while opening: this tells the network's failures from the file's."""
         failure, self._reads.failure = (self._reads.failure, None) if self._reads is not None else (None, None)
-        return failure
+        return None if failure is None else unreadable(failure, self.label, what)
 
     def read(self, offset: int, size: int) -> bytes:
         return self.fetch(offset, size).result()
@@ -240,7 +240,7 @@ class RemoteFile:
 
 class _Reads:
     """The fsspec file object HDF5 reads a remote file's metadata through, keeping the last
-    request that failed (see `RemoteFile.transport_failure`)."""
+    request that failed (see `RemoteFile.failed_read`)."""
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
@@ -268,6 +268,11 @@ class _Reads:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def unreadable(err: BaseException, label: str, what: str = "") -> RemoteReadError:
+    """The error for a request that failed with ``err`` while reading ``what`` of the file ``label``."""
+    return RemoteReadError(f"{what} cannot be read: {describe_failure(err)}".lstrip(), label)
 
 
 def describe_failure(err: BaseException) -> str:

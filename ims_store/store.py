@@ -48,7 +48,7 @@ from .errors import (
     SelectionError,
     TruncatedFileError,
 )
-from .files import describe_failure, open_file, run_blocking
+from .files import open_file, run_blocking
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .layout import ImsLayout, parse_layout
 from .readahead import DEFAULT_READ_AHEAD, ReadAhead
@@ -249,14 +249,13 @@ class ImsStore(Store):
 
     def _failed_request(self, what: str) -> RemoteReadError | None:
         """The error for a request that failed under HDF5's last read, if one did (see `_hdf5_reads`)."""
-        failure = self._source.transport_failure()
-        if failure is None:
-            return None
-        with self._lock:
-            if self._h5 is not None:
-                self._h5.close()
-                self._h5 = None
-        return RemoteReadError(f"{what} cannot be read: {describe_failure(failure)}", self._path)
+        failed = self._source.failed_read(what)
+        if failed is not None:
+            with self._lock:
+                if self._h5 is not None:
+                    self._h5.close()
+                    self._h5 = None
+        return failed
 
     def _file(self) -> h5py.File:
         with self._lock:

@@ -34,7 +34,7 @@ from .attributes import parse_float, parse_int, read_text
 from .chunks import stored_chunks
 from .codecs import FILTERS
 from .errors import CorruptChunkError, ImsError, RemoteReadError, TruncatedFileError
-from .files import describe_failure, open_file
+from .files import open_file
 from .layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
 from .pyramid import halved_axes, next_level_size
 
@@ -135,10 +135,10 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
                 problems += _check_chunks(f, layout)
             return problems
         except Exception as err:
-            failure = source.transport_failure()
-            if failure is None:
+            failed = source.failed_read()
+            if failed is None:
                 raise
-            raise RemoteReadError(f"cannot be read: {describe_failure(failure)}", path) from err
+            raise failed from err
 
 
 def _check(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
