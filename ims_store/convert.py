@@ -226,7 +226,7 @@ def _sharded_ims_to_ome_zarr(store: ImsStore, out: _Output, client: Any) -> Path
             chunks=(1, 1, *lvl.chunks),
             shards=(1, 1, *shard),
             compressors=compressors,
-            fill_value=0,
+            fill_value=lvl.fill_value,
             dimension_names=AXES,
             zarr_format=3,
         )
@@ -264,7 +264,7 @@ class _ChunkWriter:
     def __call__(self, keys: list[ChunkKey], root: Path) -> int:
         for ck in keys:
             payload = self.chunk(ck)
-            if payload is not None:  # absent chunks read as the fill value, 0
+            if payload is not None:  # absent chunks read as the fill value the metadata declares
                 target = root / chunk_key(ck, self.fmt)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(payload)
@@ -293,7 +293,8 @@ class _ShardWriter:
                 slice(i * n, (i + 1) * n) for i, n in zip((key.z, key.y, key.x), self.shards[key.level], strict=True)
             )
             values = LevelArray(self.store, key.level)[(key.t, key.c, *region)]
-            if values.any():  # an empty shard stays absent: it reads as the fill value
+            fill = np.full_like(values, self.store.layout.levels[key.level].fill_value)
+            if not np.array_equal(values, fill, equal_nan=values.dtype.kind == "f"):  # else absent: reads as fill
                 arrays[key.level][(key.t, key.c, *region)] = values
         return len(keys)
 

@@ -22,6 +22,7 @@ __all__ = [
     "CorruptChunkError",
     "ImsError",
     "ImsFileNotFoundError",
+    "LinkTargetError",
     "MalformedImsError",
     "MissingDependencyError",
     "NotHDF5Error",
@@ -67,6 +68,12 @@ class NotImarisError(ImsError):
 
 class MalformedImsError(ImsError):
     """The file is an Imaris file, but something it needs is missing or inconsistent."""
+
+
+class LinkTargetError(MalformedImsError):
+    """A link in the file leads nowhere readable: an external link whose target file is missing,
+    moved, not HDF5 or refused, links that loop, or a virtual dataset whose source is missing.
+    The message names the linking file, the link and its target."""
 
 
 class CorruptChunkError(MalformedImsError):

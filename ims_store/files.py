@@ -23,8 +23,9 @@ import h5py
 from .chunks import read_range
 from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
 from .layout import open_hdf5
+from .links import Links
 
-__all__ = ["LocalFile", "RemoteFile", "is_remote", "open_file", "run_blocking"]
+__all__ = ["LocalFile", "RemoteFile", "is_remote", "links_of", "open_file", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -61,6 +62,10 @@ class LocalFile:
 
     def open_hdf5(self) -> h5py.File:
         return open_hdf5(self.label)
+
+    def linked(self, path: str) -> LocalFile:
+        """Another file on this machine (the target of an external link)."""
+        return LocalFile(path)
 
     def failed_read(self, what: str = "") -> RemoteReadError | None:
         """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
@@ -132,6 +137,10 @@ class RemoteFile:
         self._size: int | None = None
         self._async = bool(getattr(self.fs, "async_impl", False)) and getattr(self.fs, "loop", None) is not None
         self._reads: _Reads | None = None
+
+    def linked(self, url: str) -> RemoteFile:
+        """Another file on the same file system, with the same options (an external link's target)."""
+        return RemoteFile(url, self.storage_options)
 
     def size(self) -> int:
         if self._size is None:
@@ -301,6 +310,24 @@ def run_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> Futur
         if _pool is None:
             _pool = ThreadPoolExecutor(32, thread_name_prefix="ims-store")
     return _pool.submit(function, *args, **kwargs)
+
+
+def links_of(
+    source: LocalFile | RemoteFile,
+    f: h5py.File,
+    *,
+    follow: bool = True,
+    open_linked: Callable[[str], h5py.File] | None = None,
+) -> Links:
+    """The links of ``f``, ``source``'s open HDF5 file: a remote file's targets are opened with
+    ``open_linked`` (default: on the same file system, with the same options)."""
+    return Links(
+        f,
+        source.label,
+        remote=source.remote,
+        follow=follow,
+        open_linked=open_linked or (lambda url: source.linked(url).open_hdf5()),
+    )
 
 
 def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:

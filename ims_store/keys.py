@@ -11,6 +11,7 @@ Layout of the virtual hierarchy (one array per resolution level, 5-D ``t, c, z, 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +44,14 @@ def _endian(level: Level) -> str:
     return "big" if level.dtype.byteorder == ">" else "little"
 
 
+def fill_json(level: Level) -> int | float | str:
+    """A level's fill value as zarr metadata spells it (NaN and infinities as strings, v2 and v3)."""
+    value = level.fill_value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
 def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format: ZarrFormat) -> dict[str, dict]:
     """Metadata documents (key -> JSON object) of one level's array, relative to the level.
 
@@ -61,7 +70,7 @@ def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format
                 "data_type": level.dtype.newbyteorder("=").name,
                 "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
                 "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-                "fill_value": 0,
+                "fill_value": fill_json(level),
                 "codecs": codecs,
                 "attributes": {},
                 "dimension_names": list(AXES),
@@ -76,7 +85,7 @@ def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format
             "dtype": _dtype_v2(level),
             "compressor": plan.v2_compressor,
             "filters": plan.v2_filters,
-            "fill_value": 0,
+            "fill_value": fill_json(level),
             "order": "C",
             "dimension_separator": "/",
         },

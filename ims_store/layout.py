@@ -20,7 +20,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from .attributes import parse_float, parse_floats, parse_int, read_text
 from .errors import (
     ImsError,
     ImsFileNotFoundError,
+    LinkTargetError,
     MalformedImsError,
     NotHDF5Error,
     NotImarisError,
@@ -38,6 +39,7 @@ from .errors import (
     TruncatedFileError,
 )
 from .geometry import extents_valid, voxel_size
+from .links import Links
 
 __all__ = [
     "Channel",
@@ -47,6 +49,7 @@ __all__ = [
     "Level",
     "TimePoint",
     "dataset_filters",
+    "fill_value",
     "open_hdf5",
     "parse_layout",
     "parse_timestamp",
@@ -89,6 +92,8 @@ class Level:
     filters: tuple[Filter, ...]
     voxel_size: Vec3
     """Physical voxel size at this level, in the layout's unit."""
+    fill_value: int | float = 0
+    """What HDF5 reads in chunks never written (the ``Data`` datasets' fill value)."""
 
     @property
     def chunk_grid(self) -> Shape3:
@@ -253,12 +258,16 @@ def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | 
     >>> read_layout("cells.ims").levels[1].size
     (8, 64, 48)
     """
-    from .files import open_file  # (files builds on this module)
+    from .files import links_of, open_file  # (files builds on this module)
 
     source = open_file(path, storage_options)
     try:
         with source.open_hdf5() as f:
-            return parse_layout(f, os.fspath(path))
+            links = links_of(source, f)
+            try:
+                return parse_layout(f, os.fspath(path), links)
+            finally:
+                links.close()
     finally:
         source.close()
 
@@ -266,35 +275,31 @@ def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | 
 # --------------------------------------------------------------------------------------------
 # parsing
 
-_NUMBERED = {
-    "ResolutionLevel": re.compile(r"^ResolutionLevel (\d+)$"),
-    "TimePoint": re.compile(r"^TimePoint (\d+)$"),
-    "Channel": re.compile(r"^Channel (\d+)$"),
-}
+_NUMBERED = {kind: re.compile(rf"{kind} (0|[1-9][0-9]*)") for kind in ("ResolutionLevel", "TimePoint", "Channel")}
 
 
-def _numbered(group: h5py.Group, kind: str) -> list[int]:
-    """Numbers N of the ``<kind> N`` members of ``group``, sorted by number (HDF5 sorts by name)."""
+def _numbered(group: h5py.Group, kind: str, note: Callable[[str], None] | None = None) -> list[int]:
+    """Numbers N of the ``<kind> N`` members of ``group``, sorted by number (HDF5 sorts by name).
+
+    Only canonical names count (``Channel 1``, never ``Channel 01``, ``Channel \u0661`` or a
+    name with trailing white space): the data of number N is read at ``<kind> N`` and nowhere
+    else, as Imaris does. Look-alikes are left out, with a note."""
     pattern = _NUMBERED[kind]
     numbers = []
     for name in group:
-        match = pattern.match(name)
+        match = pattern.fullmatch(name)
         if match:
             numbers.append(int(match.group(1)))
+        elif note is not None and name.startswith(kind):
+            note(f"{group.name}/{name!r} is not a canonical {kind} name ({kind} N); it is left out, as Imaris does")
     return sorted(numbers)
 
 
-def _group(parent: h5py.Group, name: str) -> h5py.Group | None:
-    """A subgroup inside this file, or None: external links are not followed (they would read
-    another file), nor links that dangle or loop."""
-    try:
-        link = parent.get(name, getlink=True)
-        if link is None or isinstance(link, h5py.ExternalLink):
-            return None
-        obj = parent.get(name)
-    except (KeyError, OSError, RuntimeError, ValueError):
-        return None
-    return obj if isinstance(obj, h5py.Group) else None
+def _group(links: Links, path: str) -> h5py.Group | None:
+    """The group at ``path`` (links followed), or None: nothing there, a dangling soft link, or
+    not a group. A broken external link raises `LinkTargetError`."""
+    found = links.get(path)
+    return found.obj if found is not None and isinstance(found.obj, h5py.Group) else None
 
 
 def _why_not_a_group(parent: h5py.Group, name: str) -> str:
@@ -305,10 +310,11 @@ def _why_not_a_group(parent: h5py.Group, name: str) -> str:
         link = None
     if link is None:
         return f"no /{name} group"
-    if isinstance(link, h5py.ExternalLink):
-        return f"/{name} is an external link to {link.filename}:{link.path}; ims_store reads only inside the file"
     if isinstance(link, h5py.SoftLink):
-        target = _group(parent, name)
+        try:
+            target = parent.get(name)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            target = None
         if target is None:
             return f"/{name} is a soft link to {link.path} that dangles or loops"
     try:
@@ -371,35 +377,54 @@ def dataset_filters(dataset: h5py.Dataset) -> tuple[Filter, ...]:
     return tuple(out)
 
 
-def _level_dataset(f: h5py.File, path: str, where: str) -> h5py.Dataset:
+def _level_dataset(links: Links, path: str, where: str) -> h5py.Dataset:
     try:
-        obj = f.get(path)
+        found = links.get(path)
+    except LinkTargetError:
+        raise
     except (KeyError, OSError, RuntimeError) as err:
-        raise MalformedImsError(f"{where}: its Data cannot be opened ({err})", f.filename) from err
+        raise MalformedImsError(f"{where}: its Data cannot be opened ({err})", links.label) from err
+    obj = found.obj if found is not None else None
     if not isinstance(obj, h5py.Dataset):
-        raise MalformedImsError(f"{where} has no Data dataset", f.filename)
+        raise MalformedImsError(f"{where} has no Data dataset", links.label)
     if obj.ndim != 3:
-        raise MalformedImsError(f"{where}: Data has {obj.ndim} dimensions, expected 3 (z, y, x)", f.filename)
+        raise MalformedImsError(f"{where}: Data has {obj.ndim} dimensions, expected 3 (z, y, x)", links.label)
     if obj.dtype.kind not in "uif" or obj.dtype.itemsize > 8:
-        raise MalformedImsError(f"{where}: Data has unsupported type {obj.dtype}", f.filename)
+        raise MalformedImsError(f"{where}: Data has unsupported type {obj.dtype}", links.label)
     return obj
 
 
-def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> ImsLayout:
-    """Parse an open HDF5 file into an `ImsLayout` (see the module docstring)."""
+def fill_value(dataset: h5py.Dataset) -> int | float:
+    """What h5py reads where a chunk of ``dataset`` was never written: its fill value, or 0 where
+    the fill value is undefined or never written (HDF5 then leaves h5py's zeroed buffer as it is)."""
+    plist = dataset.id.get_create_plist()
+    if plist.fill_value_defined() == h5py.h5d.FILL_VALUE_UNDEFINED or plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER:
+        return 0.0 if dataset.dtype.kind == "f" else 0
+    value = dataset.fillvalue
+    return float(value) if dataset.dtype.kind == "f" else int(value)
+
+
+def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None, links: Links | None = None) -> ImsLayout:
+    """Parse an open HDF5 file into an `ImsLayout` (see the module docstring).
+
+    ``links`` follows the file's links (default: HDF5's own rules, right for a local file; a
+    remote file needs its own, see `Links`).
+    """
     path = os.fspath(path) if path is not None else f.filename
+    links = links or Links(f, path)
     notes: list[str] = []
 
     def note(message: str) -> None:
-        notes.append(message)
-        warnings.warn(f"{path}: {message}", ImsWarning, stacklevel=4)
+        if message not in notes:
+            notes.append(message)
+            warnings.warn(f"{path}: {message}", ImsWarning, stacklevel=4)
 
     dataset_dir = read_text(f, "DataSetDirectoryName") or "DataSet"
     info_dir = read_text(f, "DataSetInfoDirectoryName") or "DataSetInfo"
-    data = _group(f, dataset_dir)
+    data = _group(links, dataset_dir)
     if data is None and dataset_dir != "DataSet":
-        dataset_dir, data = "DataSet", _group(f, "DataSet")
-    level_numbers = _numbered(data, "ResolutionLevel") if data is not None else []
+        dataset_dir, data = "DataSet", _group(links, "DataSet")
+    level_numbers = _numbered(data, "ResolutionLevel", note) if data is not None else []
     if not level_numbers:
         if read_text(f, "ImarisDataSet") is not None:
             raise MalformedImsError(f"Imaris file without image data: {_why_not_a_group(f, dataset_dir)}", path)
@@ -410,15 +435,22 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
         note(f"resolution levels are numbered {_span(level_numbers)}, not 0..{len(level_numbers) - 1}: one is missing")
     assert data is not None
 
-    info = _group(f, info_dir)
-    image = _group(info, "Image") if info is not None else None
+    info = _group(links, info_dir)
+    image = _group(links, f"{info_dir}/Image") if info is not None else None
+
+    def member(name: str) -> h5py.Group:
+        """A group under the image data (links followed), or a MalformedImsError naming it."""
+        found = _group(links, f"{dataset_dir}/{name}")
+        if found is None:
+            raise MalformedImsError(f"{dataset_dir}/{name} is not a group that can be opened", path)
+        return found
 
     # time points and channels are what level 0 holds
-    level0 = data[f"ResolutionLevel {level_numbers[0]}"]
-    t_numbers = _numbered(level0, "TimePoint")
+    level0 = member(f"ResolutionLevel {level_numbers[0]}")
+    t_numbers = _numbered(level0, "TimePoint", note)
     if not t_numbers:
         raise MalformedImsError("ResolutionLevel 0 has no TimePoint groups", path)
-    c_numbers = _numbered(level0[f"TimePoint {t_numbers[0]}"], "Channel")
+    c_numbers = _numbered(member(f"ResolutionLevel 0/TimePoint {t_numbers[0]}"), "Channel", note)
     if not c_numbers:
         raise MalformedImsError("ResolutionLevel 0/TimePoint 0 has no Channel groups", path)
 
@@ -429,22 +461,22 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
 
     levels: list[Level] = []
     for index, number in enumerate(level_numbers):
-        group = data[f"ResolutionLevel {number}"]
         where = f"ResolutionLevel {number}"
+        group = member(where)
         if index:
-            t_here = _numbered(group, "TimePoint")
+            t_here = _numbered(group, "TimePoint", note)
             if t_here != t_numbers:
                 raise MalformedImsError(
                     f"{where} holds time points {_span(t_here)} but ResolutionLevel 0 holds {_span(t_numbers)}", path
                 )
-            c_here = _numbered(group[f"TimePoint {t_numbers[0]}"], "Channel")
+            c_here = _numbered(member(f"{where}/TimePoint {t_numbers[0]}"), "Channel", note)
             if c_here != c_numbers:
                 raise MalformedImsError(
                     f"{where} holds channels {_span(c_here)} but ResolutionLevel 0 holds {_span(c_numbers)}", path
                 )
-        channel_group = group[f"TimePoint {t_numbers[0]}/Channel {c_numbers[0]}"]
         where = f"{where}/TimePoint {t_numbers[0]}/Channel {c_numbers[0]}"
-        dataset = _level_dataset(f, f"{channel_group.name}/Data", where)
+        channel_group = member(where)
+        dataset = _level_dataset(links, f"{dataset_dir}/{where}/Data", where)
         size = tuple(parse_int(read_text(channel_group, f"ImageSize{a}")) for a in "ZYX")
         if index == 0 and any(s is None for s in size) and image is not None:
             size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
@@ -468,6 +500,7 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
                 chunks=tuple(int(c) for c in (dataset.chunks or (1, *dataset.shape[1:]))),  # type: ignore[arg-type]
                 dtype=dataset.dtype,
                 filters=dataset_filters(dataset),
+                fill_value=fill_value(dataset),
                 voxel_size=(1.0, 1.0, 1.0),  # set below, once the extents are settled
             )
         )
@@ -489,10 +522,9 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
     levels = [replace(lvl, voxel_size=voxel_size(extent_min, extent_max, lvl.size)) for lvl in levels]
 
     channels = []
-    t0 = level0[f"TimePoint {t_numbers[0]}"]
     for index, number in enumerate(c_numbers):
-        meta = _group(info, f"Channel {number}") if info is not None else None
-        data_group = t0[f"Channel {number}"]
+        meta = _group(links, f"{info_dir}/Channel {number}") if info is not None else None
+        data_group = _group(links, f"{dataset_dir}/ResolutionLevel 0/TimePoint {t_numbers[0]}/Channel {number}")
 
         def get(name: str, meta: h5py.Group | None = meta) -> str | None:
             return read_text(meta, name) if meta is not None else None
@@ -504,7 +536,11 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
                 name=get("Name") or None,
                 color=_color(get("Color")),
                 color_range=_pair(get("ColorRange")),
-                histogram_range=_pair(read_text(data_group, "HistogramMin"), read_text(data_group, "HistogramMax")),
+                histogram_range=(
+                    _pair(read_text(data_group, "HistogramMin"), read_text(data_group, "HistogramMax"))
+                    if data_group is not None
+                    else None
+                ),
                 description=get("Description") or None,
                 opacity=parse_float(get("ColorOpacity")),
                 gamma=parse_float(get("GammaCorrection")),
@@ -512,7 +548,7 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None) -> Im
             )
         )
 
-    time_info = _group(info, "TimeInfo") if info is not None else None
+    time_info = _group(links, f"{info_dir}/TimeInfo") if info is not None else None
     timepoints = [
         TimePoint(
             index=index,

@@ -34,6 +34,7 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+import h5py
 import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -42,22 +43,23 @@ from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import (
     CorruptChunkError,
+    LinkTargetError,
     MalformedImsError,
     ReadOnlyError,
     RemoteReadError,
     SelectionError,
     TruncatedFileError,
 )
-from .files import open_file, run_blocking
+from .files import LocalFile, RemoteFile, links_of, open_file, run_blocking
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
-from .layout import ImsLayout, parse_layout
+from .layout import ImsLayout, Level, parse_layout
+from .links import Links, stored_elsewhere
 from .readahead import DEFAULT_READ_AHEAD, ReadAhead
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
     import dask.array
-    import h5py
     import zarr
     from zarr.abc.store import ByteRequest
 
@@ -89,6 +91,10 @@ class ImsStore(Store):
         (a level, a z range, a plane), several chunks to a request, so that zarr's limit of
         ``async.concurrency`` chunks at once does not bound the read by the server's latency.
         0 fetches only what is asked for. Default 64 MiB.
+    follow_links
+        Whether data behind HDF5 external links (tiles kept in other ``.ims`` files) is read
+        (default). False refuses such data with a `LinkTargetError`, so that nothing outside
+        the file is ever opened (``ims-store serve`` does this unless told ``--follow-links``).
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
 
@@ -110,6 +116,7 @@ class ImsStore(Store):
         chunk_mode: ChunkMode = "decoded",
         storage_options: dict[str, Any] | None = None,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        follow_links: bool = True,
         read_only: bool = True,
     ) -> None:
         if not read_only:
@@ -126,14 +133,16 @@ class ImsStore(Store):
         self._chunk_mode: ChunkMode = chunk_mode
         self._storage_options = dict(storage_options or {})
         self._lock = threading.RLock()  # every h5py call goes through it
+        self._follow_links = follow_links
         self._source = open_file(self._path, self._storage_options)
+        self._linked = _LinkedFiles(self._source)
+        self._links: Links | None = None
         self._h5: h5py.File | None = self._source.open_hdf5()
         try:
             with self._hdf5_reads("its metadata"):
-                self._layout = parse_layout(self._h5, self._path)
+                self._layout = parse_layout(self._h5, self._path, self._file_links())
         except BaseException:
-            if self._h5 is not None:
-                self._h5.close()
+            self._release_hdf5()
             raise
         # what each level's metadata declares; decoded mode declares no codecs at all
         self._plans = [
@@ -175,9 +184,14 @@ class ImsStore(Store):
         """Bytes of a remote file's chunks fetched ahead of a walk at most (0: none)."""
         return self._read_ahead
 
+    @property
+    def follow_links(self) -> bool:
+        """Whether data behind external links (in other files) is read."""
+        return self._follow_links
+
     def _args(self) -> tuple[Any, ...]:
         where = self._path if self._source.remote else os.path.abspath(self._path)
-        return (where, self._zarr_format, self._chunk_mode)
+        return (where, self._zarr_format, self._chunk_mode, self._follow_links)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -201,6 +215,7 @@ class ImsStore(Store):
             "chunk_mode": self._chunk_mode,
             "storage_options": self._storage_options,
             "read_ahead": self._read_ahead,
+            "follow_links": self._follow_links,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -210,6 +225,7 @@ class ImsStore(Store):
             chunk_mode=state["chunk_mode"],
             storage_options=state.get("storage_options"),
             read_ahead=state.get("read_ahead", DEFAULT_READ_AHEAD),
+            follow_links=state.get("follow_links", True),
         )
 
     def with_read_only(self, read_only: bool = False) -> ImsStore:
@@ -221,15 +237,15 @@ class ImsStore(Store):
             chunk_mode=self._chunk_mode,
             storage_options=self._storage_options,
             read_ahead=self._read_ahead,
+            follow_links=self._follow_links,
         )
 
     def close(self) -> None:
         """Release the file (the store reopens it if used again)."""
         with self._lock:
-            if self._h5 is not None:
-                self._h5.close()
-                self._h5 = None
+            self._release_hdf5()
             self._source.close()
+            self._linked.close()
             if self._ahead is not None:
                 self._ahead.clear()
         super().close()
@@ -249,19 +265,46 @@ class ImsStore(Store):
 
     def _failed_request(self, what: str) -> RemoteReadError | None:
         """The error for a request that failed under HDF5's last read, if one did (see `_hdf5_reads`)."""
-        failed = self._source.failed_read(what)
+        failed = next(
+            (e for e in (s.failed_read(what) for s in (self._source, *self._linked.sources())) if e is not None), None
+        )
         if failed is not None:
             with self._lock:
-                if self._h5 is not None:
-                    self._h5.close()
-                    self._h5 = None
+                self._release_hdf5()
         return failed
+
+    def _release_hdf5(self) -> None:
+        """Close the HDF5 file and every link target opened for it (reopened on next use)."""
+        with self._lock:
+            if self._links is not None:
+                self._links.close()
+                self._links = None
+            if self._h5 is not None:
+                self._h5.close()
+                self._h5 = None
 
     def _file(self) -> h5py.File:
         with self._lock:
             if self._h5 is None:
                 self._h5 = self._source.open_hdf5()
             return self._h5
+
+    def _file_links(self) -> Links:
+        """The links of the open HDF5 file; a remote file's targets open as sources of their own,
+        whose bytes the chunk reads then use."""
+        with self._lock:
+            if self._links is None:
+                self._links = links_of(
+                    self._source,
+                    self._file(),
+                    follow=self._follow_links,
+                    open_linked=self._linked.open_hdf5,
+                )
+            return self._links
+
+    def _source_of(self, index: ChunkIndex) -> LocalFile | RemoteFile:
+        """Where a dataset's chunk bytes are: the file itself, or an external link's target."""
+        return self._source if index.file is None else self._linked.source(index.file)
 
     # ----------------------------------------------------------------------------------------
     # capabilities
@@ -430,7 +473,7 @@ class ImsStore(Store):
                 chans = range(len(lay.channels)) if c is None else [c] if c < len(lay.channels) else []
                 for ci in chans:
                     index = self._index(li, ti, ci)
-                    present = index.offsets[:gz, :gy, :gx] >= 0 if index.direct else np.ones((gz, gy, gx), bool)
+                    present = index.offsets[:gz, :gy, :gx] >= 0 if index.listed else np.ones((gz, gy, gx), bool)
                     for z, y, x in zip(*np.nonzero(present), strict=True):
                         yield chunk_key(ChunkKey(li, ti, ci, int(z), int(y), int(x)), self._zarr_format)
 
@@ -446,19 +489,31 @@ class ImsStore(Store):
             index = self._indexes.get((level, t, c))
             if index is None:
                 with self._hdf5_reads(f"the chunk index of {path}"):
-                    dataset = self._file().get(path)
-                    if dataset is None or not hasattr(dataset, "dtype"):
-                        raise MalformedImsError(f"{path} is missing", self._path)
-                    try:
-                        index = index_dataset(dataset, self._layout.levels[level])
-                    except ValueError as err:
-                        raise MalformedImsError(f"{path}: {err}", self._path) from err
+                    index = self._build_index(path, self._layout.levels[level])
                 self._indexes[(level, t, c)] = index
+        return index
+
+    def _build_index(self, path: str, level: Level) -> ChunkIndex:
+        """The chunk index of the dataset at ``path`` (links followed), or the error that says
+        why it cannot be read. No h5py object outlives this call: an exception raised with one
+        in a frame keeps it alive into interpreter shutdown, where freeing it can crash HDF5."""
+        found = self._file_links().get(path)
+        dataset = found.obj if found is not None else None
+        if not isinstance(dataset, h5py.Dataset):
+            raise MalformedImsError(f"{path} is missing", self._path)
+        try:
+            index = index_dataset(dataset, level, found.file)  # type: ignore[union-attr]
+        except ValueError as err:
+            raise MalformedImsError(f"{path}: {err}", self._path) from None
+        if not index.direct:
+            problem = stored_elsewhere(dataset, self._source.label, remote=self._source.remote)
+            if problem:
+                raise LinkTargetError(f"{path}: {problem}", self._path)
         return index
 
     def _allocated(self, ck: ChunkKey) -> bool:
         index = self._index(ck.level, ck.t, ck.c)
-        return not index.direct or index.offsets[ck.z, ck.y, ck.x] >= 0
+        return not index.listed or index.offsets[ck.z, ck.y, ck.x] >= 0
 
     def _chunk_nbytes(self, level: int) -> int:
         lvl = self._layout.levels[level]
@@ -467,7 +522,13 @@ class ImsStore(Store):
     def _passes_through(self, ck: ChunkKey, index: ChunkIndex, mask: int) -> bool:
         """Whether this chunk's stored bytes are exactly what the declared codecs decode."""
         level = self._layout.levels[ck.level]
-        return self._plans[ck.level].passthrough and index.direct and mask == 0 and index.filters == level.filters
+        return (
+            self._plans[ck.level].passthrough
+            and index.direct
+            and mask == 0
+            and index.filters == level.filters
+            and not self._oversized(int(index.sizes[ck.z, ck.y, ck.x]), ck.level)
+        )
 
     def _served_size(self, ck: ChunkKey) -> int | None:
         index = self._index(ck.level, ck.t, ck.c)
@@ -492,12 +553,12 @@ class ImsStore(Store):
         """
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
-        if index.direct and offset < 0:
-            return None  # never written: zarr fills with zeros
+        if index.listed and offset < 0 and _same_fill(index, self._layout.levels[ck.level]):
+            return None  # never written: zarr fills with the fill value the metadata declares
         if self._passes_through(ck, index, mask):
             if stored is None and byte_range is not None:
                 start, stop = _bounds(size, byte_range)
-                return self._read(offset + start, stop - start, ck)
+                return self._read(offset + start, stop - start, ck, index)
             return _slice(self._stored(ck, index) if stored is None else stored, byte_range)
         raw = self._decoded_chunk(ck, stored)
         if self._declares_codecs(ck.level):
@@ -508,18 +569,21 @@ class ImsStore(Store):
     def _decoded_chunk(self, ck: ChunkKey, stored: bytes | None = None) -> bytes | bytearray | np.ndarray | None:
         """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if unallocated."""
         index = self._index(ck.level, ck.t, ck.c)
-        offset, _, mask = index.locate(ck.z, ck.y, ck.x)
-        if not index.direct:
-            return self._read_with_hdf5(ck)
-        if offset < 0:
-            return None
+        offset, size, mask = index.locate(ck.z, ck.y, ck.x)
         level = self._layout.levels[ck.level]
+        if index.listed and offset < 0:
+            # never written: the dataset's own fill value, where it is not the one declared
+            return None if _same_fill(index, level) else np.full(level.chunks, index.fill, level.dtype).view(np.uint8)
+        if not index.direct:
+            return self._read_with_hdf5(ck, index.why)
+        if self._oversized(size, ck.level):
+            return self._read_with_hdf5(ck, f"its stored size ({size} bytes) is more than ims_store reads by offset")
         if stored is None:
             stored = self._stored(ck, index)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
-        except UnsupportedFilter as unsupported:
-            return self._read_with_hdf5(ck, unsupported=str(unsupported))
+        except UnsupportedFilter as unsupported:  # (the index sends such datasets to HDF5 whole)
+            return self._read_with_hdf5(ck, str(unsupported))
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
 
@@ -537,7 +601,7 @@ class ImsStore(Store):
             )
         raw = self._decoded_chunk(ck)
         if raw is None:
-            return np.zeros(lvl.chunks, dtype=lvl.dtype)
+            return np.full(lvl.chunks, lvl.fill_value, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
     async def _fetch(self, ck: ChunkKey) -> bytes | memoryview | None:
@@ -566,9 +630,11 @@ class ImsStore(Store):
         """A remote chunk's stored bytes, asked of the read-ahead; None where HDF5 must read it."""
         assert self._ahead is not None
         offset, size, _ = index.locate(ck.z, ck.y, ck.x)
-        if not index.direct or offset < 0:
+        if not index.direct or offset < 0 or self._oversized(size, ck.level):
             return None
-        self._check_extent(offset, size, ck)
+        self._check_extent(offset, size, ck, index)
+        if index.file is not None:  # an external link's target: its own requests, no read-ahead
+            return self._source_of(index).fetch(offset, size)  # type: ignore[union-attr]
         return self._ahead.request((ck.level, ck.t, ck.c), index, (ck.z, ck.y, ck.x))
 
     def _wait(self, ck: ChunkKey, future: Future[bytes | memoryview]) -> bytes | memoryview:
@@ -580,13 +646,13 @@ class ImsStore(Store):
         future = self._request(ck, index) if self._ahead is not None else None
         if future is None:
             offset, size, _ = index.locate(ck.z, ck.y, ck.x)
-            return self._read(offset, size, ck)
+            return self._read(offset, size, ck, index)
         return self._wait(ck, future)
 
-    def _read(self, offset: int, size: int, ck: ChunkKey) -> bytes:
-        self._check_extent(offset, size, ck)
+    def _read(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex) -> bytes:
+        self._check_extent(offset, size, ck, index)
         with self._read_errors(ck):
-            return self._source.read(offset, size)
+            return self._source_of(index).read(offset, size)
 
     @contextlib.contextmanager
     def _read_errors(self, ck: ChunkKey) -> Iterator[None]:
@@ -602,24 +668,26 @@ class ImsStore(Store):
         except OSError as err:
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 
-    def _check_extent(self, offset: int, size: int, ck: ChunkKey) -> None:
-        # a damaged chunk index must not make us allocate or read absurd amounts
-        end = self._source.size()
+    def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex) -> None:
+        # a damaged chunk index must not make us read past the end of the file
+        source = self._source_of(index)
+        end = source.size()
         if offset < 0 or size < 0 or offset + size > end:
+            where = "" if index.file is None else f" {index.file}, which an external link leads to"
             raise TruncatedFileError(
-                f"{_describe(self._layout, ck)} lies past the end of the file (bytes {offset}..{offset + size} "
+                f"{_describe(self._layout, ck)} lies past the end of the file{where} (bytes {offset}..{offset + size} "
                 f"of a file of {end})",
                 self._path,
             )
-        if size > 2 * self._chunk_nbytes(ck.level) + 65536:
-            raise CorruptChunkError(
-                f"{_describe(self._layout, ck)} claims {size} stored bytes for {self._chunk_nbytes(ck.level)} "
-                "bytes of voxels",
-                self._path,
-            )
 
-    def _read_with_hdf5(self, ck: ChunkKey, unsupported: str | None = None) -> np.ndarray:
-        """Let HDF5 decode a chunk (filters we have no decoder for, compact storage)."""
+    def _oversized(self, size: int, level: int) -> bool:
+        """Whether a stored chunk is larger than any deflate or shuffle output of its voxels: HDF5
+        reads it (an LZ4 chunk of tiny blocks may be; a damaged index claims anything), so that
+        a claim is never what decides how much is read here."""
+        return size > 2 * self._chunk_nbytes(level) + 65536
+
+    def _read_with_hdf5(self, ck: ChunkKey, why: str) -> np.ndarray:
+        """Let HDF5 read a chunk, for ``why`` (storage not read by offset here: see `index_dataset`)."""
         level = self._layout.levels[ck.level]
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
@@ -628,18 +696,22 @@ class ImsStore(Store):
             try:
                 import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
 
-                block = self._file()[path][region]
-            except RemoteReadError:  # reopening the file failed
+                found = self._file_links().get(path)
+                if found is None or not isinstance(found.obj, h5py.Dataset):
+                    raise MalformedImsError(f"{path} is missing", self._path)
+                block = found.obj[region]
+                del found
+            except (RemoteReadError, MalformedImsError):  # reopening the file failed, a link broke
                 raise
             except Exception as err:
                 failed = self._failed_request(_describe(self._layout, ck))
                 if failed is not None:
-                    raise failed from err
-                if unsupported:
-                    why = f"is compressed with {unsupported}, which neither ims_store nor HDF5's plugins decode"
-                else:
-                    why = f"cannot be read by HDF5 ({err})"
-                raise CorruptChunkError(f"{_describe(self._layout, ck)} {why}", self._path) from err
+                    raise failed from None
+                raise CorruptChunkError(
+                    f"{_describe(self._layout, ck)} cannot be read by HDF5 ({_message(err)}); HDF5 reads it "
+                    f"because {why}",
+                    self._path,
+                ) from None
         out = np.zeros(level.chunks, dtype=level.dtype)
         out[tuple(slice(0, s) for s in block.shape)] = block
         return out.reshape(-1).view(np.uint8)
@@ -684,6 +756,36 @@ class ImsStore(Store):
         return arr[t, c] if timepoint is not None or channel is not None else arr
 
 
+class _LinkedFiles:
+    """The byte sources of the files external links lead to, one per file (by path or URL).
+
+    Held apart from the store, which hands `open_hdf5` to its `Links`: a store referring to
+    itself through that would live on, file open, until the garbage collector came by."""
+
+    def __init__(self, source: LocalFile | RemoteFile) -> None:
+        self._source = source
+        self._files: dict[str, LocalFile | RemoteFile] = {}
+        self._lock = threading.Lock()
+
+    def source(self, label: str) -> LocalFile | RemoteFile:
+        with self._lock:
+            found = self._files.get(label)
+            if found is None:
+                found = self._files[label] = self._source.linked(label)
+            return found
+
+    def open_hdf5(self, label: str) -> h5py.File:
+        return self.source(label).open_hdf5()
+
+    def sources(self) -> list[LocalFile | RemoteFile]:
+        with self._lock:
+            return list(self._files.values())
+
+    def close(self) -> None:
+        for source in self.sources():
+            source.close()
+
+
 class LevelArray:
     """One resolution level as a lazily read numpy-like array (t, c, z, y, x), chunk by chunk.
 
@@ -709,7 +811,7 @@ class LevelArray:
                 whole = self[tuple(slice(None) if isinstance(k, slice) else k for k in key)]
                 return whole[tuple(k for k in key if isinstance(k, slice))]
             bounds.append((start, max(start, stop)))
-        out = np.zeros([b - a for a, b in bounds], dtype=self.dtype)
+        out = np.full([b - a for a, b in bounds], self.level.fill_value, dtype=self.dtype)
         (t0, t1), (c0, c1), *space = bounds
         chunks = self.level.chunks
         ranges = [range(a // n, -(-b // n)) for (a, b), n in zip(space, chunks, strict=True)]
@@ -726,7 +828,7 @@ class LevelArray:
         t, c, *grid = pos
         raw = self.store._decoded_chunk(ChunkKey(self.level.index, t, c, *grid))
         if raw is None:
-            return  # unwritten: stays zero
+            return  # never written: stays the level's fill value
         block = np.frombuffer(raw, dtype=self.dtype).reshape(self.level.chunks)
         src, dst = [], []
         for i, ((a, b), n) in enumerate(zip(space, self.level.chunks, strict=True)):
@@ -752,6 +854,15 @@ def _describe(layout: ImsLayout, ck: ChunkKey) -> str:
         f"chunk ({ck.z}, {ck.y}, {ck.x}) (z, y, x; starting at voxel {tuple(start)}) of resolution level "
         f"{ck.level}, time point {ck.t}, channel {ck.c} ({layout.data_path(ck.level, ck.t, ck.c)})"
     )
+
+
+def _same_fill(index: ChunkIndex, level: Level) -> bool:
+    """Whether a dataset's fill value is the one its level's metadata declares (bit for bit)."""
+    return np.array(index.fill, level.dtype).tobytes() == np.array(level.fill_value, level.dtype).tobytes()
+
+
+def _message(err: BaseException) -> str:
+    return str(err) or type(err).__name__
 
 
 def _check_byte_range(byte_range: object) -> None:

@@ -40,6 +40,7 @@ from ims_store.cli import main as cli
 from ims_store.errors import (
     CorruptChunkError,
     ImsError,
+    LinkTargetError,
     MalformedImsError,
     NotHDF5Error,
     NotImarisError,
@@ -149,8 +150,8 @@ EXPECTED: dict[str, dict[str, Outcome]] = {
     # own HDF5 reads it too
     "filter-mask-raw-chunk": lenient(SOUND),
     "filter-mask-deflate-skipped": lenient(SOUND),
-    "softlink-loop": refused(MalformedImsError),
-    "external-link": refused(MalformedImsError),  # another file is never read
+    "softlink-loop": refused(LinkTargetError),
+    "external-link": refused(LinkTargetError),  # its target, elsewhere.ims, does not exist
     "dataset-instead-of-group": refused(MalformedImsError),
     "no-timepoints": refused(MalformedImsError),
 }

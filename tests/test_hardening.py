@@ -240,6 +240,10 @@ def test_arbitrary_chunk_index_entries(
         if offset < 0:  # never written: HDF5's fill value
             event("read: never written")
             expected = np.full(dataset.chunks, dataset.fillvalue, dataset.dtype)
+        elif size > 2 * dataset.dtype.itemsize * np.prod(dataset.chunks) + 65536:
+            # more than any deflate or shuffle output of the chunk: the store asks HDF5 instead
+            event("read: by HDF5, an entry too large to read by offset")
+            expected = dataset[region]
         else:
             plist = dataset.id.get_create_plist()
             pipeline = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
