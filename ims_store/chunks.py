@@ -59,16 +59,17 @@ def index_dataset(dataset: h5py.Dataset, level: Level, file: str | None = None) 
     HDF5 (`ChunkIndex.direct` false, `ChunkIndex.why` says why).
 
     The caller must hold whatever lock serialises its HDF5 calls. Raises ``ValueError`` when the
-    dataset's shape, type or chunking differ from its level's (checked here rather than at open
-    time, so that opening a file never visits every dataset).
+    dataset's shape or type differ from its level's (checked here rather than at open time, so
+    that opening a file never visits every dataset).
     """
     shape = tuple(int(s) for s in dataset.shape)
-    chunks = tuple(int(c) for c in (dataset.chunks or (1, *shape[1:])))
-    if dataset.ndim != 3 or chunks != level.chunks or dataset.dtype != level.dtype or shape != level.dataset_shape:
+    if dataset.ndim != 3 or dataset.dtype != level.dtype or shape != level.dataset_shape:
         raise ValueError(
-            f"its shape {shape}, chunks {chunks} and type {dataset.dtype} differ from the level's "
-            f"{level.dataset_shape}, {level.chunks} and {level.dtype}"
+            f"its shape {shape} and type {dataset.dtype} differ from the level's "
+            f"{level.dataset_shape} and {level.dtype}"
         )
+    own = tuple(int(c) for c in (dataset.chunks or (1, *shape[1:])))
+    chunks = level.chunks  # the grid the store serves, whatever this dataset's own
     grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True))
     offsets = np.full(grid, -1, dtype=np.int64)
     sizes = np.zeros(grid, dtype=np.int64)
@@ -83,6 +84,8 @@ def index_dataset(dataset: h5py.Dataset, level: Level, file: str | None = None) 
         return through_hdf5("it is a virtual dataset (its data is mapped from other datasets)")
     if dsid.get_create_plist().get_external_count():
         return through_hdf5("its data lies in external raw data files")
+    if own != chunks:
+        return through_hdf5(f"its chunks {own} are not its level's {chunks}")
     if dataset.chunks is None:
         # contiguous: every z plane is one run of bytes, served as a (1, Y, X) chunk
         offset = dsid.get_offset()

@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - a core dependency; ISA-L takes over wi
 __all__ = [
     "DEFLATE",
     "FILTERS",
+    "HDF5_BUILTIN_FILTERS",
     "LZ4",
     "RAW",
     "SHUFFLE",
@@ -59,6 +60,10 @@ Buffer = bytes | bytearray | memoryview | np.ndarray
 DEFLATE = 1
 SHUFFLE = 2
 LZ4 = 32004
+
+#: filters every HDF5 library has (fletcher32, nbit, scale-offset): not decoded here, but HDF5
+#: (and so Imaris) reads them; ims_store reads such datasets through HDF5
+HDF5_BUILTIN_FILTERS = frozenset({3, 5, 6})
 
 
 class UnsupportedFilter(Exception):

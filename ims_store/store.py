@@ -527,6 +527,7 @@ class ImsStore(Store):
             and index.direct
             and mask == 0
             and index.filters == level.filters
+            and index.offsets[ck.z, ck.y, ck.x] >= 0
             and not self._oversized(int(index.sizes[ck.z, ck.y, ck.x]), ck.level)
         )
 

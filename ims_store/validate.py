@@ -32,10 +32,11 @@ import numpy as np
 
 from .attributes import parse_float, parse_int, read_text
 from .chunks import stored_chunks
-from .codecs import FILTERS
-from .errors import CorruptChunkError, ImsError, RemoteReadError, TruncatedFileError
-from .files import open_file
+from .codecs import FILTERS, HDF5_BUILTIN_FILTERS
+from .errors import CorruptChunkError, ImsError, LinkTargetError, RemoteReadError, TruncatedFileError
+from .files import LocalFile, RemoteFile, links_of, open_file
 from .layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
+from .links import Links, Located, stored_elsewhere
 from .pyramid import halved_axes, next_level_size
 
 if TYPE_CHECKING:
@@ -125,12 +126,14 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
     finally:
         source.close()
     with f:
+        links = links_of(source, f)
         try:
             try:
-                layout = parse_layout(f, path)
+                layout = parse_layout(f, path, links)
             except ImsError as err:
                 return [Problem("error", path, err.reason)]
-            problems = list(_check(f, layout, file_size))
+            problems = [Problem("warning", path, note) for note in layout.warnings]
+            problems += _check(f, layout, _Data(links, source, file_size))
             if deep:
                 problems += _check_chunks(f, layout)
             return problems
@@ -139,9 +142,26 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
             if failed is None:
                 raise
             raise failed from err
+        finally:
+            links.close()
 
 
-def _check(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
+@dataclass
+class _Data:
+    """The image data of the file under check, links followed, and the size of each file it is in."""
+
+    links: Links
+    source: LocalFile | RemoteFile
+    file_size: int
+
+    def get(self, path: str) -> Located | None:
+        return self.links.get(path)
+
+    def size_of(self, file: str | None) -> int:
+        return self.file_size if file is None else self.source.linked(file).size()
+
+
+def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
     yield from _text_attributes(f, "/", ROOT_TEXT)
     count = f.attrs.get("NumberOfDataSets")
     if count is None:
@@ -155,7 +175,7 @@ def _check(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]
     else:
         yield from _check_info(info, layout)
     yield from _check_pyramid(layout)
-    yield from _check_data(f, layout, file_size)
+    yield from _check_data(layout, data)
     thumb = f.get("Thumbnail/Data")
     if not isinstance(thumb, h5py.Dataset):
         yield Problem("warning", "/Thumbnail/Data", "missing (Imaris shows no preview)")
@@ -236,12 +256,18 @@ def _check_pyramid(layout: ImsLayout) -> Iterator[Problem]:
         )
 
 
-def _check_data(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Problem]:
+def _check_data(layout: ImsLayout, image: _Data) -> Iterator[Problem]:
     for lvl in layout.levels:
         for tp in layout.timepoints:
             for ch in layout.channels:
                 where = layout.data_path(lvl.index, tp.index, ch.index).rsplit("/", 1)[0]
-                group = f.get(where)
+                try:
+                    found = image.get(where)
+                    stored = image.get(f"{where}/Data")
+                except LinkTargetError as err:
+                    yield Problem("error", where, err.reason)
+                    continue
+                group = found.obj if found is not None else None
                 if not isinstance(group, h5py.Group):
                     yield Problem("error", where, "missing")
                     continue
@@ -249,10 +275,13 @@ def _check_data(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Pro
                 size = tuple(parse_int(read_text(group, f"ImageSize{a}")) for a in "ZYX")
                 if size != lvl.size:
                     yield Problem("error", where, f"ImageSize Z, Y, X = {size}, level {lvl.index} is {lvl.size}")
-                data = group.get("Data")
+                data = stored.obj if stored is not None else None
                 if not isinstance(data, h5py.Dataset):
                     yield Problem("error", where, "no Data dataset")
                     continue
+                elsewhere = stored_elsewhere(data, image.links.label, remote=image.links.remote)
+                if elsewhere:
+                    yield Problem("error", f"{where}/Data", elsewhere)
                 if data.dtype != lvl.dtype or data.ndim != 3:
                     yield Problem("error", f"{where}/Data", f"{data.dtype} with {data.ndim} axes; level is {lvl.dtype}")
                 elif any(d < s for d, s in zip(data.shape, lvl.size, strict=True)):
@@ -262,7 +291,7 @@ def _check_data(f: h5py.File, layout: ImsLayout, file_size: int) -> Iterator[Pro
                         "warning", f"{where}/Data", f"shape {data.shape} is not padded to whole chunks {data.chunks}"
                     )
                 yield from _check_filters(data, f"{where}/Data")
-                yield from _check_chunk_extents(data, f"{where}/Data", file_size)
+                yield from _check_chunk_extents(data, f"{where}/Data", image.size_of(stored.file))  # type: ignore[union-attr]
                 yield from _check_histograms(group, lvl, where)
 
 
@@ -296,10 +325,12 @@ def _check_histograms(group: h5py.Group, lvl: Level, where: str) -> Iterator[Pro
 
 
 def _check_filters(data: h5py.Dataset, where: str) -> Iterator[Problem]:
-    """Filters outside Imaris' set (deflate, shuffle, LZ4): Imaris cannot read the data, and
-    ims_store only through an HDF5 plugin, if one is installed."""
+    """Filters outside Imaris' set (deflate, shuffle, LZ4, and those every HDF5 library has):
+    Imaris cannot read the data, and ims_store only through an HDF5 plugin, if one is installed."""
     for f in dataset_filters(data):
-        if f.id not in FILTERS:
+        if f.id in HDF5_BUILTIN_FILTERS:
+            yield Problem("warning", where, f"HDF5 filter {f.id} ({f.name}): read through HDF5, more slowly")
+        elif f.id not in FILTERS:
             yield Problem(
                 "error",
                 where,
