@@ -44,6 +44,11 @@ class ChunkIndex:
     why: str = ""
     """Why HDF5 must read this dataset (empty when `direct`)."""
 
+    def fill_matches(self, level: Level) -> bool:
+        """Whether the dataset's fill value is the one its level's metadata declares (bit for bit),
+        so that a chunk never written may be left absent."""
+        return np.array(self.fill, level.dtype).tobytes() == np.array(level.fill_value, level.dtype).tobytes()
+
     def locate(self, z: int, y: int, x: int) -> tuple[int, int, int]:
         """(offset, size, mask) of a chunk; offset -1 if unallocated."""
         return int(self.offsets[z, y, x]), int(self.sizes[z, y, x]), int(self.masks[z, y, x])

@@ -174,7 +174,14 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import make_server, neuroglancer_state, viewer_links
 
-    server = make_server(args.file, host=args.host, port=args.port, ngff=args.ngff, cors=args.cors or None)
+    server = make_server(
+        args.file,
+        host=args.host,
+        port=args.port,
+        ngff=args.ngff,
+        cors=args.cors or None,
+        follow_links=args.follow_links,
+    )
     try:
         layout = server.store.layout
         print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
@@ -338,6 +345,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
     serve.add_argument("--cors", default="*", help="Access-Control-Allow-Origin value ('' for none; default *)")
+    serve.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="also serve data the file links to in other files (external links; by default refused)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     refs = sub.add_parser(

@@ -206,7 +206,9 @@ class RemoteFile:
         """The error for the last request HDF5 made that failed, once (then forgotten); ``what``:
         what HDF5 was reading. HDF5 passes such a failure on as the transport's own exception, or
         as an error of its own while opening: this tells the network's failures from the file's."""
-        failure, self._reads.failure = (self._reads.failure, None) if self._reads is not None else (None, None)
+        if self._reads is None:  # HDF5 never read through this file (its opening failed first)
+            return None
+        failure, self._reads.failure = self._reads.failure, None
         return None if failure is None else unreadable(failure, self.label, what)
 
     def read(self, offset: int, size: int) -> bytes:

@@ -174,17 +174,21 @@ def _hdf5_reason(err: BaseException) -> str:
     return inner or type(err).__name__
 
 
-def stored_elsewhere(dataset: h5py.Dataset, label: str, *, remote: bool) -> str:
+def stored_elsewhere(dataset: h5py.Dataset, *, remote: bool, follow: bool = True) -> str:
     """What keeps HDF5 from reading ``dataset`` right when its data lies in other files ("" when
     nothing does): a virtual dataset's missing source (HDF5 would read its fill value, with no
     error), an external raw data file that is missing; either in a remote file, whose other
-    files HDF5 would look for on this machine."""
+    files HDF5 would look for on this machine; or any other file at all when not ``follow``."""
     plist = dataset.id.get_create_plist()
     folder = os.path.dirname(os.path.abspath(dataset.file.filename)) if not remote else ""
+    if plist.get_external_count() and not follow:
+        return "its data lies in external raw data files, which are not followed here"
     if dataset.is_virtual:
         for source in dataset.virtual_sources():
             if source.file_name == ".":
                 continue
+            if not follow:
+                return f"a virtual dataset whose source {source.file_name} is another file, not followed here"
             if remote:
                 return f"a virtual dataset in a remote file: HDF5 would look for its source {source.file_name} here"
             # HDF5 looks in HDF5_VDS_PREFIX's folders, the virtual dataset's folder, the working folder

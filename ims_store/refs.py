@@ -65,16 +65,24 @@ def make_references(
                 for z in range(grid[0]):
                     for y in range(grid[1]):
                         for x in range(grid[2]):
-                            offset, size, mask = index.locate(z, y, x)
-                            if not index.direct or mask or index.filters != level.filters:
+                            ck = ChunkKey(level.index, t, c, z, y, x)
+                            offset, size, _ = index.locate(z, y, x)
+                            if offset < 0 and index.listed and index.fill_matches(level):
+                                continue  # never written: absent, zarr fills the declared fill value
+                            if not store._passes_through(ck, index, index.masks[z, y, x]):
                                 raise ReferencesNotPossibleError(
                                     f"chunk ({z}, {y}, {x}) of level {level.index}, time point {t}, channel {c} "
-                                    "is not stored as its level declares (filter mask or storage differs)",
+                                    "is not stored as its level declares (filter mask, storage, type or fill value "
+                                    f"differs{': ' + index.why if index.why else ''})",
                                     path,
                                 )
-                            if offset >= 0:  # unwritten chunks stay absent: zarr fills zeros
-                                key = chunk_key(ChunkKey(level.index, t, c, z, y, x), zarr_format)
-                                refs[key] = [target, offset, size]
+                            if index.file is not None and url is not None:
+                                raise ReferencesNotPossibleError(
+                                    f"level {level.index}, time point {t}, channel {c} lies in {index.file}, which an "
+                                    "external link leads to; its address cannot be derived from --url",
+                                    path,
+                                )
+                            refs[chunk_key(ck, zarr_format)] = [index.file or target, offset, size]
     store.close()
     return {"version": 1, "refs": refs}
 

@@ -87,12 +87,20 @@ def make_server(
     port: int = 8000,
     ngff: Literal["0.4", "0.5"] = "0.5",
     cors: str | None = "*",
+    follow_links: bool = False,
 ) -> ImsHTTPServer:
     """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``;
-    ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`."""
+    ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`.
+
+    Data behind links to other files (external links, virtual datasets, external raw data) is
+    served only with ``follow_links``: a server never opens a file it was not asked to serve
+    unless told to (else that data raises `LinkTargetError`)."""
     if ngff not in ("0.4", "0.5"):
         raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
-    store = ImsStore(path, zarr_format=2, chunk_mode="passthrough") if ngff == "0.4" else ImsStore(path, zarr_format=3)
+    if ngff == "0.4":
+        store = ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links)
+    else:
+        store = ImsStore(path, zarr_format=3, follow_links=follow_links)
     try:
         return ImsHTTPServer(store, host, port, cors)
     except OSError as err:  # port in use, no such address, a host name that does not resolve

@@ -43,6 +43,7 @@ from .chunks import ChunkIndex, index_dataset
 from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
 from .errors import (
     CorruptChunkError,
+    ImsError,
     LinkTargetError,
     MalformedImsError,
     ReadOnlyError,
@@ -501,14 +502,20 @@ class ImsStore(Store):
         dataset = found.obj if found is not None else None
         if not isinstance(dataset, h5py.Dataset):
             raise MalformedImsError(f"{path} is missing", self._path)
+        problem: ImsError | None = None
         try:
             index = index_dataset(dataset, level, found.file)  # type: ignore[union-attr]
         except ValueError as err:
-            raise MalformedImsError(f"{path}: {err}", self._path) from None
-        if not index.direct:
-            problem = stored_elsewhere(dataset, self._source.label, remote=self._source.remote)
-            if problem:
-                raise LinkTargetError(f"{path}: {problem}", self._path)
+            problem = MalformedImsError(f"{path}: {err}", self._path)
+        else:
+            elsewhere = (
+                "" if index.direct else stored_elsewhere(dataset, remote=self._source.remote, follow=self._follow_links)
+            )
+            if elsewhere:
+                problem = LinkTargetError(f"{path}: {elsewhere}", self._path)
+        found = dataset = None  # (see _read_with_hdf5: no h5py object in a raising frame)
+        if problem is not None:
+            raise problem
         return index
 
     def _allocated(self, ck: ChunkKey) -> bool:
@@ -554,7 +561,7 @@ class ImsStore(Store):
         """
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
-        if index.listed and offset < 0 and _same_fill(index, self._layout.levels[ck.level]):
+        if index.listed and offset < 0 and index.fill_matches(self._layout.levels[ck.level]):
             return None  # never written: zarr fills with the fill value the metadata declares
         if self._passes_through(ck, index, mask):
             if stored is None and byte_range is not None:
@@ -574,7 +581,7 @@ class ImsStore(Store):
         level = self._layout.levels[ck.level]
         if index.listed and offset < 0:
             # never written: the dataset's own fill value, where it is not the one declared
-            return None if _same_fill(index, level) else np.full(level.chunks, index.fill, level.dtype).view(np.uint8)
+            return None if index.fill_matches(level) else np.full(level.chunks, index.fill, level.dtype).view(np.uint8)
         if not index.direct:
             return self._read_with_hdf5(ck, index.why)
         if self._oversized(size, ck.level):
@@ -693,7 +700,11 @@ class ImsStore(Store):
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
         path = self._layout.data_path(ck.level, ck.t, ck.c)
+        # the error is raised after the except block, with no h5py object left in this frame:
+        # one kept alive by a traceback into interpreter shutdown can crash HDF5 there
+        failure: ImsError | None = None
         with self._lock:
+            found = None
             try:
                 import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
 
@@ -701,18 +712,18 @@ class ImsStore(Store):
                 if found is None or not isinstance(found.obj, h5py.Dataset):
                     raise MalformedImsError(f"{path} is missing", self._path)
                 block = found.obj[region]
-                del found
             except (RemoteReadError, MalformedImsError):  # reopening the file failed, a link broke
                 raise
             except Exception as err:
-                failed = self._failed_request(_describe(self._layout, ck))
-                if failed is not None:
-                    raise failed from None
-                raise CorruptChunkError(
+                failure = self._failed_request(_describe(self._layout, ck)) or CorruptChunkError(
                     f"{_describe(self._layout, ck)} cannot be read by HDF5 ({_message(err)}); HDF5 reads it "
                     f"because {why}",
                     self._path,
-                ) from None
+                )
+            finally:
+                found = None
+        if failure is not None:
+            raise failure
         out = np.zeros(level.chunks, dtype=level.dtype)
         out[tuple(slice(0, s) for s in block.shape)] = block
         return out.reshape(-1).view(np.uint8)
@@ -855,11 +866,6 @@ def _describe(layout: ImsLayout, ck: ChunkKey) -> str:
         f"chunk ({ck.z}, {ck.y}, {ck.x}) (z, y, x; starting at voxel {tuple(start)}) of resolution level "
         f"{ck.level}, time point {ck.t}, channel {ck.c} ({layout.data_path(ck.level, ck.t, ck.c)})"
     )
-
-
-def _same_fill(index: ChunkIndex, level: Level) -> bool:
-    """Whether a dataset's fill value is the one its level's metadata declares (bit for bit)."""
-    return np.array(index.fill, level.dtype).tobytes() == np.array(level.fill_value, level.dtype).tobytes()
 
 
 def _message(err: BaseException) -> str:

@@ -279,7 +279,7 @@ def _check_data(layout: ImsLayout, image: _Data) -> Iterator[Problem]:
                 if not isinstance(data, h5py.Dataset):
                     yield Problem("error", where, "no Data dataset")
                     continue
-                elsewhere = stored_elsewhere(data, image.links.label, remote=image.links.remote)
+                elsewhere = stored_elsewhere(data, remote=image.links.remote)
                 if elsewhere:
                     yield Problem("error", f"{where}/Data", elsewhere)
                 if data.dtype != lvl.dtype or data.ndim != 3:

@@ -327,7 +327,7 @@ def _serve(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome
     path = case.path
     errors: list[BaseException] = []
     for ngff in ("0.5", "0.4"):
-        server = make_server(path, port=0, ngff=ngff)
+        server = make_server(path, port=0, ngff=ngff, follow_links=True)  # (the default refuses links: tested apart)
         server.serve_in_thread(poll_interval=0.02)  # 40 servers: shut each down fast
         try:
             errors += _check_served(server, case, ngff)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -15,8 +16,7 @@ def h5py_level(path: Path, level: int, t: int, c: int) -> np.ndarray:
     the file independently of ims_store (groups sorted by their number)."""
 
     def numbered(group: h5py.Group, prefix: str) -> list[str]:
-        names = [n for n in group if n.startswith(prefix + " ") and n.split(" ")[-1].isdigit()]
-        return sorted(names, key=lambda n: int(n.split(" ")[-1]))
+        return sorted(_canonical(group, prefix), key=lambda n: int(n.split(" ")[-1]))
 
     with h5py.File(path, "r") as f:
         root = f["DataSet"]
@@ -31,11 +31,16 @@ def h5py_counts(path: Path) -> tuple[int, int, int]:
     """(levels, time points, channels) counted with h5py."""
     with h5py.File(path, "r") as f:
         root = f["DataSet"]
-        levels = [n for n in root if n.startswith("ResolutionLevel ")]
+        levels = _canonical(root, "ResolutionLevel")
         lv0 = root["ResolutionLevel 0"]
-        times = [n for n in lv0 if n.startswith("TimePoint ")]
-        chans = [n for n in lv0[times[0]] if n.startswith("Channel ")]
+        times = _canonical(lv0, "TimePoint")
+        chans = _canonical(lv0[times[0]], "Channel")
         return len(levels), len(times), len(chans)
+
+
+def _canonical(group: h5py.Group, prefix: str) -> list[str]:
+    """The members named ``<prefix> N`` exactly (what Imaris opens: not ``Channel 01``)."""
+    return [n for n in group if re.fullmatch(prefix + " (0|[1-9][0-9]*)", n)]
 
 
 def assert_group_matches_h5py(group: object, path: Path) -> None:

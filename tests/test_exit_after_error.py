@@ -1,12 +1,13 @@
 """A read that fails must not leave HDF5 work for interpreter shutdown (a crash at exit).
 
 The file: channel 0 of level 0 is Blosc-compressed (an HDF5 plugin filter, so its chunks are
-decoded through HDF5) and chunked unlike the other channels, so that every read of level 0
-raises MalformedImsError. zarr does not cancel a failed read's other chunk requests: they run
-on in zarr's event loop thread while the program goes on and exits. Any h5py object they still
-hold (say, in the traceback of their error) is freed there, possibly while h5py's exit handler
-calls HDF5, which is not thread-safe: "Segmentation fault" after the program has finished, in
-some runs only. Hence many runs, each in a fresh interpreter.
+decoded through HDF5), chunked unlike the other channels, and its first chunk is damaged, so
+that every read of level 0 raises CorruptChunkError from inside HDF5. zarr does not cancel a
+failed read's other chunk requests: they run on in zarr's event loop thread while the program
+goes on and exits. Any h5py object they still hold (say, in the traceback of their error) is
+freed there, possibly while h5py's exit handler calls HDF5, which is not thread-safe:
+"Segmentation fault" after the program has finished, in some runs only. Hence many runs, each
+in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ims_store.synthetic import make_example_ims
 LOCAL_RUNS = 50
 REMOTE_RUNS = 10
 AT_ONCE = 4  # children run side by side (they mostly wait on one another's CPU on 2 cores)
-MARKER = "IMS-STORE-MALFORMED"
+MARKER = "IMS-STORE-CORRUPT"
 
 # reads every array of the file, as a user would, catching the expected error; then exits
 _CHILD = f"""
@@ -36,21 +37,21 @@ import ast
 import sys
 import zarr
 from ims_store import ImsStore
-from ims_store.errors import MalformedImsError
+from ims_store.errors import CorruptChunkError
 
 where, via, options = sys.argv[1], sys.argv[2], ast.literal_eval(sys.argv[3])
 store = ImsStore(where, **options)
 if via == "dask":
     try:
         store.to_dask(0).compute()
-    except MalformedImsError:
+    except CorruptChunkError:
         print("{MARKER} 0", flush=True)
 else:
     root = zarr.open_group(store, mode="r")
     for name, array in sorted(root.arrays()):
         try:
             array[...]
-        except MalformedImsError:
+        except CorruptChunkError:
             print("{MARKER}", name, flush=True)
 print("finished", flush=True)
 """
@@ -66,13 +67,15 @@ REMOTE_MODES = [("zarr", {"read_ahead": 0}), ("zarr", {"chunk_mode": "passthroug
 
 def _make_file(path: Path) -> Path:
     """3 levels, 2 time points, 2 channels; level 0's channel 0 rewritten with the same values,
-    Blosc and chunks of (4, 16, 16) instead of the (8, 32, 32) of every other dataset."""
+    Blosc and chunks of (4, 16, 16) instead of the (8, 32, 32) of every other dataset, its first
+    chunk then overwritten with bytes Blosc cannot decode."""
     make_example_ims(path, shape=(20, 90, 70), channels=2, timepoints=2, threshold_voxels=3000, chunks=(8, 32, 32))
     with h5py.File(path, "r+") as f:
         group = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0"]
         values = group["Data"][...]
         del group["Data"]
-        group.create_dataset("Data", data=values, chunks=(4, 16, 16), **hdf5plugin.Blosc())
+        data = group.create_dataset("Data", data=values, chunks=(4, 16, 16), **hdf5plugin.Blosc())
+        data.id.write_direct_chunk((0, 0, 0), b"not a Blosc chunk" * 8)
     return path
 
 
@@ -107,7 +110,7 @@ def _check_runs(where: str, modes: list[tuple[str, dict[str, object]]], runs: in
         level0_failed = f"{MARKER} 0" in proc.stdout.splitlines()
         if proc.returncode != 0 or not level0_failed or "finished" not in proc.stdout:
             bad.append(f"{via} {options}: exit status {proc.returncode}\n{proc.stdout[-500:]}{proc.stderr[-1500:]}")
-    assert not bad, f"{len(bad)} of {runs} runs did not exit cleanly after MalformedImsError:\n\n" + "\n\n".join(
+    assert not bad, f"{len(bad)} of {runs} runs did not exit cleanly after CorruptChunkError:\n\n" + "\n\n".join(
         bad[:3]
     )
 
