@@ -40,7 +40,7 @@ from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByt
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from .chunks import ChunkIndex, index_dataset
-from .codecs import RAW, UnsupportedFilter, decode_chunk, encode_chunk, plan_codecs
+from .codecs import RAW, decode_chunk, encode_chunk, plan_codecs
 from .errors import (
     CorruptChunkError,
     ImsError,
@@ -590,8 +590,6 @@ class ImsStore(Store):
             stored = self._stored(ck, index)
         try:
             return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
-        except UnsupportedFilter as unsupported:  # (the index sends such datasets to HDF5 whole)
-            return self._read_with_hdf5(ck, str(unsupported))
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
 

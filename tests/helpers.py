@@ -14,17 +14,27 @@ REAL_FILES = ["Minimal_IMS_File.ims", "PtK2Cell.ims", "PyramidalCell.ims"]
 def h5py_level(path: Path, level: int, t: int, c: int) -> np.ndarray:
     """h5py's read of the true-size region of one (level, time point, channel), found by walking
     the file independently of ims_store (groups sorted by their number)."""
+    with h5py.File(path, "r") as f:
+        ch = _channel_group(f, level, t, c)
+        size = [int(float(b"".join(ch.attrs[f"ImageSize{a}"]).decode())) for a in "ZYX"]
+        return ch["Data"][: size[0], : size[1], : size[2]]
 
+
+def h5py_region(path: Path, level: int, t: int, c: int, region: tuple[slice, ...]) -> np.ndarray:
+    """h5py's read of ``region`` of one (level, time point, channel), by index (groups sorted by
+    their number, canonical names only)."""
+    with h5py.File(path, "r") as f:
+        return _channel_group(f, level, t, c)["Data"][region]
+
+
+def _channel_group(f: h5py.File, level: int, t: int, c: int) -> h5py.Group:
     def numbered(group: h5py.Group, prefix: str) -> list[str]:
         return sorted(_canonical(group, prefix), key=lambda n: int(n.split(" ")[-1]))
 
-    with h5py.File(path, "r") as f:
-        root = f["DataSet"]
-        lv = root[numbered(root, "ResolutionLevel")[level]]
-        tp = lv[numbered(lv, "TimePoint")[t]]
-        ch = tp[numbered(tp, "Channel")[c]]
-        size = [int(float(b"".join(ch.attrs[f"ImageSize{a}"]).decode())) for a in "ZYX"]
-        return ch["Data"][: size[0], : size[1], : size[2]]
+    root = f["DataSet"]
+    lv = root[numbered(root, "ResolutionLevel")[level]]
+    tp = lv[numbered(lv, "TimePoint")[t]]
+    return tp[numbered(tp, "Channel")[c]]
 
 
 def h5py_counts(path: Path) -> tuple[int, int, int]:

@@ -13,13 +13,16 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
+from corpus import VARIANTS as DAMAGED
 from corpus import sound_file
 from hdf5_variants import VARIANTS
-from helpers import assert_group_matches_h5py, h5py_counts, h5py_level
+from helpers import assert_group_matches_h5py, h5py_counts, h5py_level, h5py_region
 from http_files import FileServer
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from zarr.storage import FsspecStore
 
-from ims_store import ImsStore, LinkTargetError
+from ims_store import ImsError, ImsStore, LinkTargetError, to_ome_zarr
 from ims_store.cli import main as cli
 from ims_store.layout import ImsWarning
 from ims_store.refs import ReferencesNotPossibleError, make_references
@@ -54,7 +57,7 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hdf5-variants")
     sound = sound_file(root / "sound.ims")
     paths = {}
-    for name, make in VARIANTS.items():
+    for name, make in {**DAMAGED, **VARIANTS}.items():
         paths[name] = root / f"{name}.ims"
         make(sound, paths[name])
     return paths
@@ -199,3 +202,46 @@ def test_remote_virtual_datasets_are_refused(variants: dict[str, Path], http: Fi
     with pytest.raises(LinkTargetError, match="virtual dataset in a remote file"):
         zarr.open_array(store, path="0", mode="r")[0, 0]
     assert np.array_equal(zarr.open_array(store, path="0", mode="r")[1, 1], h5py_level(variants["vds"], 0, 1, 1))
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+@pytest.mark.parametrize("name", READABLE)
+def test_converting_with_the_stored_chunks_copied(
+    variants: dict[str, Path], name: str, ngff: str, tmp_path: Path
+) -> None:
+    """``codec="copy"`` copies stored chunk bytes where the level's codecs declare them: never
+    bytes those codecs would misread (unfiltered edge chunks, converted types, other files)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImsWarning)
+        out = to_ome_zarr(variants[name], tmp_path / "out.zarr", ngff_version=ngff, codec="copy")  # type: ignore[arg-type]
+    assert_group_matches_h5py(zarr.open_group(out, mode="r"), variants[name])
+
+
+_ALL_FILES = [*DAMAGED, *VARIANTS]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_whatever_is_returned_is_what_h5py_reads(variants: dict[str, Path], data: st.DataObject) -> None:
+    """Any file of both corpora (damaged files and rarer valid HDF5), any mode and region: h5py's
+    voxels, or a specific ims_store error; never a third outcome (a foreign exception, or
+    different voxels)."""
+    name = data.draw(st.sampled_from(_ALL_FILES), label="variant")
+    zarr_format, chunk_mode = data.draw(st.sampled_from(MODES), label="mode")
+    path = variants[name]
+    try:
+        store = _quiet(path, zarr_format=zarr_format, chunk_mode=chunk_mode)
+        level = data.draw(st.integers(0, len(store.layout.levels) - 1), label="level")
+        shape = store.layout.shape(level)
+        t, c = (data.draw(st.integers(0, n - 1)) for n in shape[:2])
+        region = tuple(
+            slice(a, a + data.draw(st.integers(1, n - a)))
+            for a, n in ((data.draw(st.integers(0, n - 1)), n) for n in shape[2:])
+        )
+        got = zarr.open_array(store, path=str(level), mode="r", zarr_format=zarr_format)[(t, c, *region)]
+    except ImsError as err:
+        assert type(err) is not ImsError and str(path) in str(err), err
+        event(type(err).__name__)
+        return
+    np.testing.assert_array_equal(got, h5py_region(path, level, t, c, region))
+    event("read")
