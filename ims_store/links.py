@@ -85,6 +85,18 @@ class Links:
         """The object at ``path`` and its file; None where nothing is there (a missing member,
         a dangling soft link). A broken external link (missing, looping, unreadable or refused
         target) raises `LinkTargetError` naming this file, the link and its target."""
+        if not self.remote and self.follow:
+            # HDF5 follows every link itself, as it does for h5py: one call; the walk below
+            # only runs to say which link broke
+            try:
+                obj = self.file[path]
+            except _HDF5_ERRORS:
+                return self._walk(path)
+            return Located(obj, None if obj.id.fileno == self.file.id.fileno else os.path.abspath(obj.file.filename))
+        return self._walk(path)
+
+    def _walk(self, path: str) -> Located | None:
+        """`get`, one link at a time."""
         obj: h5py.Group | h5py.Dataset = self.file["/"]
         file: str | None = None
         parts = deque(p for p in path.split("/") if p)
