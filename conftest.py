@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``cells.ims``: 3 channels (DAPI, GFP, mCherry), 2 time points, 2 levels."""
-    from ims_store.synthetic import make_example_ims
+    from ims_store.write.synthetic import make_example_ims
 
     folder = tmp_path_factory.mktemp("examples")
     make_example_ims(

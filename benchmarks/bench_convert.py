@@ -35,7 +35,7 @@ import zarr
 from bench_read import volume_file
 
 from ims_store import ImsStore, read_layout
-from ims_store.cli import main as cli
+from ims_store.fronts.cli import main as cli
 
 
 def best_of(repeats: int, fn: Callable[[], object], cleanup: Callable[[], None]) -> float:

@@ -42,11 +42,11 @@ import zarr
 from isal import isal_zlib
 
 from ims_store import ImsStore, write_ims
-from ims_store.attributes import write_text
-from ims_store.chunks import read_range
-from ims_store.codecs import unshuffle
-from ims_store.synthetic import microscopy_volume
-from ims_store.writer import write_dataset_info, write_root_attributes
+from ims_store.access.files import read_range
+from ims_store.format.attributes import write_text
+from ims_store.format.codecs import unshuffle
+from ims_store.write.synthetic import microscopy_volume
+from ims_store.write.writer import write_dataset_info, write_root_attributes
 
 DATA = "/DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"
 

@@ -33,11 +33,11 @@ import h5py
 import numpy as np
 
 from ims_store import write_ims
-from ims_store.codecs import encode_chunk
-from ims_store.layout import Filter
-from ims_store.pyramid import block_shapes, downsample, halved_axes, level_sizes
-from ims_store.synthetic import microscopy_volume
-from ims_store.writer import HistogramAccumulator
+from ims_store.format.codecs import encode_chunk
+from ims_store.format.layout import Filter
+from ims_store.format.pyramid import block_shapes, downsample, halved_axes, level_sizes
+from ims_store.write.synthetic import microscopy_volume
+from ims_store.write.writer import HistogramAccumulator
 
 
 def best_of(repeats: int, fn) -> float:
@@ -92,7 +92,7 @@ _CHILD = """
 import sys, time
 import dask.array as da, numpy as np
 from ims_store import write_ims
-from ims_store.synthetic import microscopy_volume
+from ims_store.write.synthetic import microscopy_volume
 shape = tuple(int(v) for v in sys.argv[1].split("x"))
 LOOK = dict(blobs=12, noise=0.005, peak=4000, background=100)
 GROUP = 32

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .convert import to_nifti, to_ome_zarr
+from .access.files import read_layout
+from .access.outputs import DestinationExistsError, WriteError
 from .errors import (
     ClusterError,
     CorruptChunkError,
@@ -28,11 +29,11 @@ from .errors import (
     ServerError,
     TruncatedFileError,
 )
-from .layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint, read_layout
-from .outputs import DestinationExistsError, WriteError
-from .sources import SourceError
-from .store import ChunkMode, ImsStore
-from .writer import write_ims
+from .format.layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint
+from .store.zarr_store import ChunkMode, ImsStore
+from .write.convert import to_nifti, to_ome_zarr
+from .write.sources import SourceError
+from .write.writer import write_ims
 
 try:
     __version__ = version("ims-store")

@@ -27,10 +27,10 @@ import zarr
 from hdf5_variants import get_chunk_opts
 
 from ims_store import ImsStore, to_ome_zarr, write_ims
-from ims_store.cli import main as cli
 from ims_store.errors import ImsError
-from ims_store.serve import ImsHTTPServer, make_server
-from ims_store.validate import validate
+from ims_store.fronts.cli import main as cli
+from ims_store.fronts.serve import ImsHTTPServer, make_server
+from ims_store.store.validate import validate
 
 WORKS = "works"
 SOUND = "sound"  # validate: exit status 0, no errors

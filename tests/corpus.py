@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ims_store.attributes import write_text
-from ims_store.synthetic import make_example_ims
+from ims_store.format.attributes import write_text
+from ims_store.write.synthetic import make_example_ims
 
 Maker = Callable[[Path, Path], None]
 LEVEL0 = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 0"

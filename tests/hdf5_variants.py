@@ -26,7 +26,7 @@ import hdf5plugin
 import numpy as np
 from corpus import LEVEL0, data_path
 
-from ims_store.hdf5lib import library
+from ims_store.format.hdf5lib import library
 
 __all__ = [
     "VARIANTS",

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ims_store.synthetic import make_example_ims
+from ims_store.write.synthetic import make_example_ims
 
 
 def _levels_of(path: Path) -> list[str]:

@@ -38,7 +38,6 @@ from corpus import CORRUPT_CHUNK, LEVEL0, PAST_EOF_CHUNK, VARIANTS, sound_file
 from hdf5_variants import VARIANTS as HDF5_VARIANTS
 
 from ims_store import ImsStore
-from ims_store.cli import main as cli
 from ims_store.errors import (
     CorruptChunkError,
     ImsError,
@@ -48,7 +47,8 @@ from ims_store.errors import (
     NotImarisError,
     TruncatedFileError,
 )
-from ims_store.layout import ImsWarning
+from ims_store.format.layout import ImsWarning
+from ims_store.fronts.cli import main as cli
 
 ALL_VARIANTS = {**VARIANTS, **HDF5_VARIANTS}
 

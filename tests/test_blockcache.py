@@ -1,4 +1,4 @@
-"""The block cache through which HDF5 reads remote metadata (ims_store.blockcache), against a
+"""The block cache through which HDF5 reads remote metadata (ims_store.access.blockcache), against a
 fake file that records every fetch, and inside an fsspec file object."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ims_store.blockcache import CACHE_TYPE, MAX_RUN, SeededBlockCache
+from ims_store.access.blockcache import CACHE_TYPE, MAX_RUN, SeededBlockCache
 
 DATA = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
 

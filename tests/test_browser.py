@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from helpers import h5py_level
 
-from ims_store.serve import make_server, neuroglancer_state
-from ims_store.synthetic import make_example_ims
+from ims_store.fronts.serve import make_server, neuroglancer_state
+from ims_store.write.synthetic import make_example_ims
 
 pytestmark = pytest.mark.browser
 

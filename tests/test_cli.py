@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from ims_store.cli import _parser, main
+from ims_store.fronts.cli import _parser, main
 
 
 def test_info_text(real_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +55,7 @@ def test_info_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_demo_through_console_script(tmp_path: Path) -> None:
     out_file = tmp_path / "demo.ims"
     result = subprocess.run(
-        [sys.executable, "-m", "ims_store.cli", "demo", "--output", str(out_file)],
+        [sys.executable, "-m", "ims_store.fronts.cli", "demo", "--output", str(out_file)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -163,7 +163,7 @@ def sound_file(tmp_path: Path) -> Path:
 
 
 def test_validate_flags_a_broken_pyramid(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ims_store.attributes import write_text
+    from ims_store.format.attributes import write_text
 
     assert main(["validate", str(sound_file)]) == 0
     assert "sound (0 error(s)" in capsys.readouterr().out
@@ -193,7 +193,7 @@ def test_validate_lists_every_problem(sound_file: Path, capsys: pytest.CaptureFi
 
 
 def test_validate_checks_histograms(sound_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ims_store.attributes import write_text
+    from ims_store.format.attributes import write_text
 
     with h5py.File(sound_file, "r+") as f:
         group = f["DataSet/ResolutionLevel 1/TimePoint 0/Channel 0"]

@@ -17,8 +17,8 @@ import pytest
 import zarr
 from helpers import assert_group_matches_h5py, h5py_counts, h5py_level
 
-from ims_store.cli import main
-from ims_store.synthetic import make_example_ims
+from ims_store.fronts.cli import main
+from ims_store.write.synthetic import make_example_ims
 
 NAMES = ["DAPI", "GFP", "mCherry"]
 COLORS = [(0.0, 0.4, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.3)]

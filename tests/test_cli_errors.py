@@ -14,10 +14,10 @@ import h5py
 import pytest
 
 from ims_store import MissingDependencyError, WriteError
-from ims_store.cli import main
-from ims_store.outputs import atomic_output
-from ims_store.sources import path_kind
-from ims_store.synthetic import make_example_ims
+from ims_store.access.outputs import atomic_output
+from ims_store.fronts.cli import main
+from ims_store.write.sources import path_kind
+from ims_store.write.synthetic import make_example_ims
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +237,7 @@ def test_broken_pipe_is_quiet(cells: Path) -> None:
     os.close(read_end)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "ims_store.cli", "info", str(cells)],
+            [sys.executable, "-m", "ims_store.fronts.cli", "info", str(cells)],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -256,7 +256,7 @@ def test_broken_pipe_is_quiet(cells: Path) -> None:
 def test_scheduler_without_distributed_names_the_extra(
     cells: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ims_store.cluster import dask_client
+    from ims_store.write.cluster import dask_client
 
     monkeypatch.setitem(sys.modules, "distributed", None)  # ``import distributed`` now fails
     with pytest.raises(MissingDependencyError, match=r"ims-store\[distributed\]") as err, dask_client("tcp://x:1"):

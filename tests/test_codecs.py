@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numcodecs import Shuffle
 
-from ims_store.codecs import (
+from ims_store.format.codecs import (
     RAW,
     UnsupportedFilter,
     decode_chunk,
@@ -26,7 +26,7 @@ from ims_store.codecs import (
     shuffle,
     unshuffle,
 )
-from ims_store.layout import Filter
+from ims_store.format.layout import Filter
 
 
 @given(st.binary(max_size=4096), st.sampled_from([1, 2, 4, 8]))

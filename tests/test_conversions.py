@@ -187,7 +187,7 @@ def test_nifti_of_every_time_point_carries_the_time_step(tmp_path: Path) -> None
     import h5py
     import nibabel as nib
 
-    from ims_store.synthetic import make_example_ims
+    from ims_store.write.synthetic import make_example_ims
 
     source = make_example_ims(tmp_path / "series.ims", shape=(4, 32, 32), channels=1, timepoints=3)
     with h5py.File(source, "r") as f:

@@ -13,9 +13,9 @@ import zarr
 from helpers import assert_group_matches_h5py, h5py_level
 
 from ims_store import ImsError, to_ome_zarr, write_ims
-from ims_store.cli import main
 from ims_store.errors import ClusterError
-from ims_store.synthetic import make_example_ims, microscopy_volume
+from ims_store.fronts.cli import main
+from ims_store.write.synthetic import make_example_ims, microscopy_volume
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is in the test extra")
 

@@ -34,7 +34,7 @@ def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeyp
 def test_cli_reference_names_every_command_and_option() -> None:
     import argparse
 
-    from ims_store.cli import _parser
+    from ims_store.fronts.cli import _parser
 
     text = (ROOT / "docs" / "cli.md").read_text()
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
@@ -80,7 +80,7 @@ CLI_DOCUMENTS = [
 def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each runnable ``ims-store`` line exits 0, in order, beside ``cells.ims``; every other line
     at least parses, so that the options the docs name exist."""
-    from ims_store.cli import _parser, main
+    from ims_store.fronts.cli import _parser, main
 
     (tmp_path / "cells.ims").symlink_to(example_dir / "cells.ims")
     monkeypatch.chdir(tmp_path)
@@ -103,7 +103,7 @@ def test_cli_reference_names_only_options_that_exist() -> None:
     whose section names it (or to ``ims-store`` itself)."""
     import argparse
 
-    from ims_store.cli import _parser
+    from ims_store.fronts.cli import _parser
 
     def options(parser: argparse.ArgumentParser) -> set[str]:
         return {o for action in parser._actions for o in action.option_strings}

@@ -76,7 +76,7 @@ def test_missing_level_data(tmp_path: Path, synthetic_files: dict[str, Path]) ->
 
 
 def test_size_larger_than_data(tmp_path: Path, synthetic_files: dict[str, Path]) -> None:
-    from ims_store.attributes import write_text
+    from ims_store.format.attributes import write_text
 
     path = _copy(synthetic_files["uint8-gzip"], tmp_path / "big.ims")
     with h5py.File(path, "r+") as f:

@@ -33,11 +33,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ims_store import ImsError, ImsStore, WriteError, to_ome_zarr, write_ims
-from ims_store.attributes import decode_text, parse_float, parse_floats, parse_int
-from ims_store.chunks import ChunkIndex
 from ims_store.errors import CorruptChunkError, TruncatedFileError
-from ims_store.layout import parse_timestamp
-from ims_store.synthetic import make_example_ims
+from ims_store.format.attributes import decode_text, parse_float, parse_floats, parse_int
+from ims_store.format.chunks import ChunkIndex
+from ims_store.format.layout import parse_timestamp
+from ims_store.write.synthetic import make_example_ims
 
 FUZZED = [
     ("DataSet/ResolutionLevel 0/TimePoint 0/Channel 0", "ImageSizeX"),
@@ -134,7 +134,7 @@ _NUMBER_IN_GARBAGE = st.builds(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(FUZZED), st.one_of(st.binary(min_size=1, max_size=24), _NUMBER_IN_GARBAGE))
-@pytest.mark.filterwarnings("ignore::ims_store.layout.ImsWarning")
+@pytest.mark.filterwarnings("ignore::ims_store.format.layout.ImsWarning")
 def test_arbitrary_bytes_in_any_attribute(
     small_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: tuple[str, str], raw: bytes
 ) -> None:
@@ -289,7 +289,7 @@ def _rss() -> int:
 
 
 def test_server_under_load(synthetic_files: dict[str, Path]) -> None:
-    from ims_store.serve import make_server
+    from ims_store.fronts.serve import make_server
 
     path = synthetic_files["uint16-shuffle-gzip-3-levels"]  # 2 time points, 2 channels, 3 levels: many chunks
     server = make_server(path, port=0, ngff="0.4")  # zarr v2 passes the stored deflate chunks through
@@ -338,7 +338,7 @@ def test_server_under_load(synthetic_files: dict[str, Path]) -> None:
 
 
 def test_a_slow_client_does_not_block_others(real_files: dict[str, Path]) -> None:
-    from ims_store.serve import make_server
+    from ims_store.fronts.serve import make_server
 
     server = make_server(real_files["PtK2Cell.ims"], port=0)
     server.serve_in_thread()
@@ -430,7 +430,7 @@ def test_sigkill_leaves_nothing_or_a_whole_output(tmp_path: Path, kind: str) -> 
 def test_full_disk_gives_a_clear_error_and_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_files: dict[str, Path]
 ) -> None:
-    from ims_store import writer
+    from ims_store.write import writer
 
     calls = {"n": 0}
     original = writer._ChunkSink._write_one

@@ -94,7 +94,7 @@ def test_zarrnii_from_mapping(real_files: dict[str, Path], zarr_format: int) -> 
 def test_zarrnii_through_the_served_url(real_files: dict[str, Path], ngff: str) -> None:
     import zarrnii
 
-    from ims_store.serve import make_server
+    from ims_store.fronts.serve import make_server
 
     path = real_files["PtK2Cell.ims"]
     server = make_server(path, port=0, ngff=ngff)  # type: ignore[arg-type]

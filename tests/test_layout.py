@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ims_store import ImsWarning, SelectionError, read_layout
-from ims_store.attributes import decode_text, parse_float, parse_floats, write_text
-from ims_store.layout import parse_timestamp
+from ims_store.format.attributes import decode_text, parse_float, parse_floats, write_text
+from ims_store.format.layout import parse_timestamp
 
 
 def test_ptk2cell(real_files: dict[str, Path]) -> None:

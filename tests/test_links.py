@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from zarr.storage import FsspecStore
 
 from ims_store import ImsError, ImsStore, LinkTargetError, to_ome_zarr
-from ims_store.cli import main as cli
-from ims_store.layout import ImsWarning
-from ims_store.refs import ReferencesNotPossibleError, make_references
-from ims_store.serve import make_server
+from ims_store.format.layout import ImsWarning
+from ims_store.fronts.cli import main as cli
+from ims_store.fronts.serve import make_server
+from ims_store.store.refs import ReferencesNotPossibleError, make_references
 
 # read right, every level (the others are refused or broken: test_bad_input pins them)
 READABLE = [

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers import h5py_level
 
-from ims_store.napari_reader import napari_get_reader, reader_function
-from ims_store.synthetic import make_example_ims
+from ims_store.fronts.napari_reader import napari_get_reader, reader_function
+from ims_store.write.synthetic import make_example_ims
 
 
 def test_reader_claims_only_ims(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_manifest_is_valid_and_registered() -> None:
     assert entry.value == "ims_store:napari.yaml"
     reader = manifest.contributions.readers[0]
     assert reader.filename_patterns == ["*.ims"]
-    assert manifest.contributions.commands[0].python_name == "ims_store.napari_reader:napari_get_reader"
+    assert manifest.contributions.commands[0].python_name == "ims_store.fronts.napari_reader:napari_get_reader"
 
 
 def _h5py_color(path: Path, channel: int) -> list[float]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ims_store.pyramid import downsample, halved_axes, level_sizes
+from ims_store.format.pyramid import downsample, halved_axes, level_sizes
 
 
 def test_real_pyramid_matches_rule_and_truncated_mean(real_files: dict[str, Path]) -> None:
@@ -78,7 +78,7 @@ def test_float32_sums_in_float32_order() -> None:
     ],
 )
 def test_block_shapes_like_imariswriter(shape, itemsize, timepoints, expected) -> None:
-    from ims_store.pyramid import block_shapes
+    from ims_store.format.pyramid import block_shapes
 
     assert block_shapes(level_sizes(shape, itemsize), itemsize, timepoints) == expected
 
@@ -86,7 +86,7 @@ def test_block_shapes_like_imariswriter(shape, itemsize, timepoints, expected) -
 def test_blocks_of_small_images_fit_them_as_imariswriters_do(real_files: dict[str, Path]) -> None:
     import h5py
 
-    from ims_store.pyramid import block_shapes
+    from ims_store.format.pyramid import block_shapes
 
     with h5py.File(real_files["Minimal_IMS_File.ims"], "r") as f:  # uint16, 128 x 128 x 1, by ImarisWriter
         data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]

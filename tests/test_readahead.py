@@ -1,4 +1,4 @@
-"""The read-ahead of remote chunks (ims_store.readahead), against a fake file that records every
+"""The read-ahead of remote chunks (ims_store.access.readahead), against a fake file that records every
 fetch: what is fetched, when, in how many requests, and that every answer is the chunk's bytes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ims_store.chunks import ChunkIndex
-from ims_store.readahead import REQUEST_SIZE, ReadAhead
+from ims_store.access.readahead import REQUEST_SIZE, ReadAhead
+from ims_store.format.chunks import ChunkIndex
 
 
 class FakeFile:

@@ -12,8 +12,8 @@ from helpers import REAL_FILES, assert_group_matches_h5py
 from synthetic_files import VARIANTS
 from zarr.storage import FsspecStore
 
-from ims_store.cli import main as cli
-from ims_store.refs import ReferencesNotPossibleError, make_references
+from ims_store.fronts.cli import main as cli
+from ims_store.store.refs import ReferencesNotPossibleError, make_references
 
 NOT_REFERENCEABLE = {
     "uint32-shuffle-lz4",

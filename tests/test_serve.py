@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import zarr
 from helpers import h5py_level
 
 from ims_store import ImsStore
-from ims_store.serve import ImsHTTPServer, make_server, neuroglancer_state, viewer_links
+from ims_store.fronts.serve import ImsHTTPServer, make_server, neuroglancer_state, viewer_links
 
 
 @pytest.fixture(params=["0.5", "0.4"])
@@ -148,7 +149,7 @@ def test_keep_alive_responses_are_not_delayed(server: ImsHTTPServer) -> None:
 
 def test_neuroglancer_state_opens_on_the_xy_plane(real_files: dict[str, Path]) -> None:
     from ims_store import read_layout
-    from ims_store.serve import neuroglancer_state
+    from ims_store.fronts.serve import neuroglancer_state
 
     layout = read_layout(real_files["PtK2Cell.ims"])
     state = neuroglancer_state(layout, "http://127.0.0.1:8000/", "0.4")
@@ -168,23 +169,39 @@ def test_viewer_links() -> None:
     assert links["vizarr"].endswith("source=http%3A%2F%2F127.0.0.1%3A8000%2F")
 
 
-def test_serve_command_prints_url_and_links(real_files: dict[str, Path]) -> None:
+def _serve_output(path: Path, *options: str) -> list[str]:
     import subprocess
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ims_store.cli", "serve", str(real_files["PtK2Cell.ims"]), "--port", "0"],
+        [sys.executable, "-m", "ims_store.fronts.cli", "serve", str(path), "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        lines = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+        lines = []
+        while not lines or not lines[-1].startswith("press Ctrl-C"):
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    return lines
+
+
+def test_serve_command_prints_url_and_short_links(real_files: dict[str, Path]) -> None:
+    lines = _serve_output(real_files["PtK2Cell.ims"])
     assert lines[0].startswith("serving ") and "http://127.0.0.1:" in lines[0]
     assert lines[1].strip().startswith("neuroglancer: https://") and lines[2].strip().startswith("vizarr: https://")
+    assert "--print-state" in lines[3] and len(lines) == 5
+    assert all(len(line) < 300 for line in lines), [len(line) for line in lines]
+
+
+def test_serve_command_prints_the_state_when_asked(real_files: dict[str, Path]) -> None:
+    lines = _serve_output(real_files["PtK2Cell.ims"], "--print-state")
     assert lines[3].strip().startswith("neuroglancer state")
+    state = json.loads(lines[3].split(": ", 1)[1])
+    assert len(state["layers"]) == 4  # one per channel
+    assert lines[4].strip().startswith("neuroglancer, each channel in its colour: https://")
 
 
 def test_make_server_that_cannot_listen_raises_server_error(real_files: dict[str, Path]) -> None:

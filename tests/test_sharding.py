@@ -12,7 +12,7 @@ from helpers import assert_group_matches_h5py, h5py_counts, h5py_level
 from ome_zarr_models.v05 import Image as Image05
 
 from ims_store import to_ome_zarr
-from ims_store.cli import main
+from ims_store.fronts.cli import main
 
 
 @pytest.mark.parametrize("name", ["uint16-shuffle-gzip-3-levels", "12-timepoints-3-channels", "float32-padded-levels"])

@@ -169,7 +169,7 @@ def test_metadata_documents_are_json(store: ImsStore) -> None:
 
 
 def test_opening_visits_one_dataset_per_level(tmp_path: Path) -> None:
-    from ims_store.synthetic import make_example_ims
+    from ims_store.write.synthetic import make_example_ims
 
     path = make_example_ims(tmp_path / "many.ims", shape=(2, 8, 8), channels=3, timepoints=40, levels=1)
     store = ImsStore(path)

@@ -14,7 +14,7 @@ from helpers import h5py_counts, h5py_level
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ims_store import DestinationExistsError, ImsStore, WriteError, read_layout, write_ims
+from ims_store import DestinationExistsError, ImsStore, SourceError, WriteError, read_layout, write_ims
 
 
 def independent_mean(level: np.ndarray, target: tuple[int, int, int]) -> np.ndarray:
@@ -465,7 +465,7 @@ def test_a_source_delivering_another_dtype_is_refused(tmp_path: Path) -> None:
 
 
 def test_blocks_of_the_wrong_size_are_never_encoded() -> None:
-    from ims_store.writer import _encode_block
+    from ims_store.write.writer import _encode_block
 
     with pytest.raises(WriteError, match="bytes"):
         _encode_block(np.zeros((2, 4, 4), np.float64), (2, 4, 4), (), np.dtype("<f4"))
@@ -513,7 +513,7 @@ def test_the_source_is_read_once_and_checked_while_streaming(tmp_path: Path) -> 
 def test_large_source_chunks_are_read_in_bounded_slabs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dask.array as da
 
-    from ims_store import writer
+    from ims_store.write import writer
 
     monkeypatch.setattr(writer, "SLAB_BYTES", 64 * 48 * 2 * 8)  # 8 planes of this volume
     volume = _volume((1, 1, 64, 48, 64), "uint16")
@@ -529,7 +529,7 @@ def test_large_source_chunks_are_read_in_bounded_slabs(tmp_path: Path, monkeypat
 
 
 def test_nifti_sources_have_modest_z_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ims_store import sources
+    from ims_store.write import sources
 
     monkeypatch.setattr(sources, "_NIFTI_CHUNK_BYTES", 40 * 30 * 2 * 5)  # 5 planes of this volume
     raw = _volume((40, 30, 23), "uint16")  # (x, y, z)
@@ -569,7 +569,7 @@ class _PlaneReads(_Reads):
 def test_a_slab_of_a_3d_array_like_reads_only_its_planes() -> None:
     """The (t, c) axes a 3-D source lacks are added region by region: dask then asks the source
     for a slab's planes, not for the whole of every chunk the slab touches."""
-    from ims_store.sources import open_source
+    from ims_store.write.sources import open_source
 
     volume = _volume((300, 64, 64), "uint16")
     reads = _PlaneReads(volume)
@@ -589,7 +589,7 @@ def test_3d_zarr_sources_with_big_z_chunks_are_read_slab_by_slab(
 ) -> None:
     """A zarr array, and an OME-Zarr image whose dask chunks are its 256-plane zarr chunks, write
     as their voxels; the OME-Zarr's chunks are read a slab (8 planes here) at a time, never whole."""
-    from ims_store import writer
+    from ims_store.write import writer
 
     volume = _volume((300, 40, 48), "uint16")
     array = zarr.create_array(tmp_path / "plain.zarr", shape=volume.shape, chunks=(256, 64, 64), dtype="uint16")
@@ -618,3 +618,18 @@ def test_3d_zarr_sources_with_big_z_chunks_are_read_slab_by_slab(
     path = write_ims(tmp_path / "image.zarr", tmp_path / "image.ims", chunks=(8, 32, 32))
     assert max(planes) == 8 and sum(planes) == 300  # each plane once, 8 at a time
     np.testing.assert_array_equal(h5py_level(path, 0, 0, 0), volume)
+
+
+def test_array_likes_numpy_takes(tmp_path: Path) -> None:
+    """Nested lists (anything ``np.asarray`` makes numbers of) are arrays too."""
+    path = write_ims([[1, 2], [3, 4]], tmp_path / "list.ims")
+    with h5py.File(path, "r") as f:
+        data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"]
+        np.testing.assert_array_equal(data[0, :2, :2], np.array([[1, 2], [3, 4]]))
+    volume = [[[0.5, 1.5], [2.5, 3.5]]] * 3
+    path = write_ims(volume, tmp_path / "floats.ims", axes="zyx")
+    np.testing.assert_array_equal(ImsStore(path).to_dask(0, timepoint=0, channel=0).compute(), np.asarray(volume))
+    for bad in ([[1, 2], [3]], [["a", "b"], ["c", "d"]], [1, 2, 3]):
+        with pytest.raises(SourceError):
+            write_ims(bad, tmp_path / "bad.ims")
+    assert not (tmp_path / "bad.ims").exists()

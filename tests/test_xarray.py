@@ -90,7 +90,7 @@ def test_without_xarray_the_backend_names_the_extra(monkeypatch: pytest.MonkeyPa
     # a None entry makes ``import xarray`` fail as if it were not installed; the backend module
     # is dropped so that it is imported afresh (monkeypatch puts both back afterwards)
     monkeypatch.setitem(sys.modules, "xarray", None)
-    monkeypatch.delitem(sys.modules, "ims_store.xarray_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "ims_store.fronts.xarray_backend", raising=False)
     with pytest.raises(MissingDependencyError, match=r"ims-store\[xarray\]") as err:
-        importlib.import_module("ims_store.xarray_backend")
+        importlib.import_module("ims_store.fronts.xarray_backend")
     assert isinstance(err.value, ImportError)

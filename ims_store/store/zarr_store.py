@@ -31,6 +31,7 @@ import math
 import operator
 import os
 import threading
+import traceback
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,9 +40,9 @@ import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .chunks import ChunkIndex, index_dataset
-from .codecs import RAW, decode_chunk, encode_chunk, plan_codecs
-from .errors import (
+from ..access.files import LocalFile, RemoteFile, links_of, open_file, run_blocking
+from ..access.readahead import DEFAULT_READ_AHEAD, ReadAhead
+from ..errors import (
     CorruptChunkError,
     ImsError,
     LinkTargetError,
@@ -51,11 +52,11 @@ from .errors import (
     SelectionError,
     TruncatedFileError,
 )
-from .files import LocalFile, RemoteFile, links_of, open_file, run_blocking
+from ..format.chunks import ChunkIndex, index_dataset
+from ..format.codecs import RAW, decode_chunk, encode_chunk, plan_codecs
+from ..format.layout import ImsLayout, Level, parse_layout
+from ..format.links import Links, stored_elsewhere
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
-from .layout import ImsLayout, Level, parse_layout
-from .links import Links, stored_elsewhere
-from .readahead import DEFAULT_READ_AHEAD, ReadAhead
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -255,10 +256,12 @@ class ImsStore(Store):
     def _hdf5_reads(self, what: str) -> Iterator[None]:
         """HDF5 reading through a remote file's requests: one that failed becomes a
         RemoteReadError naming ``what``, and the HDF5 file is closed (reopened on next use):
-        HDF5 left holding a file whose read failed can crash the interpreter at exit."""
+        HDF5 left holding a file whose read failed can crash the interpreter at exit.
+        Every error leaves without the h5py objects its frames held (see `_drop_locals`)."""
         try:
             yield
         except Exception as err:
+            _drop_locals(err)
             failed = self._failed_request(what)
             if failed is None:
                 raise
@@ -496,26 +499,20 @@ class ImsStore(Store):
 
     def _build_index(self, path: str, level: Level) -> ChunkIndex:
         """The chunk index of the dataset at ``path`` (links followed), or the error that says
-        why it cannot be read. No h5py object outlives this call: an exception raised with one
-        in a frame keeps it alive into interpreter shutdown, where freeing it can crash HDF5."""
+        why it cannot be read (raised through `_hdf5_reads`, which frees the h5py objects its
+        frames hold)."""
         found = self._file_links().get(path)
         dataset = found.obj if found is not None else None
         if not isinstance(dataset, h5py.Dataset):
             raise MalformedImsError(f"{path} is missing", self._path)
-        problem: ImsError | None = None
         try:
             index = index_dataset(dataset, level, found.file)  # type: ignore[union-attr]
         except ValueError as err:
-            problem = MalformedImsError(f"{path}: {err}", self._path)
-        else:
-            elsewhere = (
-                "" if index.direct else stored_elsewhere(dataset, remote=self._source.remote, follow=self._follow_links)
-            )
-            if elsewhere:
-                problem = LinkTargetError(f"{path}: {elsewhere}", self._path)
-        found = dataset = None  # (see _read_with_hdf5: no h5py object in a raising frame)
-        if problem is not None:
-            raise problem
+            raise MalformedImsError(f"{path}: {err}", self._path) from err
+        if not index.direct:
+            problem = stored_elsewhere(dataset, remote=self._source.remote, follow=self._follow_links)
+            if problem:
+                raise LinkTargetError(f"{path}: {problem}", self._path)
         return index
 
     def _allocated(self, ck: ChunkKey) -> bool:
@@ -698,8 +695,7 @@ class ImsStore(Store):
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
         path = self._layout.data_path(ck.level, ck.t, ck.c)
-        # the error is raised after the except block, with no h5py object left in this frame:
-        # one kept alive by a traceback into interpreter shutdown can crash HDF5 there
+        # raised after the except block, with no h5py object left in this frame (see _drop_locals)
         failure: ImsError | None = None
         with self._lock:
             found = None
@@ -710,7 +706,8 @@ class ImsStore(Store):
                 if found is None or not isinstance(found.obj, h5py.Dataset):
                     raise MalformedImsError(f"{path} is missing", self._path)
                 block = found.obj[region]
-            except (RemoteReadError, MalformedImsError):  # reopening the file failed, a link broke
+            except (RemoteReadError, MalformedImsError) as err:  # reopening the file failed, a link broke
+                _drop_locals(err)
                 raise
             except Exception as err:
                 failure = self._failed_request(_describe(self._layout, ck)) or CorruptChunkError(
@@ -864,6 +861,25 @@ def _describe(layout: ImsLayout, ck: ChunkKey) -> str:
         f"chunk ({ck.z}, {ck.y}, {ck.x}) (z, y, x; starting at voxel {tuple(start)}) of resolution level "
         f"{ck.level}, time point {ck.t}, channel {ck.c} ({layout.data_path(ck.level, ck.t, ck.c)})"
     )
+
+
+def _drop_locals(err: BaseException) -> None:
+    """Free the local variables of the finished frames in ``err``'s traceback, and in those of
+    the errors it chains (``raise ... from None`` still chains ``__context__``).
+
+    Those frames hold h5py objects (the dataset or group being read, h5py's own ``self``) for
+    as long as the error lives. zarr does not cancel the other chunk requests of a read that
+    failed: their errors are dropped later on zarr's event loop thread, possibly while the
+    interpreter exits, as h5py's exit handler calls HDF5 with the GIL released; freeing an
+    h5py object then calls HDF5 from a second thread at once, which HDF5 does not survive."""
+    pending, seen = [err], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # frames still running (the caller's) are skipped
+        pending += [e.__cause__, e.__context__]
 
 
 def _message(err: BaseException) -> str:

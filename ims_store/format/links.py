@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import h5py
 
-from .errors import ImsError, LinkTargetError
+from ..errors import ImsError, LinkTargetError
 
 __all__ = ["MAX_LINKS", "Located", "Links", "link_target_url", "stored_elsewhere"]
 

@@ -23,15 +23,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..access.outputs import WriteError, atomic_output, progress_bar
+from ..errors import MissingDependencyError, SelectionError
+from ..format.codecs import RAW, CodecPlan
+from ..format.layout import ImsLayout
+from ..store.keys import ChunkKey, build_metadata, chunk_key
+from ..store.ngff import AXES
+from ..store.zarr_store import ImsStore
 from .cluster import dask_client
-from .codecs import RAW, CodecPlan
-from .errors import MissingDependencyError, SelectionError
-from .keys import ChunkKey, build_metadata, chunk_key
-from .layout import ImsLayout
-from .ngff import AXES
-from .outputs import WriteError, atomic_output, progress_bar
 from .sources import SourceImage, open_source, path_kind, source_layout
-from .store import ImsStore
 from .writer import storage_dtype
 
 __all__ = ["to_nifti", "to_ome_zarr"]
@@ -283,7 +283,7 @@ class _ShardWriter:
     def __call__(self, keys: list[ChunkKey], root: Path) -> int:
         import zarr
 
-        from .store import LevelArray
+        from ..store.zarr_store import LevelArray
 
         arrays: dict[int, Any] = {}
         for key in keys:

@@ -20,12 +20,11 @@ from typing import Any, TypeVar
 
 import h5py
 
-from .chunks import read_range
-from .errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
-from .layout import open_hdf5
-from .links import Links
+from ..errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
+from ..format.layout import ImsLayout, open_hdf5, parse_layout
+from ..format.links import Links
 
-__all__ = ["LocalFile", "RemoteFile", "is_remote", "links_of", "open_file", "run_blocking"]
+__all__ = ["LocalFile", "RemoteFile", "is_remote", "links_of", "open_file", "read_layout", "read_range", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -338,3 +337,40 @@ def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | No
     if is_remote(text):
         return RemoteFile(text, storage_options)
     return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
+
+
+def read_range(fd: int, offset: int, size: int) -> bytes:
+    """Read exactly ``size`` bytes at ``offset`` (positional, GIL-free, thread-safe).
+
+    Raises ``EOFError`` when the file ends first (a truncated copy).
+    """
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> ImsLayout:
+    """Open an Imaris file (a path or any fsspec URL), parse it into an `ImsLayout` and close it.
+
+    >>> read_layout("cells.ims").levels[1].size
+    (8, 64, 48)
+    """
+    source = open_file(path, storage_options)
+    try:
+        with source.open_hdf5() as f:
+            links = links_of(source, f)
+            try:
+                return parse_layout(f, os.fspath(path), links)
+            finally:
+                links.close()
+    finally:
+        source.close()

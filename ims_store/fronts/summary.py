@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .geometry import ngff_unit, voxel_centre_origin
-from .layout import Filter, ImsLayout
-from .ngff import channel_hex, time_step
+from ..format.geometry import ngff_unit, voxel_centre_origin
+from ..format.layout import Filter, ImsLayout
+from ..store.ngff import channel_hex, time_step
 
 __all__ = ["describe_filters", "format_layout", "format_tree", "layout_summary"]
 

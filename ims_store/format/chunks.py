@@ -7,7 +7,6 @@ releases the GIL, so zarr's concurrent requests inflate on every core.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import h5py
@@ -17,7 +16,7 @@ from .codecs import FILTERS
 from .hdf5lib import DONT_FILTER_PARTIAL_CHUNKS, chunk_options
 from .layout import Filter, Level, dataset_filters, fill_value
 
-__all__ = ["ChunkIndex", "index_dataset", "read_range", "stored_chunks"]
+__all__ = ["ChunkIndex", "index_dataset", "stored_chunks"]
 
 
 @dataclass(frozen=True)
@@ -150,22 +149,3 @@ def stored_chunks(dataset: h5py.Dataset) -> list[h5py.h5d.StoreInfo]:
         dsid.chunk_iter(found.append)
         return found
     return [dsid.get_chunk_info(i) for i in range(dsid.get_num_chunks())]  # pragma: no cover - HDF5 < 1.12.3
-
-
-def read_range(fd: int, offset: int, size: int) -> bytes:
-    """Read exactly ``size`` bytes at ``offset`` (positional, GIL-free, thread-safe).
-
-    Raises ``EOFError`` when the file ends first (a truncated copy).
-    """
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)

@@ -8,6 +8,7 @@ at stake (no image data, sizes larger than the data, levels that disagree).
 Opening is cheap even for files with thousands of datasets: per resolution level only one
 ``Data`` dataset is inspected; the others are checked when their chunks are first indexed.
 
+>>> from ims_store import read_layout
 >>> layout = read_layout("cells.ims")
 >>> layout.levels[0].size, layout.channels[1].name
 ((16, 128, 96), 'GFP')
@@ -22,13 +23,11 @@ import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import h5py
 import numpy as np
 
-from .attributes import parse_float, parse_floats, parse_int, read_text
-from .errors import (
+from ..errors import (
     ImsError,
     ImsFileNotFoundError,
     MalformedImsError,
@@ -37,6 +36,7 @@ from .errors import (
     SelectionError,
     TruncatedFileError,
 )
+from .attributes import parse_float, parse_floats, parse_int, read_text
 from .geometry import extents_valid, voxel_size
 from .links import Links
 
@@ -52,7 +52,6 @@ __all__ = [
     "open_hdf5",
     "parse_layout",
     "parse_timestamp",
-    "read_layout",
 ]
 
 Vec3 = tuple[float, float, float]
@@ -249,26 +248,6 @@ def _has_hdf5_signature(path: str) -> bool:
     except OSError:
         return False
     return False
-
-
-def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> ImsLayout:
-    """Open an Imaris file (a path or any fsspec URL), parse it into an `ImsLayout` and close it.
-
-    >>> read_layout("cells.ims").levels[1].size
-    (8, 64, 48)
-    """
-    from .files import links_of, open_file  # (files builds on this module)
-
-    source = open_file(path, storage_options)
-    try:
-        with source.open_hdf5() as f:
-            links = links_of(source, f)
-            try:
-                return parse_layout(f, os.fspath(path), links)
-            finally:
-                links.close()
-    finally:
-        source.close()
 
 
 # --------------------------------------------------------------------------------------------

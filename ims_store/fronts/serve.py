@@ -27,11 +27,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from .errors import ServerError
-from .geometry import ngff_unit
-from .layout import ImsLayout
-from .ngff import channel_hex, time_step, type_range
-from .store import ImsStore
+from ..errors import ServerError
+from ..format.geometry import ngff_unit
+from ..format.layout import ImsLayout
+from ..store.ngff import channel_hex, time_step, type_range
+from ..store.zarr_store import ImsStore
 
 __all__ = ["ImsHTTPServer", "make_server", "neuroglancer_state", "viewer_links"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ImsError
+from ..errors import ImsError
 
 __all__ = ["DestinationExistsError", "WriteError", "atomic_output", "progress_bar"]
 

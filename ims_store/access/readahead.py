@@ -18,7 +18,7 @@ time, not chunk by chunk, so that requests stay large (object stores bill them o
 
 >>> import numpy as np
 >>> from concurrent.futures import ThreadPoolExecutor
->>> from ims_store.chunks import ChunkIndex
+>>> from ims_store.format.chunks import ChunkIndex
 >>> data, pool = bytes(range(256)) * 4, ThreadPoolExecutor(2)
 >>> fetch = lambda offset, size: pool.submit(lambda: data[offset : offset + size])
 >>> grid = (8, 1, 1)  # eight chunks of 128 bytes, one after another in the file
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chunks import ChunkIndex
+from ..format.chunks import ChunkIndex
 
 __all__ = ["DEFAULT_READ_AHEAD", "ReadAhead"]
 

@@ -25,14 +25,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ImsError
-from .outputs import DestinationExistsError
+from ..access.outputs import DestinationExistsError
+from ..errors import ImsError
 
 __all__ = ["main"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .layout import read_layout
+    from ..access.files import read_layout
     from .summary import format_layout, layout_summary
 
     layout = read_layout(args.file)
@@ -98,7 +98,7 @@ def _shard_arg(text: str) -> tuple[int, int, int]:
 def _direction(args: argparse.Namespace) -> str:
     """The output kind of a conversion; refuses options its direction does not use and fills in
     the defaults of those it does."""
-    from .sources import path_kind
+    from ..write.sources import path_kind
 
     src, dst = path_kind(args.input), path_kind(args.output, output=True)
     if not (dst == "ims" and src is not None) and not (src == "ims" and dst in ("zarr", "nifti")):
@@ -123,7 +123,7 @@ def _direction(args: argparse.Namespace) -> str:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .cluster import dask_client
+    from ..write.cluster import dask_client
 
     # options are checked before connecting to a cluster: a typo should not cost a connection
     dst = _direction(args)
@@ -135,9 +135,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
-    from .convert import to_nifti, to_ome_zarr
-    from .sources import open_source
-    from .writer import write_ims
+    from ..write.convert import to_nifti, to_ome_zarr
+    from ..write.sources import open_source
+    from ..write.writer import write_ims
 
     if dst == "ims":
         write_ims(
@@ -185,10 +185,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         layout = server.store.layout
         print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
-        for name, link in viewer_links(server.url, args.ngff, layout).items():
+        # short links (the state in full is kilobytes of JSON, percent-encoded into the link)
+        for name, link in viewer_links(server.url, args.ngff).items():
             print(f"  {name}: {link}", flush=True)
-        state = neuroglancer_state(layout, server.url, args.ngff)
-        print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
+        if args.print_state:
+            state = neuroglancer_state(layout, server.url, args.ngff)
+            print(f"  neuroglancer state (for neuroglancer.Viewer().set_state): {json.dumps(state)}", flush=True)
+            link = viewer_links(server.url, args.ngff, layout)["neuroglancer"]
+            print(f"  neuroglancer, each channel in its colour: {link}", flush=True)
+        else:
+            print("  (--print-state: the full neuroglancer state, each channel in its colour)", flush=True)
         print("press Ctrl-C to stop", flush=True)
         server.serve_forever()
     finally:
@@ -197,7 +203,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_refs(args: argparse.Namespace) -> int:
-    from .refs import write_references
+    from ..store.refs import write_references
 
     out = write_references(
         args.file, args.output, zarr_format=3 if args.ngff == "0.5" else 2, url=args.url, overwrite=args.overwrite
@@ -207,7 +213,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from ..store.validate import validate
 
     problems = validate(args.file, deep=args.deep)
     for problem in problems:
@@ -223,10 +229,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
     import zarr
 
-    from .store import ImsStore
+    from ..store.zarr_store import ImsStore
+    from ..write.synthetic import microscopy_volume
+    from ..write.writer import write_ims
     from .summary import format_layout, format_tree
-    from .synthetic import microscopy_volume
-    from .writer import write_ims
 
     with tempfile.TemporaryDirectory(prefix="ims-store-demo-") as tmp:
         path = Path(args.output) if args.output else Path(tmp) / "example.ims"
@@ -345,6 +351,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
     serve.add_argument("--cors", default="*", help="Access-Control-Allow-Origin value ('' for none; default *)")
+    serve.add_argument(
+        "--print-state",
+        action="store_true",
+        help="also print the full neuroglancer state (channel colours and ranges) and its link",
+    )
     serve.add_argument(
         "--follow-links",
         action="store_true",

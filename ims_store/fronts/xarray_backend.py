@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError
-from .geometry import ngff_unit, voxel_centre_origin
-from .ngff import channel_hex
-from .store import ImsStore
+from ..errors import MissingDependencyError
+from ..format.geometry import ngff_unit, voxel_centre_origin
+from ..store.ngff import channel_hex
+from ..store.zarr_store import ImsStore
 
 try:
     import xarray as xr

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ImsError, MissingDependencyError
-from .geometry import UNIT_NAMES, voxel_centre_origin
+from ..errors import ImsError, MissingDependencyError
+from ..format.geometry import UNIT_NAMES, voxel_centre_origin
 
 __all__ = ["SourceError", "SourceImage", "open_source", "path_kind", "source_layout"]
 
@@ -70,7 +70,7 @@ def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overr
     ``"yx"``...); without it, 2-D is ``yx``, 3-D ``zyx``, 4-D ``czyx`` and 5-D ``tczyx``.
     ``level`` picks a resolution level of a multiscale source (``.ims``, OME-Zarr).
     """
-    from .store import ImsStore
+    from ..store.zarr_store import ImsStore
 
     if isinstance(source, SourceImage):
         image = source
@@ -85,13 +85,26 @@ def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overr
     elif hasattr(source, "shape") and hasattr(source, "dtype"):
         image = _from_array(source, axes)
     else:
-        raise SourceError(
-            f"cannot write a {type(source).__name__}: give an array, an OME-Zarr, a NIfTI or an .ims file"
-        )
-    if axes is not None and (hasattr(source, "dims") or not (hasattr(source, "shape") and hasattr(source, "dtype"))):
+        image = _from_array(_as_array(source), axes)  # nested lists, anything np.asarray takes
+    named = isinstance(source, (SourceImage, ImsStore, str, os.PathLike)) or _is_zarr_group(source)
+    if axes is not None and (hasattr(source, "dims") or named):
         raise SourceError("axes= applies to array sources only; this source names its own axes", image.label)
     changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
     return replace(image, **changes) if changes else image
+
+
+def _as_array(source: Any) -> np.ndarray:
+    """What ``np.asarray`` makes of an array-like (nested lists, ...), if it is numbers."""
+    try:
+        array = np.asarray(source)
+    except (TypeError, ValueError) as err:  # ragged lists and the like
+        raise SourceError(f"cannot write a {type(source).__name__}: {err}") from err
+    if array.dtype.kind not in "biuf" or array.ndim < 2:
+        raise SourceError(
+            f"cannot write a {type(source).__name__} ({array.ndim}-D, {array.dtype}): give an array of numbers "
+            "(2-D or more), an OME-Zarr, a NIfTI or an .ims file"
+        )
+    return array.astype(np.uint8) if array.dtype.kind == "b" else array
 
 
 def _normalise(key: str, value: Any) -> Any:
@@ -265,7 +278,7 @@ def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
     text = os.fspath(source)
     kind = path_kind(text)
     if kind == "ims":
-        from .store import ImsStore
+        from ..store.zarr_store import ImsStore
 
         return _from_ims(ImsStore(text), level)
     if kind == "nifti":
@@ -279,7 +292,7 @@ def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
             raise SourceError(f"not an OME-Zarr image ({err})", text) from err
         return _from_ome_zarr(group, text, level)
     if not Path(text).exists():
-        from .errors import ImsFileNotFoundError
+        from ..errors import ImsFileNotFoundError
 
         raise ImsFileNotFoundError("no such file", text)
     raise SourceError("unknown kind of file: expected .ims, .nii, .nii.gz or an OME-Zarr (.zarr)", text)
@@ -387,7 +400,7 @@ def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
     if not set(axes) <= set("tczyx"):
         raise SourceError(f"axes {axes} are not a subset of t, c, z, y, x", str(label))
     if not 0 <= level < len(ms["datasets"]):
-        from .errors import SelectionError
+        from ..errors import SelectionError
 
         raise SelectionError(
             f"level {level} does not exist; the image has levels 0..{len(ms['datasets']) - 1}", str(label)
@@ -450,7 +463,7 @@ def _from_nifti(path: str) -> SourceImage:
     try:
         img = nib.load(path, keep_file_open=True)  # see _NiftiVoxels
     except FileNotFoundError as err:
-        from .errors import ImsFileNotFoundError
+        from ..errors import ImsFileNotFoundError
 
         raise ImsFileNotFoundError("no such file", path) from err
     except Exception as err:
@@ -537,8 +550,8 @@ def _nifti_chunks(shape: tuple[int, ...], z_axis: int, itemsize: int) -> tuple[i
 def source_layout(image: SourceImage, chunks: tuple[int, int, int]) -> Any:
     """An `ImsLayout` (one level) describing a source, so that NGFF metadata of outputs made
     from it come from the same builders as the virtual store's."""
-    from .layout import Channel, ImsLayout, Level, TimePoint
-    from .ngff import default_color
+    from ..format.layout import Channel, ImsLayout, Level, TimePoint
+    from ..store.ngff import default_color
 
     t, c, *size = (int(s) for s in image.data.shape)
     voxel = image.voxel_size or (1.0, 1.0, 1.0)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .store import ImsStore
+    from .zarr_store import ImsStore
 
 __all__ = ["StoreMapping"]
 

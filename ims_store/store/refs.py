@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ImsError
+from ..access.outputs import atomic_output
+from ..errors import ImsError
 from .keys import ChunkKey, chunk_key
-from .outputs import atomic_output
-from .store import ImsStore
+from .zarr_store import ImsStore
 
 __all__ = ["ReferencesNotPossibleError", "make_references", "write_references"]
 

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .codecs import CodecPlan
-from .layout import ImsLayout, Level
+from ..format.codecs import CodecPlan
+from ..format.layout import ImsLayout, Level
 from .ngff import AXES, ngff_attributes
 
 __all__ = ["ChunkKey", "build_metadata", "chunk_key", "parse_chunk_key"]

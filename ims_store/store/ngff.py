@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .geometry import ngff_unit, voxel_centre_origin
-from .layout import Channel, ImsLayout
+from ..format.geometry import ngff_unit, voxel_centre_origin
+from ..format.layout import Channel, ImsLayout
 
 __all__ = [
     "AXES",

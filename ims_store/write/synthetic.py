@@ -20,9 +20,9 @@ from typing import Literal
 import h5py
 import numpy as np
 
-from .attributes import write_text
-from .ngff import default_color
-from .pyramid import downsample, halved_axes, level_sizes
+from ..format.attributes import write_text
+from ..format.pyramid import downsample, halved_axes, level_sizes
+from ..store.ngff import default_color
 from .writer import (
     HistogramAccumulator,
     ThumbnailAccumulator,

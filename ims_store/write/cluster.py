@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ClusterError, MissingDependencyError
+from ..errors import ClusterError, MissingDependencyError
 
 __all__ = ["dask_client", "worker_threads"]
 

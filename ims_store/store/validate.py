@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, Literal
 import h5py
 import numpy as np
 
-from .attributes import parse_float, parse_int, read_text
-from .chunks import stored_chunks
-from .codecs import FILTERS, HDF5_BUILTIN_FILTERS
-from .errors import CorruptChunkError, ImsError, LinkTargetError, RemoteReadError, TruncatedFileError
-from .files import LocalFile, RemoteFile, links_of, open_file
-from .layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
-from .links import Links, Located, stored_elsewhere
-from .pyramid import halved_axes, next_level_size
+from ..access.files import LocalFile, RemoteFile, links_of, open_file
+from ..errors import CorruptChunkError, ImsError, LinkTargetError, RemoteReadError, TruncatedFileError
+from ..format.attributes import parse_float, parse_int, read_text
+from ..format.chunks import stored_chunks
+from ..format.codecs import FILTERS, HDF5_BUILTIN_FILTERS
+from ..format.layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
+from ..format.links import Links, Located, stored_elsewhere
+from ..format.pyramid import halved_axes, next_level_size
 
 if TYPE_CHECKING:
-    from .store import ImsStore
+    from .zarr_store import ImsStore
 
 __all__ = ["Problem", "validate"]
 
@@ -373,7 +373,7 @@ def _check_chunk_extents(data: h5py.Dataset, where: str, file_size: int) -> Iter
 
 def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
     """Decode every chunk (``validate(deep=True)``); one problem per chunk that fails."""
-    from .store import ImsStore
+    from .zarr_store import ImsStore
 
     with warnings.catch_warnings():
         # parse_layout warned about the same file a moment ago

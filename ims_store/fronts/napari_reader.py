@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import voxel_centre_origin
-from .ngff import time_step, type_range
-from .store import ImsStore
+from ..format.geometry import voxel_centre_origin
+from ..store.ngff import time_step, type_range
+from ..store.zarr_store import ImsStore
 
 __all__ = ["napari_get_reader", "reader_function"]
 

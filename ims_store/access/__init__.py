@@ -1,0 +1,3 @@
+"""Where bytes come from and go to: local and remote (fsspec) files, the block cache, the read-
+ahead, atomic outputs. Imports `format`.
+"""

@@ -1,0 +1,121 @@
+"""The streaming pyramid: planes of one (time point, channel) pushed through every level.
+
+`_Stream` takes level 0 slab by slab (z planes), cuts each level into rows of blocks for the
+chunk sink, counts their histograms, feeds the thumbnail and builds the next level from the
+planes as they pass (`downsample`), so no level is ever held whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+
+from ..format.layout import Filter
+from ..format.pyramid import downsample
+from .histogram import HistogramAccumulator
+from .sink import _ChunkSink
+from .thumbnail import ThumbnailAccumulator
+
+if TYPE_CHECKING:
+    from .cluster_level0 import _EncodedSlab
+
+
+# --------------------------------------------------------------------------------------------
+# streaming one (time point, channel) through the pyramid
+
+
+@dataclass
+class _Level:
+    size: tuple[int, int, int]
+    block: tuple[int, int, int]
+    dataset: h5py.Dataset
+    filters: tuple[Filter, ...]
+    halve_next: tuple[bool, bool, bool] | None
+    histogram: HistogramAccumulator
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_planes: int = 0
+    written_planes: int = 0
+    carry: np.ndarray | None = None
+
+
+class _Stream:
+    """Pushes planes of one (time point, channel) through every level of the pyramid."""
+
+    def __init__(
+        self, levels: list[_Level], sink: _ChunkSink, dtype: np.dtype, thumb: ThumbnailAccumulator | None
+    ) -> None:
+        self.levels, self.sink, self.dtype, self.thumb = levels, sink, dtype, thumb
+
+    def push(self, index: int, planes: np.ndarray) -> None:
+        level = self.levels[index]
+        if self.thumb is not None and index == self.thumb.level:
+            self.thumb.add(planes)
+        level.pending.append(planes)
+        level.pending_planes += planes.shape[0]
+        while level.pending_planes >= level.block[0]:
+            self._write_row(level, self._take(level, level.block[0]))
+        if level.halve_next is not None:
+            if level.carry is not None:
+                planes = np.concatenate([level.carry, planes])
+                level.carry = None
+            usable = planes.shape[0] - planes.shape[0] % 2 if level.halve_next[0] else planes.shape[0]
+            if usable < planes.shape[0]:
+                level.carry = planes[usable:]
+            if usable:
+                self.push(index + 1, downsample(planes[:usable], level.halve_next))
+
+    def push_encoded(self, slab: _EncodedSlab) -> None:
+        """Level 0 of a slab as a worker made it (`_encode_slab`); the levels below go on here."""
+        level = self.levels[0]
+        for offset, payload in slab.blocks:
+            self.sink.put(level.dataset, offset, payload)
+        for counts in slab.counts:
+            level.histogram.add_counted(counts)
+        if slab.mip is not None and self.thumb is not None:
+            self.thumb.add_mip(slab.mip)
+        if slab.below is not None and slab.below.shape[0]:
+            self.push(1, slab.below)
+
+    @staticmethod
+    def _take(level: _Level, count: int) -> np.ndarray:
+        rows = np.concatenate(level.pending) if len(level.pending) > 1 else level.pending[0]
+        taken, rest = rows[:count], rows[count:]
+        level.pending = [rest] if rest.shape[0] else []
+        level.pending_planes = rest.shape[0]
+        return taken
+
+    def _write_row(self, level: _Level, planes: np.ndarray) -> None:
+        # counted by block row, whatever the slabs were: histograms merge the same parts in the same
+        # order on the local and the dask.distributed path (`_encode_slab`), to the last bit
+        level.histogram.add(planes, self.sink.pool)
+        for (y0, x0), block in _row_blocks(planes, level.size, level.block):
+            offset = (level.written_planes, y0, x0)
+            self.sink.submit(level.dataset, offset, block, level.block, level.filters, self.dtype)
+        level.written_planes += level.block[0]
+
+    def finish(self) -> None:
+        for level in self.levels:
+            if level.pending_planes:
+                self._write_row(level, self._take(level, level.pending_planes))
+
+
+def _row_blocks(
+    planes: np.ndarray, size: tuple[int, int, int], block: tuple[int, int, int]
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """The (y, x) offsets and contiguous blocks of one row of blocks (at most ``block[0]`` planes),
+    zero-padded to whole blocks."""
+    bz, by, bx = block
+    _, y, x = size
+    gy, gx = -(-y // by), -(-x // bx)
+    if planes.shape == (bz, gy * by, gx * bx):
+        row = planes  # nothing to pad
+    else:
+        row = np.zeros((bz, gy * by, gx * bx), dtype=planes.dtype)  # zero padding to whole blocks
+        row[: planes.shape[0], :y, :x] = planes
+    for iy in range(gy):
+        for ix in range(gx):
+            yield (iy * by, ix * bx), np.ascontiguousarray(row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx])

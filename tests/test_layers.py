@@ -1,0 +1,117 @@
+"""The package's layers: every module imports, imports point down the layers only, and no
+module imports itself back through others (no circles).
+
+The layer order is written here once; `docs/architecture.md` describes what each layer holds.
+Imports under ``if TYPE_CHECKING:`` are for type checkers only and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import ims_store
+
+# lowest first: a module may import its own layer and those before it
+LAYERS = ["errors", "format", "access", "store", "write", "fronts", "api"]
+PACKAGE = Path(ims_store.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "api"  # ims_store/__init__.py: the public API re-exports every layer
+    if parts[1] in LAYERS:
+        return parts[1]
+    raise AssertionError(f"{module} is in no layer: put it in one of {LAYERS[1:-1]}")
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    """The ims_store modules ``path`` imports when it runs (at the top or inside functions)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "ims_store")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "ims_store":
+                found.add(target)
+                # "from .layer import module" names a submodule
+                for alias in node.names:
+                    if (PACKAGE.parent / target.replace(".", "/") / f"{alias.name}.py").exists():
+                        found.add(f"{target}.{alias.name}")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports(module: str) -> None:
+    importlib.import_module(module)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_the_layers(module: str) -> None:
+    mine = LAYERS.index(_layer(module))
+    for target in sorted(_imports(MODULES[module])):
+        assert target in MODULES, f"{module} imports {target}, which does not exist"
+        theirs = LAYERS.index(_layer(target))
+        assert theirs <= mine, f"{module} ({LAYERS[mine]}) imports {target} ({LAYERS[theirs]}), a higher layer"
+
+
+def test_no_import_circles() -> None:
+    graph = {m: {t for t in _imports(p) if t != m} for m, p in MODULES.items()}
+    # a submodule's import runs its packages' __init__ first, but a package importing its own
+    # submodule (to re-export it) is not a circle of the submodule's making
+    state: dict[str, int] = {}
+
+    def walk(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = [*trail[trail.index(nxt) :], nxt]
+                raise AssertionError("import circle: " + " -> ".join(cycle))
+            if nxt not in state:
+                walk(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+
+
+def test_the_layer_table_knows_every_layer_folder() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(LAYERS[1:-1])
