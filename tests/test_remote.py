@@ -19,8 +19,8 @@ from http_files import FileServer
 from s3_server import S3Server
 
 from ims_store import ImsFileNotFoundError, ImsStore, NotHDF5Error, RemoteReadError, write_ims
-from ims_store.cli import main
-from ims_store.synthetic import make_example_ims
+from ims_store.fronts.cli import main
+from ims_store.write.synthetic import make_example_ims
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,7 @@ def test_read_ahead_must_be_a_number_of_bytes(server: FileServer) -> None:
             ImsStore(server.url("PtK2Cell.ims"), read_ahead=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.real_file("PyramidalCell.ims")
 def test_remote_store_pickles_and_compares(server: FileServer) -> None:
     store = ImsStore(server.url("PyramidalCell.ims"), zarr_format=2)
     clone = pickle.loads(pickle.dumps(store))
@@ -155,6 +156,7 @@ def test_remote_errors_name_the_url(server: FileServer) -> None:
 
 
 @pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["validate"], ["validate", "--deep"]])
+@pytest.mark.real_file("PyramidalCell.ims")
 def test_info_and_validate_take_a_url_and_say_what_they_say_of_the_local_file(
     server: FileServer, files: Path, args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -167,6 +169,7 @@ def test_info_and_validate_take_a_url_and_say_what_they_say_of_the_local_file(
 
 
 @pytest.mark.parametrize("after", [0, 2])
+@pytest.mark.real_file("PyramidalCell.ims")
 def test_validate_on_a_failing_server_says_so_and_not_that_the_file_is_unsound(
     server: FileServer, capsys: pytest.CaptureFixture[str], after: int
 ) -> None:
@@ -176,6 +179,7 @@ def test_validate_on_a_failing_server_says_so_and_not_that_the_file_is_unsound(
     assert "the server answered HTTP 500" in output.err and "sound" not in output.out + output.err
 
 
+@pytest.mark.real_file("PyramidalCell.ims")
 def test_info_on_a_failing_server_says_so(server: FileServer, capsys: pytest.CaptureFixture[str]) -> None:
     server.fail_with(500)
     assert main(["info", server.url("PyramidalCell.ims")]) == 2
@@ -273,6 +277,7 @@ def test_s3_requests_to_open_and_to_read_one_chunk_are_few(s3: S3Server) -> None
     assert method == "GET" and byte_range is not None  # a byte range, not the whole object
 
 
+@pytest.mark.real_file("PyramidalCell.ims")
 def test_s3_store_pickles_with_its_storage_options(s3: S3Server, files: Path) -> None:
     store = ImsStore("s3://bucket/PyramidalCell.ims", storage_options=s3.storage_options)
     clone = pickle.loads(pickle.dumps(store))
