@@ -90,10 +90,10 @@ def index_dataset(dataset: h5py.Dataset, level: Level, file: str | None = None) 
         return through_hdf5("its data lies in external raw data files")
     if own != chunks:
         return through_hdf5(f"its chunks {own} are not its level's {chunks}")
+    why = _not_understood(dataset, filters)
     if dataset.chunks is None:
         # contiguous: every z plane is one run of bytes, served as a (1, Y, X) chunk
         offset = dsid.get_offset()
-        why = _not_understood(dataset, filters)
         if why:
             return through_hdf5(why)
         if offset is None:
@@ -112,8 +112,7 @@ def index_dataset(dataset: h5py.Dataset, level: Level, file: str | None = None) 
             offsets[z, y, x] = info.byte_offset
             sizes[z, y, x] = info.size
             masks[z, y, x] = info.filter_mask
-    why = _not_understood(dataset, filters)
-    if why:
+    if why:  # (the index still says which chunks were written)
         return through_hdf5(why, listed=True)
     if filters and any(s % c for s, c in zip(shape, chunks, strict=True)):
         options = chunk_options(dataset)
