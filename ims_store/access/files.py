@@ -12,6 +12,7 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -24,12 +25,27 @@ from ..errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadErr
 from ..format.layout import ImsLayout, open_hdf5, parse_layout
 from ..format.links import Links
 
-__all__ = ["LocalFile", "RemoteFile", "is_remote", "links_of", "open_file", "read_layout", "read_range", "run_blocking"]
+__all__ = [
+    "WHOLE_FILE_LIMIT",
+    "LocalFile",
+    "RemoteFile",
+    "is_remote",
+    "links_of",
+    "open_file",
+    "read_layout",
+    "read_range",
+    "run_blocking",
+]
 
 T = TypeVar("T")
 
 # HDF5 reads its metadata in many small pieces; blocks of this size make them few requests
 REMOTE_BLOCK_SIZE = 4 * 1024 * 1024
+
+# a server that ignores byte ranges (python -m http.server) answers every request with the whole
+# file: a file up to this size is then read once and served from memory (with a warning); a
+# larger one is refused with a RemoteReadError
+WHOLE_FILE_LIMIT = 512 * 1024 * 1024
 
 # aiohttp pauses reading a response each time 64 KiB (its read_bufsize) wait for the reader: for
 # chunk responses of megabytes that churn costs more CPU than the bytes (a level of 123 MB was
@@ -134,6 +150,7 @@ class RemoteFile:
         except (ImportError, ValueError) as err:
             raise ImsError(f"cannot reach the file: {err}", url) from err
         self._size: int | None = None
+        self._whole: bytes | None = None  # the whole file, from a server that ignores byte ranges
         self._async = bool(getattr(self.fs, "async_impl", False)) and getattr(self.fs, "loop", None) is not None
         self._reads: _Reads | None = None
 
@@ -172,6 +189,10 @@ class RemoteFile:
         # a first block that failed or came short is simply fetched again by the file object,
         # which then reports what is wrong
         seed = first.result() if first.exception() is None else b""
+        if len(seed) > min(REMOTE_BLOCK_SIZE, self._size):
+            self._ranges_ignored(seed)
+        if self._whole is not None:
+            return self._hdf5_of(io.BytesIO(self._whole), None)
         blocks = {0: seed} if len(seed) == min(REMOTE_BLOCK_SIZE, self._size) else {}
         try:
             handle = self.fs.open(
@@ -187,10 +208,15 @@ class RemoteFile:
         except Exception as err:
             raise unreadable(err, self.label) from err
         self._reads = reads = _Reads(handle)
+        return self._hdf5_of(reads, handle)
+
+    def _hdf5_of(self, fileobj: Any, handle: Any) -> h5py.File:
+        """h5py's file over ``fileobj``; a failure to open it as the error that says why."""
         try:
-            return h5py.File(reads, "r")
+            return h5py.File(fileobj, "r")
         except OSError as err:
-            handle.close()
+            if handle is not None:
+                handle.close()
             failed = self.failed_read()
             if failed is not None:
                 raise failed from err
@@ -216,6 +242,13 @@ class RemoteFile:
     def fetch(self, offset: int, size: int) -> Future[bytes]:
         """A future of ``size`` bytes at ``offset``, one range request, on the file system's own
         event loop where it has one (so that many are in flight together, without threads)."""
+        if self._whole is not None:  # a server without byte ranges: the file is here already
+            done: Future[bytes] = Future()
+            try:
+                done.set_result(_checked(self._whole[offset : offset + size], offset, size))
+            except EOFError as err:
+                done.set_exception(err)
+            return done
         if self._async:
             return asyncio.run_coroutine_threadsafe(self._exactly(offset, size), self.fs.loop)
         return run_blocking(self._exactly_blocking, offset, size)
@@ -232,14 +265,49 @@ class RemoteFile:
             data = await self.fs._cat_file(self.path, start=offset, end=offset + size)
         except Exception as err:
             raise self._failed(err, offset, size) from err
-        return _checked(data, offset, size)
+        return self._answered(data, offset, size)
 
     def _exactly_blocking(self, offset: int, size: int) -> bytes:
         try:
             data = self.fs.cat_file(self.path, start=offset, end=offset + size)
         except Exception as err:
             raise self._failed(err, offset, size) from err
+        return self._answered(data, offset, size)
+
+    def _answered(self, data: bytes, offset: int, size: int) -> bytes:
+        """The bytes a range request asked for, from what the server sent (more than asked: the
+        server ignores byte ranges, see `_ranges_ignored`)."""
+        if len(data) > size:
+            data = self._ranges_ignored(data)[offset : offset + size]
         return _checked(data, offset, size)
+
+    def _ranges_ignored(self, data: bytes) -> bytes:
+        """The whole file, which a server that ignores byte ranges sent for a range request: kept
+        and served from memory with a warning, up to `WHOLE_FILE_LIMIT`; beyond it, refused."""
+        import warnings
+
+        from ..format.layout import ImsWarning
+
+        size = self.size()
+        if len(data) != size:
+            raise RemoteReadError(
+                f"the server answered a byte range request with {len(data)} bytes of a file of {size}", self.label
+            )
+        if size > WHOLE_FILE_LIMIT:
+            raise RemoteReadError(
+                f"the server does not support byte ranges (it answers every request with the whole file), "
+                f"and the file ({size} bytes) is larger than ims_store reads whole ({WHOLE_FILE_LIMIT} bytes)",
+                self.label,
+            )
+        if self._whole is None:
+            self._whole = data
+            warnings.warn(
+                f"{self.label}: the server does not support byte ranges; the whole file ({size} bytes) was "
+                "read once and every read is served from memory",
+                ImsWarning,
+                stacklevel=2,
+            )
+        return self._whole
 
     def _failed(self, err: Exception, offset: int, size: int) -> RemoteReadError:
         return RemoteReadError(f"bytes {offset}..{offset + size}: {describe_failure(err)}", self.label)
