@@ -67,3 +67,36 @@ def test_a_file_over_the_limit_is_refused_naming_the_server(
         store = ImsStore(url)  # the large file: found at open, from the first block's answer
         zarr.open_array(store, path="0", mode="r")[0, 0]  # the small one: at its first chunk
     assert url in str(caught.value)
+
+
+_CHILD = """
+import sys
+import zarr
+from ims_store import ImsStore, RemoteReadError
+from ims_store.access import files
+
+files.WHOLE_FILE_LIMIT = 1024 * 1024
+try:
+    zarr.open_array(ImsStore(sys.argv[1]), path="0", mode="r")[...]
+except RemoteReadError:
+    print("refused", flush=True)
+"""
+
+
+def test_a_refused_read_leaves_no_task_to_destroy_at_exit(server: str) -> None:
+    """zarr leaves a failed read's other chunk requests running; the process waits for them at
+    exit, so that Python does not destroy them mid-way (noise on stderr, zarr 3.2+: 4 runs of 15
+    printed "Task was destroyed but it is pending!" without the wait)."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(_: int) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", _CHILD, f"{server}/small.ims"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(run, range(10)))
+    for proc in runs:
+        assert proc.returncode == 0 and proc.stdout.strip() == "refused", proc.stderr[-2000:]
+        assert "Task was destroyed" not in proc.stderr and "Connector is closed" not in proc.stderr, proc.stderr

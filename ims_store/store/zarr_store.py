@@ -26,11 +26,13 @@ Two chunk modes (``chunk_mode=``):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import math
 import operator
 import os
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -361,8 +363,9 @@ class ImsStore(Store):
         ck = parse_chunk_key(key, self._layout, self._zarr_format)
         if ck is None:
             return None
-        stored = await self._fetch(ck) if self._source.remote else None
-        data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range, stored)
+        with _IN_FLIGHT.request():
+            stored = await self._fetch(ck) if self._source.remote else None
+            data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range, stored)
         return None if data is None else prototype.buffer.from_bytes(data)
 
     def get_sync(
@@ -761,6 +764,43 @@ class ImsStore(Store):
             LevelArray(self, lvl.index), chunks=(1, 1, *lvl.chunks), asarray=False, lock=False, name=name
         )
         return arr[t, c] if timepoint is not None or channel is not None else arr
+
+
+class _InFlight:
+    """The chunk requests under way in this process.
+
+    zarr does not cancel the other chunk requests of a read that failed: a program that catches
+    the error and ends leaves them running on zarr's event loop thread, and Python then destroys
+    their tasks mid-way ("Task was destroyed but it is pending!") while h5py's exit handler runs.
+    At exit, the process waits for them, `WAIT_AT_EXIT` seconds at most."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._settled = threading.Condition()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        with self._settled:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._settled:
+                self._count -= 1
+                self._settled.notify_all()
+
+    def settle(self, timeout: float) -> None:
+        with self._settled:
+            busy = self._count
+            self._settled.wait_for(lambda: not self._count, timeout)
+        if busy:
+            time.sleep(0.05)  # zarr's loop then finishes the tasks that awaited them
+
+
+#: seconds the process waits at exit for chunk requests still under way (see `_InFlight`)
+WAIT_AT_EXIT = 2.0
+_IN_FLIGHT = _InFlight()
+atexit.register(lambda: _IN_FLIGHT.settle(WAIT_AT_EXIT))
 
 
 class _LinkedFiles:
