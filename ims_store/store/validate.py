@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import h5py
@@ -157,8 +157,15 @@ class _Data:
     def get(self, path: str) -> Located | None:
         return self.links.get(path)
 
+    sizes: dict[str, int] = field(default_factory=dict)
+    """the size of each file links lead to, asked once"""
+
     def size_of(self, file: str | None) -> int:
-        return self.file_size if file is None else self.source.linked(file).size()
+        if file is None:
+            return self.file_size
+        if file not in self.sizes:
+            self.sizes[file] = self.source.linked(file).size()
+        return self.sizes[file]
 
 
 def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
