@@ -34,6 +34,7 @@ import os
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,7 +47,6 @@ from ..access.files import LocalFile, RemoteFile, links_of, open_file, run_block
 from ..access.readahead import DEFAULT_READ_AHEAD, ReadAhead
 from ..errors import (
     CorruptChunkError,
-    ImsError,
     LinkTargetError,
     MalformedImsError,
     ReadOnlyError,
@@ -142,6 +142,7 @@ class ImsStore(Store):
         self._linked = _LinkedFiles(self._source)
         self._links: Links | None = None
         self._h5: h5py.File | None = self._source.open_hdf5()
+        _OPEN_STORES.add(self)
         try:
             with self._hdf5_reads("its metadata"):
                 self._layout = parse_layout(self._h5, self._path, self._file_links())
@@ -210,11 +211,9 @@ class ImsStore(Store):
     def __repr__(self) -> str:
         return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r})"
 
-    def __getstate__(self) -> dict[str, Any]:
-        # a new process reopens the file; no handle crosses a process boundary, and a relative
-        # path is made absolute so that a worker with another working directory finds the file
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments this store was made with (a copy is made with the same)."""
         return {
-            "path": self._args()[0],
             "zarr_format": self._zarr_format,
             "chunk_mode": self._chunk_mode,
             "storage_options": self._storage_options,
@@ -222,27 +221,19 @@ class ImsStore(Store):
             "follow_links": self._follow_links,
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a new process reopens the file; no handle crosses a process boundary, and a relative
+        # path is made absolute so that a worker with another working directory finds the file
+        return {"path": self._args()[0], **self._options()}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(  # type: ignore[misc]
-            state["path"],
-            zarr_format=state["zarr_format"],
-            chunk_mode=state["chunk_mode"],
-            storage_options=state.get("storage_options"),
-            read_ahead=state.get("read_ahead", DEFAULT_READ_AHEAD),
-            follow_links=state.get("follow_links", True),
-        )
+        options = dict(state)
+        self.__init__(options.pop("path"), **options)  # type: ignore[misc]
 
     def with_read_only(self, read_only: bool = False) -> ImsStore:
         if not read_only:
             raise ReadOnlyError("ImsStore is read-only; " + _READ_ONLY, self._path)
-        return type(self)(
-            self._path,
-            zarr_format=self._zarr_format,
-            chunk_mode=self._chunk_mode,
-            storage_options=self._storage_options,
-            read_ahead=self._read_ahead,
-            follow_links=self._follow_links,
-        )
+        return type(self)(self._path, **self._options())
 
     def close(self) -> None:
         """Release the file (the store reopens it if used again)."""
@@ -698,33 +689,31 @@ class ImsStore(Store):
         origin = [i * n for i, n in zip((ck.z, ck.y, ck.x), level.chunks, strict=True)]
         region = tuple(slice(o, o + n) for o, n in zip(origin, level.chunks, strict=True))
         path = self._layout.data_path(ck.level, ck.t, ck.c)
-        # raised after the except block, with no h5py object left in this frame (see _drop_locals)
-        failure: ImsError | None = None
-        with self._lock:
-            found = None
+        # _hdf5_reads: a failed request is a RemoteReadError; no error keeps h5py objects alive
+        with self._lock, self._hdf5_reads(_describe(self._layout, ck)):
             try:
-                import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
-
-                found = self._file_links().get(path)
-                if found is None or not isinstance(found.obj, h5py.Dataset):
-                    raise MalformedImsError(f"{path} is missing", self._path)
-                block = found.obj[region]
-            except (RemoteReadError, MalformedImsError) as err:  # reopening the file failed, a link broke
-                _drop_locals(err)
+                block = self._hdf5_region(path, region)
+            except (RemoteReadError, MalformedImsError):  # reopening the file failed, a link broke
                 raise
             except Exception as err:
-                failure = self._failed_request(_describe(self._layout, ck)) or CorruptChunkError(
+                raise CorruptChunkError(
                     f"{_describe(self._layout, ck)} cannot be read by HDF5 ({_message(err)}); HDF5 reads it "
                     f"because {why}",
                     self._path,
-                )
-            finally:
-                found = None
-        if failure is not None:
-            raise failure
+                ) from err
         out = np.zeros(level.chunks, dtype=level.dtype)
         out[tuple(slice(0, s) for s in block.shape)] = block
         return out.reshape(-1).view(np.uint8)
+
+    def _hdf5_region(self, path: str, region: tuple[slice, ...]) -> np.ndarray:
+        """HDF5's read of ``region`` of the dataset at ``path`` (links followed). Its own frame,
+        so that the h5py objects it holds are gone once an error has left it."""
+        import hdf5plugin  # noqa: F401  (registers LZ4, Zstd, ... with HDF5)
+
+        found = self._file_links().get(path)
+        if found is None or not isinstance(found.obj, h5py.Dataset):
+            raise MalformedImsError(f"{path} is missing", self._path)
+        return found.obj[region]
 
     # ----------------------------------------------------------------------------------------
     # conveniences for the common selections
@@ -800,7 +789,18 @@ class _InFlight:
 #: seconds the process waits at exit for chunk requests still under way (see `_InFlight`)
 WAIT_AT_EXIT = 2.0
 _IN_FLIGHT = _InFlight()
-atexit.register(lambda: _IN_FLIGHT.settle(WAIT_AT_EXIT))
+# the stores alive: closed at exit, on the main thread, before h5py's own exit handler runs (a
+# store kept alive only by a failed read's abandoned tasks would else close its HDF5 file on
+# zarr's thread while that handler is inside HDF5)
+_OPEN_STORES: weakref.WeakSet[ImsStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    _IN_FLIGHT.settle(WAIT_AT_EXIT)
+    for store in list(_OPEN_STORES):
+        with contextlib.suppress(Exception):
+            store.close()
 
 
 class _LinkedFiles:
