@@ -132,6 +132,17 @@ def _numbered(group: h5py.Group, prefix: str) -> tuple[int, ...]:
     return tuple(sorted(int(n.split(" ")[1]) for n in group if re.fullmatch(prefix + " (0|[1-9][0-9]*)", n)))
 
 
+def served_groups(lvl: TrueLevel, served: Chunk) -> dict[Chunk, list[Chunk]]:
+    """The HDF5 chunks inside each chunk a decoded store serves, by served chunk position: a
+    served chunk (its shape as the metadata declares it) must group whole HDF5 chunks."""
+    assert all(s % n == 0 for s, n in zip(served, lvl.chunks, strict=True)), (served, lvl.chunks)
+    factors = [s // n for s, n in zip(served, lvl.chunks, strict=True)]
+    groups: dict[Chunk, list[Chunk]] = {}
+    for pos in itertools.product(*(range(-(-s // n)) for s, n in zip(lvl.size, lvl.chunks, strict=True))):
+        groups.setdefault(tuple(p // f for p, f in zip(pos, factors, strict=True)), []).append(pos)  # type: ignore[arg-type]
+    return groups
+
+
 def chunk_region(lvl: TrueLevel, pos: Chunk) -> tuple[slice, ...]:
     """A chunk's voxels within the true size."""
     return tuple(slice(i * n, min((i + 1) * n, s)) for i, n, s in zip(pos, lvl.chunks, lvl.size, strict=True))
@@ -215,15 +226,17 @@ def _unfiltered_edge(dataset: h5py.Dataset, info: h5py.h5d.StoreInfo) -> bool:
     return bool(get_chunk_opts(dataset.id.get_create_plist()) & 0x0002)
 
 
-def _assert_names(err: BaseException, case: Case, truth: Truth, where: Where, pos: Chunk) -> None:
-    """``err`` names the file and the chunk (or, where the whole dataset is at fault, its group)."""
+def _assert_names(err: BaseException, case: Case, truth: Truth, where: Where, positions: list[Chunk]) -> None:
+    """``err`` names the file and a broken chunk among ``positions`` (the HDF5 chunks read), or,
+    where the whole dataset is at fault, its group."""
     assert_specific(err, case.path)
     level, t, c = where
     if case.broken[where] is ALL:
         group = f"ResolutionLevel {truth.levels[level].number}/TimePoint {truth.times[t]}/Channel {truth.channels[c]}"
         assert group in err.reason, err.reason
     else:
-        assert f"chunk {pos} " in err.reason, err.reason
+        broken = [pos for pos in positions if pos in case.broken[where]]  # type: ignore[operator]
+        assert any(f"chunk {pos} " in err.reason for pos in broken), (broken, err.reason)
         assert f"resolution level {level}, time point {t}, channel {c}" in err.reason, err.reason
 
 
@@ -232,13 +245,19 @@ def _assert_names(err: BaseException, case: Case, truth: Truth, where: Where, po
 # checked that the error names the file, and the chunk where one chunk is at fault)
 
 
-def _expected_failures(case: Case, truth: Truth) -> set[tuple[int, int, int, Chunk]]:
-    """Every chunk the case says fails, as (level, time point, channel, chunk)."""
+def _expected_failures(
+    case: Case, truth: Truth, groups: Mapping[int, dict[Chunk, list[Chunk]]] | None = None
+) -> set[tuple[int, int, int, Chunk]]:
+    """Every chunk the case says fails, as (level, time point, channel, chunk); with ``groups``
+    (per level, see `served_groups`), every served chunk that holds one."""
     out = set()
     for (level, t, c), chunks in case.broken.items():
         grid = [range(-(-s // n)) for s, n in zip(truth.levels[level].size, truth.levels[level].chunks, strict=True)]
         for pos in itertools.product(*grid) if chunks is ALL else chunks:
-            out.add((level, t, c, tuple(pos)))
+            if groups is None:
+                out.add((level, t, c, tuple(pos)))
+            else:
+                out |= {(level, t, c, g) for g, parts in groups[level].items() if tuple(pos) in parts}
     return out
 
 
@@ -272,28 +291,33 @@ def _info(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
 
 
 def _read(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
-    """Every chunk through zarr: h5py's pixels, or an error naming the chunk, for exactly the
-    chunks the case says are broken."""
+    """Every chunk through zarr (as the store serves them: HDF5 chunks, or groups of small ones):
+    h5py's pixels, or an error naming a broken HDF5 chunk, for exactly the chunks that hold one."""
     path = case.path
     store = ImsStore(path)
     failures: dict[tuple[int, int, int, Chunk], BaseException] = {}
+    groups: dict[int, dict[Chunk, list[Chunk]]] = {}
     with h5py.File(path, "r") as f:
         truth = case.truth(f)
         for li, lvl in enumerate(truth.levels):
             arr = zarr.open_array(store, path=str(li), mode="r")
             assert arr.shape == (len(truth.times), len(truth.channels), *lvl.size)
-            for t, c, pos in truth.chunks(li):
+            served = TrueLevel(lvl.number, lvl.size, arr.chunks[2:])
+            groups[li] = served_groups(lvl, served.chunks)
+            for (t, c), pos in itertools.product(
+                itertools.product(range(len(truth.times)), range(len(truth.channels))), groups[li]
+            ):
                 try:
-                    got = arr[(t, c, *chunk_region(lvl, pos))]
+                    got = arr[(t, c, *chunk_region(served, pos))]
                 except ImsError as err:
                     failures[(li, t, c, pos)] = err
                     continue
-                expected = _h5py_read(truth.dataset(f, li, t, c), chunk_region(lvl, pos))
+                expected = _h5py_read(truth.dataset(f, li, t, c), chunk_region(served, pos))
                 assert expected is not None, f"ims_store reads level {li} t {t} c {c} chunk {pos}; HDF5 cannot"
                 np.testing.assert_array_equal(got, expected, err_msg=f"level {li} t {t} c {c} chunk {pos}")
-    assert set(failures) == _expected_failures(case, truth)
+    assert set(failures) == _expected_failures(case, truth, groups)
     for (li, t, c, pos), err in failures.items():
-        _assert_names(err, case, truth, (li, t, c), pos)
+        _assert_names(err, case, truth, (li, t, c), groups[li][pos])
     return _one_class(list(failures.values()))
 
 
@@ -339,14 +363,18 @@ def _serve(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome
 
 def _check_served(server: ImsHTTPServer, case: Case, ngff: str) -> list[BaseException]:
     """Metadata documents, then every chunk key: 200 with the true bytes (the stored ones where
-    NGFF 0.4 passes them through), 404 for chunks never written, 500 for exactly the broken
-    chunks; returns the errors the store raises for the keys answered 500."""
+    NGFF 0.4 passes them through), 404 for chunks never written, 500 for exactly the chunks that
+    hold a broken one; returns the errors the store raises for the keys answered 500.
+
+    NGFF 0.5 serves decoded chunks, small HDF5 chunks grouped (the chunk shape its metadata
+    declares, whole HDF5 chunks); NGFF 0.4 serves each HDF5 chunk as one zarr chunk."""
     host, port = server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=10)  # one keep-alive connection
     v3 = ngff == "0.5"
     path = case.path
     failed: dict[tuple[int, int, int, Chunk], str] = {}
     passed_through = set()
+    groups: dict[int, dict[Chunk, list[Chunk]]] = {}
 
     def get(key: str) -> tuple[int, bytes]:
         conn.request("GET", "/" + key)
@@ -365,8 +393,33 @@ def _check_served(server: ImsHTTPServer, case: Case, ngff: str) -> list[BaseExce
                 meta = json.loads(body)
                 assert meta["shape"] == [len(truth.times), len(truth.channels), *lvl.size], (li, meta["shape"])
                 first = truth.dataset(f, li, 0, 0)
+                if v3:
+                    served = TrueLevel(
+                        lvl.number, lvl.size, tuple(meta["chunk_grid"]["configuration"]["chunk_shape"][2:])
+                    )
+                    groups[li] = served_groups(lvl, served.chunks)
+                    for t, c in itertools.product(range(len(truth.times)), range(len(truth.channels))):
+                        dataset = truth.dataset(f, li, t, c)
+                        for pos, parts in groups[li].items():
+                            key = f"{li}/c/{t}/{c}/" + "/".join(map(str, pos))
+                            status, body = get(key)
+                            label = f"NGFF 0.5 {key}: {status}"
+                            unwritten = [_never_written(dataset, stored_chunk(dataset, lvl.chunks, p)) for p in parts]
+                            if status == 500:
+                                failed[(li, t, c, pos)] = key
+                            elif all(unwritten) and (dataset is None or _fill(dataset) == _fill(first)):
+                                assert status == 404, label  # never written: zarr fills with the declared fill value
+                            else:
+                                region = chunk_region(served, pos)
+                                expected = _h5py_read(dataset, region)
+                                assert status == 200 and expected is not None, label
+                                got = np.frombuffer(body, dtype=expected.dtype.newbyteorder("<")).reshape(served.chunks)
+                                np.testing.assert_array_equal(
+                                    got[tuple(slice(0, r.stop - r.start) for r in region)], expected, err_msg=label
+                                )
+                    continue
                 for t, c, pos in truth.chunks(li):
-                    key = (f"{li}/c/{t}/{c}/" if v3 else f"{li}/{t}/{c}/") + "/".join(map(str, pos))
+                    key = f"{li}/{t}/{c}/" + "/".join(map(str, pos))
                     status, body = get(key)
                     dataset = truth.dataset(f, li, t, c)
                     info = stored_chunk(dataset, lvl.chunks, pos)
@@ -374,7 +427,7 @@ def _check_served(server: ImsHTTPServer, case: Case, ngff: str) -> list[BaseExce
                     label = f"NGFF {ngff} {key}: {status}"
                     if status == 500:
                         failed[(li, t, c, pos)] = key
-                    elif not v3 and _passes_through(dataset, first, info):
+                    elif _passes_through(dataset, first, info):
                         mask, stored = dataset.id.read_direct_chunk(info.chunk_offset)  # type: ignore[union-attr]
                         assert status == 200 and mask == 0 and body == stored, label
                         passed_through.add((li, t, c, pos))
@@ -387,16 +440,18 @@ def _check_served(server: ImsHTTPServer, case: Case, ngff: str) -> list[BaseExce
                         assert status == 404, label  # never written: zarr fills with the declared fill value
                     else:
                         assert status == 200 and expected is not None, label
-                        assert (body if v3 else _decode_v2(body, meta)) == expected, label
+                        assert _decode_v2(body, meta) == expected, label
         finally:
             conn.close()
-    # stored bytes go out as they are in NGFF 0.4, damaged or not: the client's zlib finds damage
-    assert set(failed) == _expected_failures(case, truth) - passed_through, ngff
+    if v3:
+        assert set(failed) == _expected_failures(case, truth, groups), ngff
+    else:  # stored bytes go out as they are in NGFF 0.4, damaged or not: the client's zlib finds damage
+        assert set(failed) == _expected_failures(case, truth) - passed_through, ngff
     errors = []
     for (li, t, c, pos), key in failed.items():
         with pytest.raises(ImsError) as caught:
             server.store.get_sync(key)  # the 500 stands for this error
-        _assert_names(caught.value, case, truth, (li, t, c), pos)
+        _assert_names(caught.value, case, truth, (li, t, c), groups[li][pos] if v3 else [pos])
         errors.append(caught.value)
     return errors
 

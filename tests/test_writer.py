@@ -633,3 +633,61 @@ def test_array_likes_numpy_takes(tmp_path: Path) -> None:
         with pytest.raises(SourceError):
             write_ims(bad, tmp_path / "bad.ims")
     assert not (tmp_path / "bad.ims").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the work spread over threads: the same file to the byte, however many, and no copy of the input
+
+
+def _fixed_stamps(count: int) -> list:
+    import datetime as dt
+
+    return [dt.datetime(2026, 1, 1, 0, 0, t) for t in range(count)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_the_file_is_the_same_to_the_byte_whatever_the_threads(tmp_path: Path, dtype: str) -> None:
+    """Blocks are cut, compressed, counted and downsampled on a pool: the file (block order, and
+    so every byte) must not depend on how many threads there are or which finishes first."""
+    rng = np.random.default_rng(3)
+    data = (rng.normal(300, 40, (2, 37, 150, 130))).clip(0, 255 if dtype == "uint8" else 4000).astype(dtype)
+    files = []
+    for workers in (1, 2, 5):
+        out = tmp_path / str(workers) / "same.ims"  # (the file's name is the image's name)
+        out.parent.mkdir()
+        write_ims(data, out, axes="czyx", chunks=(4, 32, 32), workers=workers, time_stamps=_fixed_stamps(1))
+        files.append(out.read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
+def test_a_numpy_array_is_written_as_its_dask_wrapper_is(tmp_path: Path) -> None:
+    """The writer slices a numpy array in place; a dask array of the same values (read through
+    dask, copies and all) must give the same file."""
+    import dask.array as da
+
+    data = np.random.default_rng(4).integers(0, 4000, (45, 200, 170), dtype=np.uint16)
+    stamps = _fixed_stamps(1)
+    (tmp_path / "numpy").mkdir()
+    (tmp_path / "dask").mkdir()
+    write_ims(data, tmp_path / "numpy/a.ims", axes="zyx", time_stamps=stamps)
+    write_ims(da.from_array(data, chunks=(16, 200, 170)), tmp_path / "dask/a.ims", axes="zyx", time_stamps=stamps)
+    assert (tmp_path / "numpy/a.ims").read_bytes() == (tmp_path / "dask/a.ims").read_bytes()
+    np.testing.assert_array_equal(h5py_level(tmp_path / "numpy/a.ims", 0, 0, 0), data)
+
+
+def test_a_numpy_array_is_neither_copied_nor_hashed(tmp_path: Path) -> None:
+    """dask.array.from_array copies a numpy array whole (and hashes it for a name); the writer
+    must not: what it allocates while writing stays below the array's own size (it was twice
+    that when it did)."""
+    import tracemalloc
+
+    data = np.random.default_rng(5).integers(0, 4000, (64, 512, 1024), dtype=np.uint16)  # 64 MiB
+    write_ims(data[:4, :64, :64], tmp_path / "warm.ims", axes="zyx")  # imports and pools made once
+    tracemalloc.start()
+    try:
+        write_ims(data, tmp_path / "big.ims", axes="zyx")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < data.nbytes, f"{peak / 2**20:.1f} MiB allocated writing a {data.nbytes / 2**20:.0f} MiB array"
+    np.testing.assert_array_equal(h5py_level(tmp_path / "big.ims", 0, 0, 0), data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,13 +53,16 @@ def fill_json(level: Level) -> int | float | str:
     return value
 
 
-def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format: ZarrFormat) -> dict[str, dict]:
+def array_metadata(
+    layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format: ZarrFormat, chunks: Sequence[int] | None = None
+) -> dict[str, dict]:
     """Metadata documents (key -> JSON object) of one level's array, relative to the level.
 
-    ``plan`` holds the codecs the served chunk bytes are encoded with (`codecs.RAW`: none).
+    ``plan`` holds the codecs the served chunk bytes are encoded with (`codecs.RAW`: none);
+    ``chunks`` the served (z, y, x) chunk shape, if not the level's HDF5 chunks (see `tiling`).
     """
     shape = list(layout.shape(level.index))
-    chunks = [1, 1, *level.chunks]
+    chunks = [1, 1, *(level.chunks if chunks is None else chunks)]
     if zarr_format == 3:
         codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": _endian(level)}}]
         codecs += plan.v3_codecs
@@ -93,8 +97,14 @@ def array_metadata(layout: ImsLayout, level: Level, plan: CodecPlan, zarr_format
     }
 
 
-def build_metadata(layout: ImsLayout, plans: list[CodecPlan], zarr_format: ZarrFormat) -> dict[str, bytes]:
-    """Every metadata document of the virtual store, encoded, keyed by store key."""
+def build_metadata(
+    layout: ImsLayout,
+    plans: list[CodecPlan],
+    zarr_format: ZarrFormat,
+    chunks: Sequence[Sequence[int]] | None = None,
+) -> dict[str, bytes]:
+    """Every metadata document of the virtual store, encoded, keyed by store key; ``chunks``:
+    each level's served (z, y, x) chunk shape, where not its HDF5 chunks."""
     docs: dict[str, Any] = {}
     if zarr_format == 3:
         docs["zarr.json"] = {
@@ -107,8 +117,9 @@ def build_metadata(layout: ImsLayout, plans: list[CodecPlan], zarr_format: ZarrF
         docs[".zattrs"] = ngff_attributes(layout, "0.4")
     else:
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
-    for level, plan in zip(layout.levels, plans, strict=True):
-        for name, doc in array_metadata(layout, level, plan, zarr_format).items():
+    served = [None] * len(layout.levels) if chunks is None else chunks
+    for level, plan, shape in zip(layout.levels, plans, served, strict=True):
+        for name, doc in array_metadata(layout, level, plan, zarr_format, shape).items():
             docs[f"{level.index}/{name}"] = doc
     return {key: json.dumps(doc, indent=2, allow_nan=False).encode() for key, doc in docs.items()}
 
@@ -119,8 +130,11 @@ def chunk_key(key: ChunkKey, zarr_format: ZarrFormat) -> str:
     return f"{key.level}{middle}{key.t}/{key.c}/{key.z}/{key.y}/{key.x}"
 
 
-def parse_chunk_key(key: str, layout: ImsLayout, zarr_format: ZarrFormat) -> ChunkKey | None:
-    """The chunk a key names, or ``None`` if it names nothing in this store (wrong form, out of range)."""
+def parse_chunk_key(
+    key: str, layout: ImsLayout, zarr_format: ZarrFormat, grids: Sequence[Sequence[int]] | None = None
+) -> ChunkKey | None:
+    """The chunk a key names, or ``None`` if it names nothing in this store (wrong form, out of
+    range); ``grids``: each level's served (z, y, x) chunk grid, where not its HDF5 chunk grid."""
     parts = key.split("/")
     if zarr_format == 3:
         if len(parts) != 7 or parts[1] != "c":
@@ -134,7 +148,7 @@ def parse_chunk_key(key: str, layout: ImsLayout, zarr_format: ZarrFormat) -> Chu
     level, t, c, z, y, x = (int(p) for p in parts)
     if level >= len(layout.levels) or t >= len(layout.timepoints) or c >= len(layout.channels):
         return None
-    gz, gy, gx = layout.levels[level].chunk_grid
+    gz, gy, gx = layout.levels[level].chunk_grid if grids is None else grids[level]
     if z >= gz or y >= gy or x >= gx:
         return None
     return ChunkKey(level, t, c, z, y, x)

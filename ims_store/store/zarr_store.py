@@ -14,13 +14,14 @@ Two chunk modes (``chunk_mode=``):
 ``"decoded"`` (default)
     Every chunk is decoded here (libdeflate or ISA-L inflate, numpy unshuffle, HDF5-LZ4) and served
     raw; the arrays declare only the ``bytes`` codec. Fastest in-process (both beat the standard
-    library's zlib that zarr's codecs use) and readable by any zarr implementation.
+    library's zlib that zarr's codecs use) and readable by any zarr implementation. Small HDF5
+    chunks are served grouped into zarr chunks of at least ``min_chunk_bytes`` (see `tiling`).
 ``"passthrough"``
     Where the HDF5 filters map to zarr codecs (none; deflate; shuffle + deflate), stored chunk
     bytes are served untouched and the arrays declare matching codecs: zarr v2 ``zlib`` (with a
     ``shuffle`` filter), zarr v3 ``numcodecs.zlib`` / ``numcodecs.shuffle``. Least CPU per chunk
     for serving over a network. Levels whose filters have no zarr codec (HDF5-LZ4, unknown
-    filters) are still served decoded.
+    filters) are still served decoded. Every zarr chunk is one HDF5 chunk, whatever its size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
 import math
 import operator
 import os
@@ -59,6 +61,7 @@ from ..format.codecs import RAW, decode_chunk, encode_chunk, plan_codecs
 from ..format.layout import ImsLayout, Level, parse_layout
 from ..format.links import Links, stored_elsewhere
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
+from .tiling import MIN_CHUNK_BYTES, Tiling, tiling
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -99,6 +102,12 @@ class ImsStore(Store):
         Whether data behind HDF5 external links (tiles kept in other ``.ims`` files) is read
         (default). False refuses such data with a `LinkTargetError`, so that nothing outside
         the file is ever opened (``ims-store serve`` does this unless told ``--follow-links``).
+    min_chunk_bytes
+        Decoded mode: a level whose HDF5 chunks are smaller than this is served in zarr chunks
+        that group adjacent HDF5 chunks (aligned to their grid) up to at least this many decoded
+        bytes, so that zarr, dask or a viewer pays its per-chunk cost once per group (default
+        1 MiB; Imaris' own 1-2 MiB blocks are served as they are). 0 serves every HDF5 chunk
+        as one zarr chunk. Passthrough mode always serves HDF5 chunks one to one.
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
 
@@ -121,6 +130,7 @@ class ImsStore(Store):
         storage_options: dict[str, Any] | None = None,
         read_ahead: int = DEFAULT_READ_AHEAD,
         follow_links: bool = True,
+        min_chunk_bytes: int = MIN_CHUNK_BYTES,
         read_only: bool = True,
     ) -> None:
         if not read_only:
@@ -129,8 +139,9 @@ class ImsStore(Store):
             raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
         if chunk_mode not in ("decoded", "passthrough"):
             raise ValueError(f"chunk_mode must be 'decoded' or 'passthrough', not {chunk_mode!r}")
-        if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 0:
-            raise ValueError(f"read_ahead must be a number of bytes >= 0, not {read_ahead!r}")
+        for name, value in (("read_ahead", read_ahead), ("min_chunk_bytes", min_chunk_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a number of bytes >= 0, not {value!r}")
         super().__init__(read_only=True)
         self._path = os.fspath(path)
         self._zarr_format: ZarrFormat = zarr_format
@@ -138,6 +149,7 @@ class ImsStore(Store):
         self._storage_options = dict(storage_options or {})
         self._lock = threading.RLock()  # every h5py call goes through it
         self._follow_links = follow_links
+        self._min_chunk_bytes = min_chunk_bytes
         self._source = open_file(self._path, self._storage_options)
         self._linked = _LinkedFiles(self._source)
         self._links: Links | None = None
@@ -154,9 +166,18 @@ class ImsStore(Store):
             plan_codecs(level.filters, level.dtype) if chunk_mode == "passthrough" else RAW
             for level in self._layout.levels
         ]
-        self._metadata = build_metadata(self._layout, self._plans, zarr_format)
+        # how each level's HDF5 chunks are served: passthrough serves stored bytes, one per chunk
+        self._tilings = [
+            tiling(level, min_chunk_bytes if chunk_mode == "decoded" else 0) for level in self._layout.levels
+        ]
+        self._metadata = build_metadata(
+            self._layout, self._plans, zarr_format, [t.served_chunks for t in self._tilings]
+        )
+        self._grids = [t.served_grid for t in self._tilings]
         self._indexes: dict[tuple[int, int, int], ChunkIndex] = {}
         self._index_loads: dict[tuple[int, int, int], Future[ChunkIndex]] = {}
+        self._walk_lock = threading.Lock()
+        self._walked: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # per dataset: the last read's start
         self._read_ahead = read_ahead
         self._ahead = (
             ReadAhead(self._source.fetch, budget=read_ahead, end=self._source.size())  # type: ignore[union-attr]
@@ -194,9 +215,22 @@ class ImsStore(Store):
         """Whether data behind external links (in other files) is read."""
         return self._follow_links
 
+    @property
+    def min_chunk_bytes(self) -> int:
+        """Decoded mode: HDF5 chunks smaller than this are served grouped (0: never)."""
+        return self._min_chunk_bytes
+
+    def tiling(self, level: int) -> Tiling:
+        """How a level's HDF5 chunks are served as zarr chunks (one to one, or grouped).
+
+        >>> ImsStore("cells.ims").tiling(0).served_chunks
+        (16, 128, 96)
+        """
+        return self._tilings[self._layout.level(level).index]
+
     def _args(self) -> tuple[Any, ...]:
         where = self._path if self._source.remote else os.path.abspath(self._path)
-        return (where, self._zarr_format, self._chunk_mode, self._follow_links)
+        return (where, self._zarr_format, self._chunk_mode, self._follow_links, self._min_chunk_bytes)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -219,6 +253,7 @@ class ImsStore(Store):
             "storage_options": self._storage_options,
             "read_ahead": self._read_ahead,
             "follow_links": self._follow_links,
+            "min_chunk_bytes": self._min_chunk_bytes,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -351,11 +386,11 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
-        ck = parse_chunk_key(key, self._layout, self._zarr_format)
+        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         if ck is None:
             return None
         with _IN_FLIGHT.request():
-            stored = await self._fetch(ck) if self._source.remote else None
+            stored = await self._fetch_parts(ck) if self._source.remote else None
             data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range, stored)
         return None if data is None else prototype.buffer.from_bytes(data)
 
@@ -368,7 +403,7 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
-        ck = parse_chunk_key(key, self._layout, self._zarr_format)
+        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         data = None if ck is None else self._chunk_bytes(ck, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
 
@@ -386,7 +421,7 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return len(meta)
-        ck = parse_chunk_key(key, self._layout, self._zarr_format)
+        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         if ck is not None:
             size = await asyncio.to_thread(self._served_size, ck)
             if size is not None:
@@ -416,7 +451,7 @@ class ImsStore(Store):
     def _is_key(self, key: str) -> bool:
         if key in self._metadata:
             return True
-        ck = parse_chunk_key(key, self._layout, self._zarr_format)
+        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         return ck is not None and self._allocated(ck)
 
     def _keys_under(self, prefix: str) -> Iterator[str]:
@@ -458,7 +493,7 @@ class ImsStore(Store):
             if len(parts) == 1:
                 return meta + [str(t) for t in range(len(lay.timepoints))]
             depth = len(parts) - 1
-        extents = (len(lay.timepoints), len(lay.channels), *level.chunk_grid)
+        extents = (len(lay.timepoints), len(lay.channels), *self._grids[level.index])
         return [str(i) for i in range(extents[depth])] if depth < len(extents) else []
 
     def _chunk_keys(self, level: int | None = None, t: int | None = None, c: int | None = None) -> Iterator[str]:
@@ -466,13 +501,14 @@ class ImsStore(Store):
         levels = range(len(lay.levels)) if level is None else [level] if level < len(lay.levels) else []
         for li in levels:
             gz, gy, gx = lay.levels[li].chunk_grid
+            tiles = self._tilings[li]
             times = range(len(lay.timepoints)) if t is None else [t] if t < len(lay.timepoints) else []
             for ti in times:
                 chans = range(len(lay.channels)) if c is None else [c] if c < len(lay.channels) else []
                 for ci in chans:
                     index = self._index(li, ti, ci)
                     present = index.offsets[:gz, :gy, :gx] >= 0 if index.listed else np.ones((gz, gy, gx), bool)
-                    for z, y, x in zip(*np.nonzero(present), strict=True):
+                    for z, y, x in zip(*np.nonzero(tiles.served_present(present)), strict=True):
                         yield chunk_key(ChunkKey(li, ti, ci, int(z), int(y), int(x)), self._zarr_format)
 
     # ----------------------------------------------------------------------------------------
@@ -509,9 +545,17 @@ class ImsStore(Store):
                 raise LinkTargetError(f"{path}: {problem}", self._path)
         return index
 
+    def _parts(self, ck: ChunkKey) -> list[tuple[ChunkKey, tuple[int, int, int]]]:
+        """The HDF5 chunks of a served chunk, each with its place (in chunks) within it."""
+        return [
+            (ChunkKey(ck.level, ck.t, ck.c, *pos), place)
+            for pos, place in self._tilings[ck.level].parts(ck.z, ck.y, ck.x)
+        ]
+
     def _allocated(self, ck: ChunkKey) -> bool:
+        """Whether any HDF5 chunk of a served chunk was written."""
         index = self._index(ck.level, ck.t, ck.c)
-        return not index.listed or index.offsets[ck.z, ck.y, ck.x] >= 0
+        return not index.listed or any(index.offsets[p.z, p.y, p.x] >= 0 for p, _ in self._parts(ck))
 
     def _chunk_nbytes(self, level: int) -> int:
         lvl = self._layout.levels[level]
@@ -533,6 +577,9 @@ class ImsStore(Store):
         index = self._index(ck.level, ck.t, ck.c)
         if not self._allocated(ck):
             return None
+        tiles = self._tilings[ck.level]
+        if tiles.grouped:  # decoded mode: raw voxels, no codecs
+            return math.prod(tiles.served_chunks) * self._layout.levels[ck.level].dtype.itemsize
         _, size, mask = index.locate(ck.z, ck.y, ck.x)
         if self._passes_through(ck, index, mask):
             return size
@@ -544,12 +591,38 @@ class ImsStore(Store):
         return self._plans[level].passthrough and bool(self._layout.levels[level].filters)
 
     def _chunk_bytes(
-        self, ck: ChunkKey, byte_range: ByteRequest | None, stored: bytes | None = None
-    ) -> bytes | bytearray | np.ndarray | None:
+        self, ck: ChunkKey, byte_range: ByteRequest | None, stored: list[bytes | memoryview | None] | None = None
+    ) -> bytes | bytearray | np.ndarray | memoryview | None:
         """The bytes served for a chunk key, in the form its array's metadata declares.
 
-        ``stored``: the chunk's stored bytes when they were fetched already (remote files).
+        ``stored``: the stored bytes of its HDF5 chunks (see `_parts`) when they were fetched
+        already (remote files).
         """
+        if self._tilings[ck.level].grouped:
+            raw = self._grouped_chunk(ck, stored)
+            return None if raw is None else _slice(raw, byte_range)
+        return self._one_chunk_bytes(ck, byte_range, None if stored is None else stored[0])
+
+    def _grouped_chunk(self, ck: ChunkKey, stored: list[bytes | memoryview | None] | None) -> np.ndarray | None:
+        """A served chunk of several HDF5 chunks, decoded into place; None if none of them was
+        written and the fill value is the one declared (zarr then fills it)."""
+        level = self._layout.levels[ck.level]
+        parts = self._parts(ck)
+        decoded = [self._decoded_chunk(p, None if stored is None else stored[i]) for i, (p, _) in enumerate(parts)]
+        if all(raw is None for raw in decoded):
+            return None
+        # what no HDF5 chunk covers lies past the image's edge, which zarr crops away
+        out = np.full(self._tilings[ck.level].served_chunks, level.fill_value, level.dtype)
+        for (_, place), raw in zip(parts, decoded, strict=True):
+            if raw is not None:  # else never written: the fill value, as declared
+                region = tuple(slice(p * n, (p + 1) * n) for p, n in zip(place, level.chunks, strict=True))
+                out[region] = np.frombuffer(raw, level.dtype).reshape(level.chunks)
+        return out.reshape(-1).view(np.uint8)
+
+    def _one_chunk_bytes(
+        self, ck: ChunkKey, byte_range: ByteRequest | None, stored: bytes | memoryview | None = None
+    ) -> bytes | bytearray | np.ndarray | memoryview | None:
+        """The bytes served for a zarr chunk that is one HDF5 chunk (``stored``: as fetched)."""
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
         if index.listed and offset < 0 and index.fill_matches(self._layout.levels[ck.level]):
@@ -584,6 +657,28 @@ class ImsStore(Store):
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
 
+    def _decoded_chunks(self, keys: list[ChunkKey]) -> Iterator[bytes | bytearray | np.ndarray | None]:
+        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order), a remote file's
+        all asked for before the first is waited on, so that the read-ahead sees one walk: in the
+        direction the reads go (dask takes its tasks last first)."""
+        if self._ahead is None or not keys:
+            yield from (self._decoded_chunk(ck) for ck in keys)
+            return
+        indexes = [self._index(ck.level, ck.t, ck.c) for ck in keys]
+        requests: list[Future[bytes | memoryview] | None] = [None] * len(keys)
+        dataset, first = (keys[0].level, keys[0].t, keys[0].c), (keys[0].z, keys[0].y, keys[0].x)
+        last = tuple(n - 1 for n in self._layout.levels[keys[0].level].chunk_grid)
+        with self._walk_lock:  # one read's requests together: another thread's would break the walk
+            # down: below the last read, or (the first read) ending where the dataset does
+            down = first < self._walked.get(dataset, first) or (
+                dataset not in self._walked and (keys[-1].z, keys[-1].y, keys[-1].x) == last and len(keys) > 1
+            )
+            self._walked[dataset] = first
+            for i in reversed(range(len(keys))) if down else range(len(keys)):
+                requests[i] = self._request(keys[i], indexes[i])
+        for ck, request in zip(keys, requests, strict=True):
+            yield self._decoded_chunk(ck, None if request is None else self._wait(ck, request))
+
     def read_chunk(self, level: int, timepoint: int, channel: int, z: int, y: int, x: int) -> np.ndarray:
         """One decoded HDF5 chunk as a (z, y, x) array of the level's chunk shape (zeros if unwritten).
 
@@ -600,6 +695,10 @@ class ImsStore(Store):
         if raw is None:
             return np.full(lvl.chunks, lvl.fill_value, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
+
+    async def _fetch_parts(self, ck: ChunkKey) -> list[bytes | memoryview | None]:
+        """The stored bytes of a served chunk's HDF5 chunks, requested together (see `_fetch`)."""
+        return list(await asyncio.gather(*(self._fetch(part) for part, _ in self._parts(ck))))
 
     async def _fetch(self, ck: ChunkKey) -> bytes | memoryview | None:
         """A remote chunk's stored bytes, fetched on the file system's own event loop (so that
@@ -735,8 +834,9 @@ class ImsStore(Store):
     def to_dask(self, level: int = 0, *, timepoint: int | None = None, channel: int | None = None) -> dask.array.Array:
         """A level as a lazy dask array (t, c, z, y, x); selecting a time point or channel drops that axis.
 
-        One dask task per HDF5 chunk, decoded straight from the file (no zarr round trip), so
-        the threaded, process and distributed schedulers all read in parallel.
+        One dask task per chunk of the decoded store's tiling (an HDF5 chunk, or a group of
+        small ones: see ``min_chunk_bytes``), decoded straight from the file (no zarr round
+        trip), so the threaded, process and distributed schedulers all read in parallel.
 
         >>> ImsStore("cells.ims").to_dask(1, timepoint=0, channel=2).shape
         (8, 64, 48)
@@ -749,9 +849,8 @@ class ImsStore(Store):
         c = slice(None) if channel is None else self._layout.channel(channel).index
         version = self._source.size() if self._source.remote else os.stat(self._path).st_mtime_ns
         name = "ims-store-" + tokenize(self._args(), version, self._source.size(), lvl.index)
-        arr = da.from_array(
-            LevelArray(self, lvl.index), chunks=(1, 1, *lvl.chunks), asarray=False, lock=False, name=name
-        )
+        chunks = tiling(lvl, self._min_chunk_bytes).served_chunks
+        arr = da.from_array(LevelArray(self, lvl.index), chunks=(1, 1, *chunks), asarray=False, lock=False, name=name)
         return arr[t, c] if timepoint is not None or channel is not None else arr
 
 
@@ -864,16 +963,16 @@ class LevelArray:
         ranges = [range(a // n, -(-b // n)) for (a, b), n in zip(space, chunks, strict=True)]
         for t in range(t0, t1):
             for c in range(c0, c1):
-                for z in ranges[0]:
-                    for y in ranges[1]:
-                        for x in ranges[2]:
-                            self._copy_chunk(out[t - t0, c - c0], (t, c, z, y, x), space)
+                keys = [ChunkKey(self.level.index, t, c, *pos) for pos in itertools.product(*ranges)]
+                for ck, raw in zip(keys, self.store._decoded_chunks(keys), strict=True):
+                    self._copy_chunk(out[t - t0, c - c0], ck, raw, space)
         squeeze = tuple(0 if not isinstance(k, slice) else slice(None) for k in key)
         return out[squeeze]
 
-    def _copy_chunk(self, out: np.ndarray, pos: tuple[int, ...], space: list[tuple[int, int]]) -> None:
-        t, c, *grid = pos
-        raw = self.store._decoded_chunk(ChunkKey(self.level.index, t, c, *grid))
+    def _copy_chunk(
+        self, out: np.ndarray, ck: ChunkKey, raw: bytes | bytearray | np.ndarray | None, space: list[tuple[int, int]]
+    ) -> None:
+        grid = (ck.z, ck.y, ck.x)
         if raw is None:
             return  # never written: stays the level's fill value
         block = np.frombuffer(raw, dtype=self.dtype).reshape(self.level.chunks)

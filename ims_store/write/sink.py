@@ -23,19 +23,21 @@ from ..format.layout import Filter
 
 
 def _encode_block(block: np.ndarray, shape: Sequence[int], filters: Sequence[Filter], dtype: np.dtype) -> Any:
-    """Compress one block after checking it holds exactly a block of ``dtype``: whatever went
-    wrong upstream fails here as a `WriteError` rather than landing in the file as wrong data."""
+    """Compress one block (a view of its row is copied out here, on the encoder's thread) after
+    checking it holds exactly a block of ``dtype``: whatever went wrong upstream fails here as a
+    `WriteError` rather than landing in the file as wrong data."""
     expected = math.prod(shape) * dtype.itemsize
     if block.dtype != dtype or block.nbytes != expected:
         raise WriteError(f"a block of {block.nbytes} bytes of {block.dtype} where {expected} bytes of {dtype} belong")
-    return encode_chunk(block, filters, dtype)
+    return encode_chunk(np.ascontiguousarray(block), filters, dtype)
 
 
 class _ChunkSink:
     """Compresses blocks in a pool and writes them in order with ``write_direct_chunk``."""
 
     def __init__(self, workers: int, progress: Any) -> None:
-        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ims-store-encode")
+        self.workers = max(1, workers)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ims-store-encode")
         self._pending: collections.deque[tuple[h5py.Dataset, tuple[int, int, int], Future]] = collections.deque()
         self._limit = 4 * max(1, workers)  # bounds the compressed bytes in flight
         self._progress = progress

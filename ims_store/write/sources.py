@@ -61,6 +61,16 @@ class SourceImage:
     """What the source was, for messages."""
     in_memory: bool = False
     """The data is a numpy array wrapped by dask: a cluster gets it once, not with every slab."""
+    numpy: tuple[str, np.ndarray] | None = None
+    """For a numpy array in memory: the dask name of `data` and the same values as a (t, c, z,
+    y, x) numpy view, which the writer slices (dask's compute copies every result)."""
+
+    def numpy_view(self) -> np.ndarray | None:
+        """`data` as a numpy view of the caller's array, while `data` is still that array
+        (a replaced or derived dask array has another name); None otherwise."""
+        if self.numpy is None or getattr(self.data, "name", None) != self.numpy[0]:
+            return None
+        return self.numpy[1]
 
 
 def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overrides: Any) -> SourceImage:
@@ -159,12 +169,15 @@ def _from_array(array: Any, axes: str | None) -> SourceImage:
         raise SourceError(f"axes {axes!r} do not fit a {ndim}-D array: use {ndim} distinct letters of 'tczyx'")
     if isinstance(array, da.Array):
         return SourceImage(data=_to_tczyx(array, axes))
-    chunks = _default_chunks(array, axes)
+    data = _read_as_tczyx(array, axes, _default_chunks(array, axes), name=False)
     if isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
-        # dask cuts a numpy array into its chunks up front: reading a slab of one is a view
-        return SourceImage(data=_to_tczyx(da.from_array(array, chunks=chunks), axes), in_memory=True)
+        # not handed to dask as it is: dask's from_array copies a numpy array whole, and names
+        # the result by hashing every byte; wrapped, it is read where needed, and the writer
+        # slices it as a numpy view (a dask result is always a copy)
+        view = _AsTczyx(array, axes)[(slice(None),) * len(_TCZYX)]
+        return SourceImage(data=data, in_memory=True, numpy=(data.name, view))
     # a zarr array, a memory map...: read where it is needed (on a cluster, by the workers)
-    return SourceImage(data=_read_as_tczyx(array, axes, chunks))
+    return SourceImage(data=data)
 
 
 def _default_chunks(array: Any, axes: str) -> tuple[int, ...]:
@@ -188,9 +201,10 @@ def _to_tczyx(data: Any, axes: str) -> Any:
     return data
 
 
-def _read_as_tczyx(array: Any, axes: str, chunks: tuple[int, ...]) -> Any:
+def _read_as_tczyx(array: Any, axes: str, chunks: tuple[int, ...], name: str | bool | None = None) -> Any:
     """A dask (t, c, z, y, x) array of an array-like with axes ``axes``, in ``chunks`` (one per
-    axis of ``array``; 1 along the axes it lacks), that reads only the regions asked for.
+    axis of ``array``; 1 along the axes it lacks), that reads only the regions asked for
+    (``name``: as `dask.array.from_array` takes it; False names it without hashing the data).
 
     >>> data = _read_as_tczyx(np.arange(24).reshape(2, 3, 4), "yzx", (2, 3, 4))
     >>> data.shape, data.chunks[2:], int(data[0, 0, 2, 1, 3].compute())
@@ -199,7 +213,7 @@ def _read_as_tczyx(array: Any, axes: str, chunks: tuple[int, ...]) -> Any:
     import dask.array as da
 
     by_axis = dict(zip(axes, chunks, strict=True))
-    return da.from_array(_AsTczyx(array, axes), chunks=tuple(by_axis.get(a, 1) for a in _TCZYX))
+    return da.from_array(_AsTczyx(array, axes), chunks=tuple(by_axis.get(a, 1) for a in _TCZYX), name=name)
 
 
 class _AsTczyx:

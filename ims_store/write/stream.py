@@ -3,6 +3,11 @@
 `_Stream` takes level 0 slab by slab (z planes), cuts each level into rows of blocks for the
 chunk sink, counts their histograms, feeds the thumbnail and builds the next level from the
 planes as they pass (`downsample`), so no level is ever held whole.
+
+The calling thread only cuts and hands out work: blocks are copied out and compressed, rows
+counted and planes downsampled (in pieces, side by side) on the sink's pool, while it writes
+finished blocks to HDF5. It waits for each downsampled slab before going on, so that blocks
+reach the file in the same order, and the file is the same to the byte, whatever the threads.
 """
 
 from __future__ import annotations
@@ -66,7 +71,17 @@ class _Stream:
             if usable < planes.shape[0]:
                 level.carry = planes[usable:]
             if usable:
-                self.push(index + 1, downsample(planes[:usable], level.halve_next))
+                self.push(index + 1, self._downsample(planes[:usable], level.halve_next))
+
+    def _downsample(self, planes: np.ndarray, halve: tuple[bool, bool, bool]) -> np.ndarray:
+        """`downsample` on the pool, in as many pieces as it has threads (of whole pairs of
+        planes where z halves: each piece downsamples alone to the same planes as the whole)."""
+        pair = 2 if halve[0] else 1
+        step = pair * max(1, -(-planes.shape[0] // (pair * self.sink.workers)))
+        pieces = [planes[z : z + step] for z in range(0, planes.shape[0], step)]
+        if len(pieces) == 1:
+            return self.sink.pool.submit(downsample, planes, halve).result()
+        return np.concatenate(list(self.sink.pool.map(downsample, pieces, [halve] * len(pieces))))
 
     def push_encoded(self, slab: _EncodedSlab) -> None:
         """Level 0 of a slab as a worker made it (`_encode_slab`); the levels below go on here."""
@@ -106,8 +121,8 @@ class _Stream:
 def _row_blocks(
     planes: np.ndarray, size: tuple[int, int, int], block: tuple[int, int, int]
 ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
-    """The (y, x) offsets and contiguous blocks of one row of blocks (at most ``block[0]`` planes),
-    zero-padded to whole blocks."""
+    """The (y, x) offsets and blocks of one row of blocks (at most ``block[0]`` planes), zero-padded
+    to whole blocks: views of the row, which the encoder copies out (`_encode_block`)."""
     bz, by, bx = block
     _, y, x = size
     gy, gx = -(-y // by), -(-x // bx)
@@ -118,4 +133,4 @@ def _row_blocks(
         row[: planes.shape[0], :y, :x] = planes
     for iy in range(gy):
         for ix in range(gx):
-            yield (iy * by, ix * bx), np.ascontiguousarray(row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx])
+            yield (iy * by, ix * bx), row[:, iy * by : (iy + 1) * by, ix * bx : (ix + 1) * bx]

@@ -179,10 +179,12 @@ def _slab_planes(plan: _Plan) -> tuple[int, int]:
 
 def _local_level0(plan: _Plan, data: Any, t: int, c: int, stream: _Stream, label: str) -> None:
     """Push one (time point, channel) of the source through ``stream``, slab by slab."""
+    view = plan.source.numpy_view()  # a numpy array in memory: its slabs are views, not copies
     for z0, z1 in _slabs(data.chunks[2], *_slab_planes(plan)):
         # one indexing step: dask then reads just these planes from an array-like source (a nested
         # data[t, c][z0:z1] would read its whole chunk)
-        stream.push(0, _as_stored(data[t, c, z0:z1].compute(), plan.dtype, label))
+        planes = view[t, c, z0:z1] if view is not None else data[t, c, z0:z1].compute()
+        stream.push(0, _as_stored(planes, plan.dtype, label))
 
 
 def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
