@@ -54,6 +54,7 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "ImageFolder"]
 
 DEFAULT_IDLE_TIMEOUT = 300.0  # seconds a file stays open without a request
 _INDEX_NAMES = ("", "index.html", "index.json")
+_BANNER_FILES = 20  # files listed by name when the server starts (the index lists them all)
 
 # (device, inode, size, modification time): what changes when a file is replaced or rewritten
 _Stamp = tuple[int, int, int, int]
@@ -276,6 +277,31 @@ class ImageFolder:
         """Why a file cannot be opened, without the folder's own path (clients see this)."""
         reason = err.reason if isinstance(err, ImsError) else str(err)
         return f"{type(err).__name__}: {reason.replace(self.root + os.sep, '')}"
+
+    def banner(self, url: str, *, print_state: bool = False) -> list[str]:
+        """What ``ims-store serve FOLDER`` prints: the index's address and each file's (the first
+        ``_BANNER_FILES``); with ``print_state``, each file's neuroglancer link with its channels
+        in their colours (opens each file once to read it)."""
+        names = self.names()
+        lines = [
+            f"serving {len(names)} .ims file(s) under {self.root} as OME-NGFF {self.ngff} at {url}",
+            f"  index: {url} (JSON: {url}index.json)",
+        ]
+        shown = names[:_BANNER_FILES]
+        if print_state:
+            images = {image["name"]: image for image in self.index(url)["images"]}
+        for name in shown:
+            lines.append(f"  {name}: {url}{urllib.parse.quote(name)}/")
+            if print_state and name in images:
+                image = images[name]
+                if "error" in image:
+                    lines.append(f"    cannot be served: {image['error']}")
+                else:
+                    lines.append(f"    neuroglancer, each channel in its colour: {image['links']['neuroglancer']}")
+        if len(names) > len(shown):
+            lines.append(f"  ... and {len(names) - len(shown)} more: see the index")
+        lines.append(f"  (each file is opened on its first request and closed after {self.idle_timeout:g} s unused)")
+        return lines
 
     # -- the resolver ----------------------------------------------------------------------
 
