@@ -119,6 +119,7 @@ class ImageFolder:
         self.idle_timeout = float(idle_timeout)
         self._opener = opener
         self._images: dict[str, _Image] = {}
+        self._verified: dict[str, _Stamp] = {}  # name -> the file last found inside the folder under it
         self._lock = threading.Lock()  # guards _images and _reaper
         self._closed = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -170,9 +171,16 @@ class ImageFolder:
             info = os.stat(path)
         except (OSError, ValueError):  # missing, unreadable, a name the file system refuses
             return None
-        if not stat.S_ISREG(info.st_mode) or not self._inside(os.path.realpath(path)):
+        stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if not stat.S_ISREG(info.st_mode):
             return None
-        return path, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        # the real path is looked up again whenever the file found changes: a link retargeted
+        # (to a file outside) leads to another device and inode
+        if self._verified.get(name) != stamp:
+            if not self._inside(os.path.realpath(path)):
+                return None
+            self._verified[name] = stamp
+        return path, stamp
 
     def _image(self, name: str, path: str) -> _Image:
         with self._lock:
@@ -409,7 +417,7 @@ class _Unreadable(ImsError):
 
 def _plain(part: str) -> bool:
     """A path segment that names an entry of its folder and nothing else."""
-    return bool(part) and not part.startswith(".") and "\\" not in part and not PurePath(part).drive
+    return bool(part) and not part.startswith(".") and "\\" not in part and not os.path.splitdrive(part)[0]
 
 
 def _is_ims(part: str) -> bool:
