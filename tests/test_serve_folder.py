@@ -329,6 +329,51 @@ def test_outside_files_were_never_opened(lab: Path) -> None:
     assert str((lab.parent / "outside" / "secret.ims").resolve()) not in opened
 
 
+def test_a_name_that_is_not_utf8_is_left_out(small_lab: Path, real_files: dict[str, Path]) -> None:
+    """A file name of bytes that are not UTF-8 has no URL: the index leaves it out, and still
+    answers."""
+    shutil.copyfile(real_files["Minimal_IMS_File.ims"], os.fsencode(small_lab) + b"/caf\xe9.ims")
+    server = make_server(small_lab, port=0)
+    server.serve_in_thread(poll_interval=0.05)
+    try:
+        for path in ("/index.json", "/index.html"):
+            response, body = _request(server, "GET", path)
+            assert response.status == 200 and b"caf" not in body
+        response, _ = _request(server, "GET", "/caf%E9.ims/zarr.json")
+        assert response.status == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_links_to_other_files_are_followed_only_when_told(tmp_path: Path) -> None:
+    """As for one file: a file whose data lies in another is refused (and listed with why)
+    unless the server is told ``follow_links``."""
+    from corpus import sound_file
+    from hdf5_variants import VARIANTS
+
+    root = tmp_path / "linked"
+    root.mkdir()
+    VARIANTS["external-link-raw"](sound_file(tmp_path / "sound.ims"), root / "linked.ims")
+    for follow in (False, True):
+        server = make_server(root, port=0, follow_links=follow)
+        server.serve_in_thread(poll_interval=0.05)
+        try:
+            _, body = _request(server, "GET", "/index.json")
+            image = next(image for image in json.loads(body)["images"] if image["name"] == "linked.ims")
+            response, _ = _request(server, "GET", "/linked.ims/zarr.json")
+            if follow:
+                assert "error" not in image and response.status == 200
+                got = zarr.open_array(server.url + "linked.ims/0", mode="r")[1, 0]
+                np.testing.assert_array_equal(got, h5py_level(root / "linked.ims", 0, 1, 0))
+            else:
+                assert image["error"].startswith("LinkTargetError: ") and "not followed" in image["error"]
+                assert response.status == 500
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
 # -- lazy open, idle close, files changed on disk ------------------------------------------
 
 
@@ -400,10 +445,12 @@ def test_a_file_in_use_is_not_closed_when_idle(small_lab: Path) -> None:
         folder.close()
 
 
-def test_idle_timeout_must_be_positive(small_lab: Path) -> None:
+def test_idle_timeout_and_ngff_are_checked(small_lab: Path) -> None:
     for bad in (0, -1, float("nan"), "5", True):
         with pytest.raises(ValueError, match="idle_timeout"):
             make_server(small_lab, port=0, idle_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ngff"):
+        make_server(small_lab, port=0, ngff="0.6")  # type: ignore[arg-type]
 
 
 def test_a_file_replaced_on_disk_is_read_afresh(small_lab: Path, tmp_path: Path) -> None:

@@ -112,6 +112,8 @@ class ImageFolder:
     ) -> None:
         if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, int | float) or not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be a number of seconds > 0, not {idle_timeout!r}")
+        if ngff not in ("0.4", "0.5"):
+            raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
         if not os.path.isdir(root):
             raise ImsFileNotFoundError("no such folder", root)
         self.root = os.path.realpath(root)
@@ -147,7 +149,7 @@ class ImageFolder:
             relative = os.path.relpath(folder, self.root)
             for file in files:
                 name = file if relative == "." else f"{PurePath(relative).as_posix()}/{file}"
-                if _is_ims(file) and self._locate(name) is not None:
+                if _is_ims(file) and _utf8(name) and self._locate(name) is not None:
                     found.append(name)
         return sorted(found)
 
@@ -383,6 +385,7 @@ class ImageFolder:
     def index_html(self, base_url: str) -> str:
         """The index as a web page."""
         index = self.index(base_url)
+        root_document = "zarr.json" if self.ngff == "0.5" else ".zattrs"  # what the file's name links to
         rows = []
         for image in index["images"]:
             name = html.escape(image["name"])
@@ -397,7 +400,7 @@ class ImageFolder:
             voxel = " &times; ".join(f"{v:.4g}" for v in image["voxel_size"])
             rows.append(
                 "<tr>"
-                f'<td><a href="{html.escape(image["url"])}zarr.json">{name}</a></td>'
+                f'<td><a href="{html.escape(image["url"])}{root_document}">{name}</a></td>'
                 f"<td>{' &times; '.join(str(n) for n in image['shape'])}</td>"
                 f"<td>{html.escape(image['dtype'])}</td>"
                 f"<td>{len(image['levels'])}</td>"
@@ -418,6 +421,15 @@ class _Unreadable(ImsError):
 def _plain(part: str) -> bool:
     """A path segment that names an entry of its folder and nothing else."""
     return bool(part) and not part.startswith(".") and "\\" not in part and not os.path.splitdrive(part)[0]
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name is UTF-8 text (one that is not has no URL: it is not listed)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system gave undecoded (surrogate escapes)
+        return False
+    return True
 
 
 def _is_ims(part: str) -> bool:
