@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import zarr
 from helpers import h5py_counts, h5py_level
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_serve import _request, _serve_output
 
 from ims_store.fronts.serve import ImsHTTPServer, make_server
@@ -303,6 +305,32 @@ def test_an_absolute_path_names_nothing(server: ImsHTTPServer, lab: Path) -> Non
         assert response.status == 404, path
 
 
+SEGMENTS = [
+    "..", ".", "", "%2e%2e", "%2E.", "%2f", "%5c", "%00", "sub", "loop", "deeper", "outside-dir", "outside-link.ims",
+    "secret.ims", "secret.txt", "times.ims", "levels.ims", "broken.ims", "notes.txt", ".hidden.ims", ".git",
+    "dir.ims", "zarr.json", ".zattrs", "0", "c", "index.json", "etc", "passwd",
+]  # fmt: skip
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=7))
+def test_no_path_reaches_outside_the_folder(server: ImsHTTPServer, lab: Path, segments: list[str]) -> None:
+    """Any path made of the pieces traversal attempts are made of: a 200 only for the index or a
+    key of a file whose real path lies in the folder, never a 500 but for the broken file."""
+    path = "/" + "/".join(segments)
+    response, body = _request(server, "GET", path)
+    assert response.status in (200, 404, 500), path
+    key = urllib.parse.unquote(path).lstrip("/")
+    if response.status == 500:
+        assert key.startswith("broken.ims/") or "/broken.ims/" in key, path
+    if response.status == 200 and key not in ("", "index.json"):
+        parts = key.split("/")
+        name = "/".join(parts[: next(i for i, p in enumerate(parts) if p.endswith(".ims")) + 1])
+        real = (lab / name).resolve()
+        assert real.is_file() and lab.resolve() in real.parents, path
+    assert b"secret" not in body
+
+
 def test_a_linked_file_inside_the_folder_is_served(server: ImsHTTPServer, lab: Path) -> None:
     group = zarr.open_group(_url(server, "inside-link.ims"), mode="r")
     np.testing.assert_array_equal(group["0"][7, 2], h5py_level(lab / "times.ims", 0, 7, 2))
@@ -372,6 +400,20 @@ def test_links_to_other_files_are_followed_only_when_told(tmp_path: Path) -> Non
         finally:
             server.shutdown()
             server.server_close()
+
+
+def test_a_folder_server_that_cannot_listen_raises_server_error(small_lab: Path) -> None:
+    import socket
+
+    from ims_store import ServerError
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ServerError) as err:
+            make_server(small_lab, port=port)
+    assert str(small_lab) in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
 
 
 # -- lazy open, idle close, files changed on disk ------------------------------------------
