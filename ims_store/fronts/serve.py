@@ -3,12 +3,12 @@ remote zarr clients.
 
 GET and HEAD of store keys, single byte ranges (206 / 416), CORS (with the preflight a ``Range``
 header needs), 404 for anything that is not a key, 405 for every other method (POST, TRACE,
-CONNECT, made-up verbs...). Nothing outside the store is reachable: a path is only ever looked
-up as a store key, never on disk. Loopback by default.
+CONNECT, made-up verbs...). Nothing outside the store is reachable: for one file a path is only
+ever looked up as a store key, never on disk. Loopback by default.
 
 A folder is served through the same handler: its resolver (`ims_store.fronts.folder`) maps
-``/sub/cells.ims/<key>`` to that file's store and key, and ``/`` to an index of the folder.
-NGFF 0.4 / 0.5: see `served_store`.
+``/sub/cells.ims/<key>`` to that file's store and key (looking on disk only for ``.ims`` files
+inside the folder), and ``/`` to an index of the folder. NGFF 0.4 / 0.5: see `served_store`.
 
 >>> server = make_server("cells.ims", port=0)
 >>> server.url.startswith("http://127.0.0.1:")
