@@ -349,6 +349,8 @@ def _validate_deep(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) ->
 def _serve(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
     """Both NGFF versions, every chunk key; the class of the errors behind the 500s, if any."""
     path = case.path
+    if path.is_dir():  # served as a folder (tests/test_serve_folder.py): this one holds no .ims
+        return _serve_folder(path)
     errors: list[BaseException] = []
     for ngff in ("0.5", "0.4"):
         server = make_server(path, port=0, ngff=ngff, follow_links=True)  # (the default refuses links: tested apart)
@@ -359,6 +361,22 @@ def _serve(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome
             server.shutdown()
             server.server_close()
     return _one_class(errors)
+
+
+def _serve_folder(path: Path) -> Outcome:
+    server = make_server(path, port=0)
+    server.serve_in_thread(poll_interval=0.02)
+    try:
+        host, port = server.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/index.json")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["images"] == []
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return WORKS
 
 
 def _check_served(server: ImsHTTPServer, case: Case, ngff: str) -> list[BaseException]:

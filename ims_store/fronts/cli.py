@@ -5,7 +5,8 @@
                              [--level N --timepoint T --channel C]
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
                              [--scheduler ADDRESS]
-    ims-store serve FILE.ims [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
+    ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
+                    [--idle-timeout SECONDS]
     ims-store validate FILE.ims [--strict] [--deep]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
     ims-store demo [--output FILE.ims] [--zarr-format 2|3]
@@ -181,8 +182,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ngff=args.ngff,
         cors=args.cors or None,
         follow_links=args.follow_links,
+        idle_timeout=args.idle_timeout,
     )
     try:
+        if server.folder is not None:
+            for line in server.folder.banner(server.url, print_state=args.print_state):
+                print(line, flush=True)
+            print("press Ctrl-C to stop", flush=True)
+            server.serve_forever()
+            return 0
         layout = server.store.layout
         print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
         # short links (the state in full is kilobytes of JSON, percent-encoded into the link)
@@ -343,10 +351,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="serve an .ims over HTTP as OME-Zarr",
-        description="Serve an .ims file as a virtual OME-Zarr over HTTP for web viewers and remote zarr clients.",
+        help="serve an .ims (or a folder of them) over HTTP as OME-Zarr",
+        description="Serve an .ims file as a virtual OME-Zarr over HTTP for web viewers and remote zarr clients; "
+        "or a folder: each .ims under it at its own path (/sub/cells.ims/), with an index at / (HTML, or JSON).",
     )
-    serve.add_argument("file")
+    serve.add_argument("file", metavar="PATH", help="an .ims file, or a folder of them")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
@@ -360,6 +369,13 @@ def _parser() -> argparse.ArgumentParser:
         "--follow-links",
         action="store_true",
         help="also serve data the file links to in other files (external links; by default refused)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a folder's files are opened on first request and closed after this long unused (default 300)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -1,13 +1,14 @@
-"""The HTTP front of an `ImsStore`: a virtual OME-Zarr for web viewers and remote zarr clients.
+"""The HTTP front of an `ImsStore`, or of a folder of them: virtual OME-Zarr for web viewers and
+remote zarr clients.
 
 GET and HEAD of store keys, single byte ranges (206 / 416), CORS (with the preflight a ``Range``
 header needs), 404 for anything that is not a key, 405 for every other method (POST, TRACE,
-CONNECT, made-up verbs...). Nothing outside the store is reachable: a path is only ever looked
-up as a store key, never on disk. Loopback by default.
+CONNECT, made-up verbs...). Nothing outside the store is reachable: for one file a path is only
+ever looked up as a store key, never on disk. Loopback by default.
 
-NGFF 0.4 is served as zarr v2 with the stored chunks passed through (zarr v2's ``zlib`` codec
-is read by zarr-python, tensorstore, neuroglancer and vizarr alike); NGFF 0.5 as zarr v3 with
-chunks decoded by the store, since zarr v3 has no core codec for HDF5's zlib streams.
+A folder is served through the same handler: its resolver (`ims_store.fronts.folder`) maps
+``/sub/cells.ims/<key>`` to that file's store and key (looking on disk only for ``.ims`` files
+inside the folder), and ``/`` to an index of the folder. NGFF 0.4 / 0.5: see `served_store`.
 
 >>> server = make_server("cells.ims", port=0)
 >>> server.url.startswith("http://127.0.0.1:")
@@ -17,7 +18,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -28,35 +28,50 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from ..errors import ServerError
-from ..format.geometry import ngff_unit
-from ..format.layout import ImsLayout
-from ..store.ngff import channel_hex, time_step, type_range
 from ..store.zarr_store import ImsStore
+from .folder import DEFAULT_IDLE_TIMEOUT, ImageFolder
+from .resolver import Document, Request, Resolver, SingleStore, served_store
+from .viewers import neuroglancer_state, viewer_links
 
 __all__ = ["ImsHTTPServer", "make_server", "neuroglancer_state", "viewer_links"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# a Host header fit to build links from (a name or address, and a port); anything else is ignored
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _MAX_KEY = 1024
 _ALLOWED = "GET, HEAD, OPTIONS"  # every other method is answered 405
 
 
 class ImsHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to one store; ``url`` is where clients find the image."""
+    """A threading HTTP server bound to one store, or to a resolver (a folder of files); ``url``
+    is where clients find the image (or the folder's index)."""
 
     daemon_threads = True
     # socketserver listens with a backlog of 5: a viewer or zarr client opening dozens of
     # connections at once would see the rest dropped and retried after a second or more
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, store: ImsStore, host: str, port: int, cors: str | None) -> None:
-        self.store = store
+    def __init__(self, source: ImsStore | Resolver, host: str, port: int, cors: str | None) -> None:
+        self.resolver: Resolver = SingleStore(source) if isinstance(source, ImsStore) else source
         self.cors = cors
         super().__init__((host, port), _Handler)
 
+    @property
+    def store(self) -> ImsStore:
+        """The store of a one-file server (a folder has a store per file: see `folder`)."""
+        if isinstance(self.resolver, SingleStore):
+            return self.resolver.store
+        raise AttributeError("a folder server has one store per file: see its .folder")
+
+    @property
+    def folder(self) -> ImageFolder | None:
+        """The folder served, or None for a one-file server."""
+        return self.resolver if isinstance(self.resolver, ImageFolder) else None
+
     def server_close(self) -> None:
-        """Stop listening and release the file."""
+        """Stop listening and release the file(s)."""
         super().server_close()
-        self.store.close()
+        self.resolver.close()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that hang up or time out are routine; anything else is printed as a bug."""
@@ -88,102 +103,33 @@ def make_server(
     ngff: Literal["0.4", "0.5"] = "0.5",
     cors: str | None = "*",
     follow_links: bool = False,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
 ) -> ImsHTTPServer:
     """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``;
     ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`.
 
+    ``path`` may be a folder: every ``.ims`` under it is served under its own path
+    (``/sub/cells.ims/`` is an OME-Zarr root), with an index at ``/`` (see `ImageFolder`); each
+    file is opened on its first request and closed after ``idle_timeout`` seconds unused.
+
     Data behind links to other files (external links, virtual datasets, external raw data) is
     served only with ``follow_links``: a server never opens a file it was not asked to serve
     unless told to (else that data raises `LinkTargetError`)."""
-    if ngff not in ("0.4", "0.5"):
-        raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
-    if ngff == "0.4":
-        store = ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links)
-    else:
-        store = ImsStore(path, zarr_format=3, follow_links=follow_links)
-    try:
-        return ImsHTTPServer(store, host, port, cors)
-    except OSError as err:  # port in use, no such address, a host name that does not resolve
-        # (socketserver already called server_close, which released the store)
-        raise ServerError(f"cannot listen on {host}:{port}: {err.strerror or err}", path) from err
-
-
-def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, Any]:
-    """A neuroglancer state that opens on the x-y plane of the middle z slice.
-
-    One image layer per channel (neuroglancer makes the channel axis a local dimension, ``c'``),
-    each tinted with the channel's colour, blended additively, with its contrast from the
-    display range; dimensions in metres as neuroglancer wants them.
-    """
-    scheme = "zarr3" if ngff == "0.5" else "zarr2"
-    level = layout.levels[0]
-    metres = _METRES.get(ngff_unit(layout.unit) or "", 1e-6)
-    step = time_step(layout) or 1.0
-    dimensions = {"t": [step, "s" if time_step(layout) else ""]}
-    dimensions.update({axis: [v * metres, "m"] for axis, v in zip("zyx", level.voxel_size, strict=True)})
-    # positions count voxels of these dimensions from the physical origin: voxel i spans
-    # ExtMin / voxel + i .. + i + 1. x and y sit at the centre of the image; z at the centre of
-    # slice n // 2 (the image's centre, n / 2, would be a border between two slices)
-    (z0, y0, x0), (nz, ny, nx) = (lo / v for lo, v in zip(layout.extent_min, level.voxel_size, strict=True)), level.size
-    position = [0.5, z0 + nz // 2 + 0.5, y0 + ny / 2, x0 + nx / 2]
-    layers = []
-    for ch in layout.channels:
-        lo, hi = ch.color_range or ch.histogram_range or type_range(layout.dtype)
-        color = "#" + channel_hex(ch, len(layout.channels)).lower()
-        layers.append(
-            {
-                "type": "image",
-                "source": f"{scheme}://{url}",
-                "name": ch.label,
-                "localDimensions": {"c'": [1, ""]},
-                "localPosition": [ch.index],  # channel dimensions take the integer index
-                "shader": _SHADER,
-                "shaderControls": {"normalized": {"range": [lo, hi]}, "color": color},
-                "opacity": 1.0,  # neuroglancer's default of 0.5 would show the top of the range at half brightness
-                "blend": "additive",
-            }
+    source: ImsStore | Resolver
+    if os.path.isdir(path):
+        source = ImageFolder(
+            path,
+            lambda file: served_store(file, ngff, follow_links),
+            ngff=ngff,
+            idle_timeout=idle_timeout,
         )
-    extent = max(level.size[1] * level.voxel_size[1], level.size[2] * level.voxel_size[2]) * metres
-    return {
-        "dimensions": dimensions,
-        "displayDimensions": ["x", "y", "z"],
-        "position": position,
-        "crossSectionScale": extent / 700 / min(level.voxel_size[1:]) / metres,
-        "layers": layers,
-        "layout": "xy",
-    }
-
-
-_SHADER = """#uicontrol invlerp normalized
-#uicontrol vec3 color color
-void main() {
-  emitRGB(color * normalized());
-}
-"""
-
-_METRES = {
-    "nanometer": 1e-9,
-    "micrometer": 1e-6,
-    "millimeter": 1e-3,
-    "centimeter": 1e-2,
-    "meter": 1.0,
-    "angstrom": 1e-10,
-    "picometer": 1e-12,
-}
-
-
-def viewer_links(url: str, ngff: Literal["0.4", "0.5"], layout: ImsLayout | None = None) -> dict[str, str]:
-    """Links that open a served image in neuroglancer (x-y plane, channels coloured) and vizarr."""
-    if layout is not None:
-        state: dict[str, Any] = neuroglancer_state(layout, url, ngff)
     else:
-        scheme = "zarr3" if ngff == "0.5" else "zarr2"
-        state = {"layers": [{"type": "image", "source": f"{scheme}://{url}", "name": "image"}], "layout": "xy"}
-    fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
-    return {
-        "neuroglancer": f"https://neuroglancer-demo.appspot.com/#!{fragment}",
-        "vizarr": f"https://hms-dbmi.github.io/vizarr/?source={urllib.parse.quote(url, safe='')}",
-    }
+        source = served_store(path, ngff, follow_links)
+    try:
+        return ImsHTTPServer(source, host, port, cors)
+    except OSError as err:  # port in use, no such address, a host name that does not resolve
+        # (socketserver already called server_close, which released the store or folder)
+        raise ServerError(f"cannot listen on {host}:{port}: {err.strerror or err}", path) from err
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -249,36 +195,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _key(self) -> str | None:
-        """The store key a request path names, or None for anything that is not a plain key."""
+        """The key a request path names (``""`` for ``/``), or None for anything that is not a
+        plain key."""
         raw = urllib.parse.urlsplit(self.path).path
         key = urllib.parse.unquote(raw).lstrip("/")
         if len(key) > _MAX_KEY or "\\" in key or "\x00" in key:
             return None
         parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts):
+        if key and any(part in ("", ".", "..") for part in parts):
             return None
         return key
+
+    def _base_url(self) -> str:
+        """The URL the client reached the server at (its ``Host`` header, when well-formed)."""
+        host = self.headers.get("Host", "")
+        return f"http://{host}/" if _HOST.match(host) else self.server.url
 
     def _respond(self, send_body: bool) -> None:
         key = self._key()
         if key is None:
             self._error(HTTPStatus.NOT_FOUND, send_body=send_body)
             return
-        store = self.server.store
+        request = Request(key, self.headers.get("Accept", ""), self._base_url())
         try:
-            whole = store.get_sync(key)
+            with self.server.resolver.target(request) as target:
+                if isinstance(target, tuple):
+                    store, store_key = target
+                    whole = store.get_sync(store_key)
+                    target = None if whole is None else Document(whole.to_bytes(), _content_type(store_key))
         except Exception:  # a damaged chunk: the client gets an error, the server keeps serving
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, send_body=send_body)
             return
-        if whole is None:
+        if target is None:
             self._error(HTTPStatus.NOT_FOUND, send_body=send_body)
             return
-        data = whole.to_bytes()
+        data = target.body
         size = len(data)
-        status = HTTPStatus.OK
-        headers = {"Accept-Ranges": "bytes"}
+        status = HTTPStatus(target.status)
+        headers = {"Accept-Ranges": "bytes", **target.headers} if status == HTTPStatus.OK else dict(target.headers)
         header = self.headers.get("Range")
-        if header is not None:
+        if header is not None and status == HTTPStatus.OK:
             span = _parse_range(header, size)
             if span is None:
                 self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"}, send_body)
@@ -291,12 +247,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._cors()
         for name, value in headers.items():
             self.send_header(name, value)
-        is_json = key.endswith(("zarr.json", ".zarray", ".zattrs", ".zgroup"))
-        self.send_header("Content-Type", "application/json" if is_json else "application/octet-stream")
+        self.send_header("Content-Type", target.content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if send_body:
             self.wfile.write(data)
+
+
+def _content_type(key: str) -> str:
+    is_json = key.endswith(("zarr.json", ".zarray", ".zattrs", ".zgroup"))
+    return "application/json" if is_json else "application/octet-stream"
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
