@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import tracemalloc
+from datetime import datetime
 from pathlib import Path
 
 import h5py
@@ -439,3 +440,32 @@ def test_tiff_options_are_refused_where_they_do_not_apply(tmp_path: Path, capsys
     # --voxel-size replaces any source's; the centre of the first voxel stays where the source has it (0.5)
     assert main(["convert", str(source), str(tmp_path / "copy.ims"), "--voxel-size", "3,2,1", "--quiet"]) == 0
     np.testing.assert_allclose(_extent_max(tmp_path / "copy.ims", (-1.0, -0.5, 0.0)), (5.0, 15.5, 8.0))
+
+
+def test_units_imaris_has_no_symbol_for(tmp_path: Path) -> None:
+    """Sizes in a unit Imaris cannot say are not taken (with a warning); ImageJ sizes with no
+    unit keep their proportions in the default unit."""
+    data = _volume((3, 10, 12))
+    ome = tmp_path / "inches.ome.tif"
+    tifffile.imwrite(ome, data, metadata={"axes": "ZYX", "PhysicalSizeX": 0.001, "PhysicalSizeXUnit": "in"})
+    with pytest.warns(ImsWarning, match=r"inches\.ome\.tif: the OME-XML gives pixel sizes in in,"):
+        assert open_source(ome).voxel_size is None
+    imagej = tmp_path / "inches.tif"
+    tifffile.imwrite(imagej, data, imagej=True, resolution=(100.0, 100.0), metadata={"unit": "inch"})
+    with pytest.warns(ImsWarning, match="in inch, which Imaris has no unit for"):
+        assert open_source(imagej).voxel_size is None
+    plain = tmp_path / "no-unit.tif"
+    tifffile.imwrite(plain, data, imagej=True, resolution=(2.0, 4.0), metadata={"axes": "ZYX", "spacing": 3.0})
+    out = write_ims(plain, tmp_path / "no-unit.ims")
+    np.testing.assert_allclose(_extent_max(out), (3 * 3.0, 10 * 0.25, 12 * 0.5))
+    assert _text(out, "DataSetInfo/Image", "Unit") == "um"
+
+
+def test_time_stamps_follow_the_axes_given(tmp_path: Path) -> None:
+    """An interval in the file stamps every time point of the image as read: here the pages,
+    made time points by axes=."""
+    tif = tmp_path / "interval.ome.tif"
+    tifffile.imwrite(tif, _volume((4, 6, 8)), metadata={"axes": "ZYX", "TimeIncrement": 0.5})
+    assert open_source(tif).time_stamps == (datetime(2000, 1, 1),)
+    out = write_ims(tif, tmp_path / "interval.ims", axes="tyx")
+    assert _stamps(out, 4) == [f"2000-01-01 00:00:0{s}" for s in ("0.000", "0.500", "1.000", "1.500")]

@@ -50,6 +50,7 @@ _LETTERS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
 _SEQUENCE = "IQ"  # tifffile's letters for an image sequence / an axis of unknown meaning
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0, "h": 3600.0}
 _EPOCH = _dt.datetime(2000, 1, 1)  # time stamps from an interval alone start here, as other sources' do
+_STEP = "time step"  # the seconds between time points the metadata readers find, made stamps once t is known
 
 
 @dataclass(frozen=True)
@@ -123,20 +124,27 @@ def _read(tif: Any, path: str, series: int, level: int, axes: str | None) -> Tif
         raise SourceError(f"level {level} of series {series} has shape {voxels.shape}, unlike level 0", path)
     meta = _ome_metadata(tif, series, path) if tif.is_ome else None
     if meta is None and tif.is_imagej:
-        meta = _imagej_metadata(tif)
-    meta = meta or {}
-    if level and "voxel_size" in meta:
-        base = dict(zip(letters, (int(s) for s in chosen.get_shape(True)), strict=True))
-        here = dict(zip(letters, voxels.shape, strict=True))
+        meta = _imagej_metadata(tif, path)
+    base = dict(zip(letters, (int(s) for s in chosen.get_shape(True)), strict=True))
+    return TiffImage(voxels, letters, _fitted(meta or {}, dict(zip(letters, voxels.shape, strict=True)), base))
+
+
+def _fitted(meta: dict[str, Any], sizes: dict[str, int], base: dict[str, int]) -> dict[str, Any]:
+    """The file's metadata made to fit the image as read, of ``sizes`` per axis (``base`` at
+    level 0): voxel sizes scaled to the level, one time stamp per time point (``axes=`` may make
+    pages time points), per-channel lists dropped where they do not count one per channel (an
+    RGB OME image names one channel for its three samples: better no names than wrong ones)."""
+    if "voxel_size" in meta:
         meta["voxel_size"] = tuple(
-            v * base[a] / here[a] if a in here else v for v, a in zip(meta["voxel_size"], "zyx", strict=True)
+            v * base[a] / sizes[a] if a in sizes else v for v, a in zip(meta["voxel_size"], "zyx", strict=True)
         )
-    channels = voxels.shape[letters.index("c")] if "c" in letters else 1
+    step = meta.pop(_STEP, None)
+    if step:
+        meta["time_stamps"] = tuple(_EPOCH + _dt.timedelta(seconds=i * step) for i in range(sizes.get("t", 1)))
     for key in ("channel_names", "channel_colors", "channel_ranges"):
-        # an RGB OME image names one channel for its three samples: better no names than wrong ones
-        if key in meta and len(meta[key]) != channels:
+        if key in meta and len(meta[key]) != sizes.get("c", 1):
             del meta[key]
-    return TiffImage(voxels, letters, meta)
+    return meta
 
 
 def _check_codecs(keyframe: Any, path: str) -> None:
@@ -261,11 +269,14 @@ def _ome_metadata(tif: Any, series: int, path: str) -> dict[str, Any] | None:
         unit = attrib.get(f"PhysicalSize{axis}Unit", "µm")
         sizes.append((_float(value), unit))
     meta: dict[str, Any] = {}
-    if any(v is not None for v, _ in sizes):
+    unknown = sorted({unit for value, unit in sizes if value is not None and imaris_unit(unit)[0] is None})
+    if unknown:
+        _warn(path, f"the OME-XML gives pixel sizes in {', '.join(unknown)}, which Imaris has no unit for")
+    elif any(v is not None for v, _ in sizes):
         meta["voxel_size"], meta["unit"] = _lengths(sizes)
     step = _float(attrib.get("TimeIncrement"))
     if step:
-        meta["time_stamps"] = _stamps(step * _SECONDS.get(attrib.get("TimeIncrementUnit", "s"), 1.0), tif, series)
+        meta[_STEP] = step * _SECONDS.get(attrib.get("TimeIncrementUnit", "s"), 1.0)
     channels = [el for el in pixels if el.tag.endswith("}Channel") or el.tag == "Channel"]
     if channels:
         names = [el.attrib.get("Name") for el in channels]
@@ -305,13 +316,16 @@ def _ome_pixels(root: Any, all_series: Sequence[Any], index: int, path: str) -> 
     ]
     if len(matches) == 1:
         return matches[0]
-    warnings.warn(
-        f"{path}: the OME-XML image of series {index} cannot be told apart from the others; its voxel size, "
-        "channel names and colours are not taken (give voxel_size= / --voxel-size)",
-        ImsWarning,
-        stacklevel=4,
-    )
+    _warn(path, f"the OME-XML image of series {index} cannot be told apart from the others")
     return None
+
+
+def _warn(path: str, why: str) -> None:
+    warnings.warn(
+        f"{path}: {why}; its voxel size and channel metadata are not taken (give voxel_size= / --voxel-size)",
+        ImsWarning,
+        stacklevel=2,
+    )
 
 
 def _parent_image(root: Any, pixels: Any) -> Any:
@@ -327,8 +341,8 @@ def _float(text: Any) -> float | None:
 
 
 def _lengths(sizes: Sequence[tuple[float | None, str]]) -> tuple[Vec3, str]:
-    """(z, y, x) lengths with their units -> one Imaris unit (x's where Imaris has it, else
-    micrometres); a length not given is 1 of that unit."""
+    """(z, y, x) lengths with their units (each one Imaris knows) -> one Imaris unit (x's, or
+    micrometres for angstroms and picometres); a length not given is 1 of that unit."""
     symbol = None
     for value, unit in reversed(sizes):  # x first
         if value is not None:
@@ -343,16 +357,8 @@ def _lengths(sizes: Sequence[tuple[float | None, str]]) -> tuple[Vec3, str]:
             out.append(1.0)
             continue
         name, factor = imaris_unit(unit)
-        in_um = value * factor * TO_MICROMETRES[name] if name in TO_MICROMETRES else value  # unknown unit: taken as is
-        out.append(in_um / TO_MICROMETRES[symbol])
+        out.append(value * factor * TO_MICROMETRES[name] / TO_MICROMETRES[symbol])  # type: ignore[index]
     return tuple(out), symbol  # type: ignore[return-value]
-
-
-def _stamps(step: float, tif: Any, series: int) -> tuple[_dt.datetime, ...]:
-    series_ = tif.series[series]
-    shape = dict(zip(series_.get_axes(False), series_.get_shape(False), strict=True))
-    count = int(shape.get("T", 1))
-    return tuple(_EPOCH + _dt.timedelta(seconds=i * step) for i in range(count))
 
 
 def _ome_color(text: str) -> tuple[float, float, float]:
@@ -364,9 +370,11 @@ def _ome_color(text: str) -> tuple[float, float, float]:
     return tuple(((value >> shift) & 0xFF) / 255 for shift in (24, 16, 8))  # type: ignore[return-value]
 
 
-def _imagej_metadata(tif: Any) -> dict[str, Any]:
+def _imagej_metadata(tif: Any, path: str) -> dict[str, Any]:
     """What an ImageJ hyperstack says: z spacing, x / y pixel size (resolution tags), unit,
-    frame interval, channel colours (the LUTs' brightest entries) and display ranges."""
+    frame interval, channel colours (the LUTs' brightest entries) and display ranges. Sizes with
+    no unit (or ``pixel``) are kept as they are, in the writer's default unit; sizes in a unit
+    Imaris has none for (``inch``) are not taken."""
     ij = tif.imagej_metadata or {}
     meta: dict[str, Any] = {}
     page = tif.series[0].keyframe
@@ -375,12 +383,14 @@ def _imagej_metadata(tif: Any) -> dict[str, Any]:
     z = _float(ij.get("spacing")) or 1.0
     unit = str(ij.get("unit", "")).replace("\\u00B5", "µ").replace("\\u00b5", "µ")
     symbol, factor = imaris_unit(unit)
-    if symbol is not None or (x, y, z) != (1.0, 1.0, 1.0):
+    if symbol is None and unit.strip().lower() not in ("", "pixel", "pixels"):
+        _warn(path, f"the ImageJ metadata gives pixel sizes in {unit}, which Imaris has no unit for")
+    elif symbol is not None or (x, y, z) != (1.0, 1.0, 1.0):
         meta["voxel_size"] = (z * factor, y * factor, x * factor)
         meta["unit"] = symbol
     step = _float(ij.get("finterval"))
     if step:
-        meta["time_stamps"] = _stamps(step * _SECONDS.get(str(ij.get("tunit", "s")).lower(), 1.0), tif, 0)
+        meta[_STEP] = step * _SECONDS.get(str(ij.get("tunit", "s")).lower(), 1.0)
     luts = ij.get("LUTs")
     if luts:
         meta["channel_colors"] = tuple(tuple(float(v) / 255 for v in np.asarray(lut)[:3, -1]) for lut in luts)
