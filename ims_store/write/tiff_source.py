@@ -183,9 +183,11 @@ def _tczyx_axes(tiff_axes: str, shape: Sequence[int], given: str | None, path: s
     if len(unknown) == 1 and tiff_axes[unknown[0]] in _SEQUENCE and "z" not in mapped:
         mapped[unknown[0]] = "z"  # a plain stack of pages is a z stack
     if None in mapped or len(set(mapped)) != len(mapped):
+        free = iter(a for a in "tzc" if a not in mapped)
+        example = "".join(m or next(free, "?") for m in mapped)  # one reading of the axes: the user knows
         raise SourceError(
-            f"cannot tell which of t, c, z, y, x each axis is ({where}): give them with axes= / --axes "
-            f"(e.g. {'tczyx'[-len(tiff_axes) :]!r})",
+            f"cannot tell which of t, c, z, y, x each axis is ({where}): give one letter of 'tczyx' for each "
+            f"with axes= / --axes, e.g. {example!r}",
             path,
         )
     return "".join(mapped)  # type: ignore[arg-type]
