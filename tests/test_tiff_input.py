@@ -469,3 +469,17 @@ def test_time_stamps_follow_the_axes_given(tmp_path: Path) -> None:
     assert open_source(tif).time_stamps == (datetime(2000, 1, 1),)
     out = write_ims(tif, tmp_path / "interval.ims", axes="tyx")
     assert _stamps(out, 4) == [f"2000-01-01 00:00:0{s}" for s in ("0.000", "0.500", "1.000", "1.500")]
+
+
+def test_planes_missing_from_the_file_are_zeros_with_a_warning(tmp_path: Path) -> None:
+    data = _volume((2, 8, 8)) + 1  # no zeros of its own
+    tif = tmp_path / "cut-short.ome.tif"
+    tifffile.imwrite(tif, data, photometric="minisblack", metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(tif) as f:
+        xml = f.ome_metadata
+    longer = xml.replace('SizeZ="2"', 'SizeZ="3"').replace('PlaneCount="2"', 'PlaneCount="3"')
+    assert longer != xml
+    tifffile.tiffcomment(tif, longer.encode())
+    with pytest.warns(ImsWarning, match=r"cut-short\.ome\.tif: 1 of 3 planes of series 0 are not in the file"):
+        out = write_ims(tif, tmp_path / "cut-short.ims")
+    np.testing.assert_array_equal(_stored(out)[0, 0], np.concatenate([data, np.zeros((1, 8, 8), data.dtype)]))

@@ -50,6 +50,7 @@ _LETTERS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
 _SEQUENCE = "IQ"  # tifffile's letters for an image sequence / an axis of unknown meaning
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0, "h": 3600.0}
 _EPOCH = _dt.datetime(2000, 1, 1)  # time stamps from an interval alone start here, as other sources' do
+_NOT_TAKEN = "its voxel size and channel metadata are not taken (give voxel_size= / --voxel-size)"
 _STEP = "time step"  # the seconds between time points the metadata readers find, made stamps once t is known
 
 
@@ -117,6 +118,14 @@ def _read(tif: Any, path: str, series: int, level: int, axes: str | None) -> Tif
             f"level {level} does not exist; series {series} has pyramid levels 0..{len(levels) - 1}", path
         )
     _check_codecs(levels[level].keyframe, path)
+    missing = sum(page is None for page in levels[level])
+    if missing:  # tifffile reads them as its fill value
+        _warn(
+            path,
+            f"{missing} of {len(levels[level])} planes of series {series} are not in the file (the other files of a "
+            "multi-file OME-TIFF not found beside it, or an acquisition cut short)",
+            "they are written as zeros",
+        )
     tiff_axes = chosen.get_axes(True)
     letters = _tczyx_axes(tiff_axes, tuple(int(s) for s in chosen.get_shape(True)), axes, path)
     voxels = _TiffVoxels(path, int(series), int(level), tif)
@@ -322,12 +331,8 @@ def _ome_pixels(root: Any, all_series: Sequence[Any], index: int, path: str) -> 
     return None
 
 
-def _warn(path: str, why: str) -> None:
-    warnings.warn(
-        f"{path}: {why}; its voxel size and channel metadata are not taken (give voxel_size= / --voxel-size)",
-        ImsWarning,
-        stacklevel=2,
-    )
+def _warn(path: str, why: str, then: str = _NOT_TAKEN) -> None:
+    warnings.warn(f"{path}: {why}; {then}", ImsWarning, stacklevel=2)
 
 
 def _parent_image(root: Any, pixels: Any) -> Any:
