@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -482,3 +483,36 @@ def test_planes_missing_from_the_file_are_zeros_with_a_warning(tmp_path: Path) -
     with pytest.warns(ImsWarning, match=r"cut-short\.ome\.tif: 1 of 3 planes of series 0 are not in the file"):
         out = write_ims(tif, tmp_path / "cut-short.ims")
     np.testing.assert_array_equal(_stored(out)[0, 0], np.concatenate([data, np.zeros((1, 8, 8), data.dtype)]))
+
+
+def _multi_file_ome(tmp_path: Path, planes: list[np.ndarray]) -> Path:
+    """One z plane in each of several OME-TIFF files; the first file's OME-XML names them all."""
+    names, uuids = [], []
+    for i, plane in enumerate(planes):
+        names.append(f"part{i}.ome.tif")
+        tifffile.imwrite(tmp_path / names[-1], plane, metadata={"axes": "YX"})
+        with tifffile.TiffFile(tmp_path / names[-1]) as f:
+            uuids.append(re.search(r'UUID="([^"]+)"', f.ome_metadata).group(1))  # type: ignore[union-attr]
+    with tifffile.TiffFile(tmp_path / names[0]) as f:
+        xml = f.ome_metadata
+    data = "".join(
+        f'<TiffData IFD="0" PlaneCount="1" FirstZ="{z}"><UUID FileName="{n}">{u}</UUID></TiffData>'
+        for z, (n, u) in enumerate(zip(names, uuids, strict=True))
+    )
+    xml = re.sub(r"<TiffData[^>]*/>", data, xml).replace('SizeZ="1"', f'SizeZ="{len(planes)}"')
+    tifffile.tiffcomment(tmp_path / names[0], xml.encode())
+    return tmp_path / names[0]
+
+
+def test_multi_file_ome_tiff(tmp_path: Path) -> None:
+    """The planes in the other files are read too (also by a pickled copy, as a worker reads);
+    with one of those files gone, its plane is zeros, with a warning."""
+    planes = [_volume((8, 10), seed=20 + z) + 1 for z in range(3)]
+    main_file = _multi_file_ome(tmp_path, planes)
+    np.testing.assert_array_equal(_stored(write_ims(main_file, tmp_path / "all.ims"))[0, 0], np.stack(planes))
+    copy = pickle.loads(pickle.dumps(open_source(main_file).data))
+    np.testing.assert_array_equal(copy[0, 0, 2].compute(), planes[2])
+    (tmp_path / "part1.ome.tif").unlink()
+    with pytest.warns(ImsWarning, match="1 of 3 planes of series 0 are not in the file"):
+        out = write_ims(main_file, tmp_path / "some.ims")
+    np.testing.assert_array_equal(_stored(out)[0, 0], np.stack([planes[0], np.zeros_like(planes[1]), planes[2]]))
