@@ -31,6 +31,7 @@ __all__ = [
     "RemoteReadError",
     "SelectionError",
     "ServerError",
+    "SourceError",
     "TruncatedFileError",
 ]
 
@@ -107,3 +108,8 @@ class RemoteReadError(ImsError, OSError):
 
 class ServerError(ImsError, OSError):
     """The HTTP server cannot listen where asked (a port in use, an address not on this machine)."""
+
+
+class SourceError(ImsError, ValueError):
+    """A source cannot become an Imaris image (unknown kind, bad axes, oblique affine, a file that
+    is not what its name says...)."""

@@ -119,3 +119,16 @@ def test_an_unreachable_scheduler_is_a_clear_error(source: Path, tmp_path: Path)
         write_ims(np.zeros((4, 32, 32), np.uint8), tmp_path / "never.ims", client="tcp://127.0.0.1:1")
     assert isinstance(err.value, ImsError) and "tcp://127.0.0.1:1" in str(err.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_ome_tiff_to_ims_on_the_cluster_equals_the_local_path(client: distributed.Client, tmp_path: Path) -> None:
+    """The workers get the TIFF source pickled and open the file themselves."""
+    import tifffile
+
+    data = np.stack([microscopy_volume((24, 120, 96), "uint16", seed=c) for c in range(2)])
+    tif = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(tif, data, compression="zlib", metadata={"axes": "CZYX", "PhysicalSizeX": 0.5})
+    local = write_ims(tif, tmp_path / "local.ims")
+    remote = write_ims(tif, tmp_path / "cluster.ims", client=client)
+    _assert_same_ims(remote, local)
+    np.testing.assert_array_equal(h5py_level(remote, 0, 0, 1), data[1])

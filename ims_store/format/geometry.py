@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["UNIT_NAMES", "extents_valid", "ngff_unit", "voxel_centre_origin", "voxel_size"]
+__all__ = [
+    "TO_MICROMETRES",
+    "UNIT_NAMES",
+    "extents_valid",
+    "imaris_unit",
+    "ngff_unit",
+    "voxel_centre_origin",
+    "voxel_size",
+]
 
 Vec3 = tuple[float, float, float]
 
@@ -34,6 +42,30 @@ UNIT_NAMES: dict[str, str] = {
     "millimeter": "millimeter",
     "meter": "meter",
 }
+
+
+# UDUNITS-2 names -> the symbol Imaris writes; each symbol's length in micrometres
+_IMARIS_UNIT = {"nanometer": "nm", "micrometer": "um", "millimeter": "mm", "meter": "m", "centimeter": "cm"}
+TO_MICROMETRES: dict[str, float] = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def imaris_unit(name: str | None) -> tuple[str | None, float]:
+    """A unit's name or symbol (OME-NGFF, NIfTI, OME-XML, ImageJ) -> (the Imaris symbol, the factor
+    that turns values into it); ``(None, 1.0)`` for a unit Imaris has no symbol for.
+
+    >>> imaris_unit("micrometer"), imaris_unit("µm"), imaris_unit("angstrom"), imaris_unit("pixel")
+    (('um', 1.0), ('um', 1.0), ('um', 0.0001), (None, 1.0))
+    """
+    if not name:
+        return None, 1.0
+    full = UNIT_NAMES.get(name.strip().lower(), name.strip().lower())
+    symbol = _IMARIS_UNIT.get(full)
+    if symbol is None:  # angstrom, picometer...: write micrometres, converted
+        factor = {"angstrom": 1e-4, "picometer": 1e-6}.get(full)
+        if factor is None:
+            return None, 1.0
+        return "um", factor
+    return symbol, 1.0
 
 
 def ngff_unit(unit: str | None) -> str | None:

@@ -4,6 +4,7 @@
     ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--chunks-per-shard Z,Y,X]
                              [--level N --timepoint T --channel C]
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
+                             [--voxel-size Z,Y,X] [--series N --axes AXES]
                              [--scheduler ADDRESS]
     ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
                     [--idle-timeout SECONDS]
@@ -60,11 +61,14 @@ _DIRECTION_OPTIONS = (
     "channel",
     "compression",
     "compression_level",
+    "voxel_size",
+    "series",
+    "axes",
 )
 _OPTIONS_BY_OUTPUT = {
     "zarr": ("ngff", "codec", "chunks_per_shard"),
     "nifti": ("level", "timepoint", "channel"),
-    "ims": ("level", "compression", "compression_level"),
+    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
 _DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
@@ -96,6 +100,17 @@ def _shard_arg(text: str) -> tuple[int, int, int]:
     return counts  # type: ignore[return-value]
 
 
+def _voxel_arg(text: str) -> tuple[float, float, float]:
+    """``--voxel-size Z,Y,X``: three positive numbers."""
+    try:
+        sizes = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or not all(0 < s < float("inf") for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected three positive numbers Z,Y,X, got {text!r}")
+    return sizes  # type: ignore[return-value]
+
+
 def _direction(args: argparse.Namespace) -> str:
     """The output kind of a conversion; refuses options its direction does not use and fills in
     the defaults of those it does."""
@@ -105,12 +120,15 @@ def _direction(args: argparse.Namespace) -> str:
     if not (dst == "ims" and src is not None) and not (src == "ims" and dst in ("zarr", "nifti")):
         raise _UsageError(
             f"cannot convert {args.input} to {args.output}: convert .ims to .zarr / .ome.zarr or .nii / .nii.gz, "
-            "or .ims, .zarr, .nii, .nii.gz to .ims"
+            "or .ims, .zarr, .nii, .nii.gz, .tif, .tiff to .ims"
         )
     allowed = _OPTIONS_BY_OUTPUT[dst]
     for dest in _DIRECTION_OPTIONS:
         if getattr(args, dest) is not None and dest not in allowed:
             raise _UsageError(f"{_flag(dest)} does not apply to {_OUTPUT_NAMES[dst]} output ({args.output})")
+    for dest in ("series", "axes"):
+        if src != "tiff" and getattr(args, dest) is not None:
+            raise _UsageError(f"{_flag(dest)} applies to TIFF input only ({args.input})")
     if src == "nifti" and args.level is not None:
         raise _UsageError(f"--level does not apply to a NIfTI input ({args.input}): it has one level")
     if dst == "ims" and args.compression_level is not None and args.compression not in (None, "gzip"):
@@ -142,8 +160,9 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
 
     if dst == "ims":
         write_ims(
-            open_source(args.input, level=args.level),
+            open_source(args.input, level=args.level, series=args.series, axes=args.axes),
             args.output,
+            voxel_size=args.voxel_size,
             compression=args.compression,
             compression_level=args.compression_level,
             overwrite=args.overwrite,
@@ -311,9 +330,9 @@ def _parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser(
         "convert",
-        help="convert between .ims, OME-Zarr and NIfTI (direction from the names)",
-        description="Convert .ims to OME-Zarr (.zarr, .ome.zarr) or NIfTI (.nii, .nii.gz), or OME-Zarr, NIfTI and "
-        ".ims to .ims. The direction comes from the file names.",
+        help="convert between .ims, OME-Zarr and NIfTI, or TIFF to .ims (direction from the names)",
+        description="Convert .ims to OME-Zarr (.zarr, .ome.zarr) or NIfTI (.nii, .nii.gz), or OME-Zarr, NIfTI, "
+        "TIFF / OME-TIFF (.tif, .tiff) and .ims to .ims. The direction comes from the file names.",
     )
     convert.add_argument("input")
     convert.add_argument("output")
@@ -347,6 +366,9 @@ def _parser() -> argparse.ArgumentParser:
     group = convert.add_argument_group("to .ims")
     group.add_argument("--compression", choices=("gzip", "lz4", "none"), help="default gzip")
     group.add_argument("--compression-level", type=int, help="gzip level 0-9 (default 2, as Imaris)")
+    group.add_argument("--voxel-size", type=_voxel_arg, metavar="Z,Y,X", help="voxel size, replacing the source's")
+    group.add_argument("--series", type=int, metavar="N", help="TIFF: the image of a multi-series file (default 0)")
+    group.add_argument("--axes", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)")
     convert.set_defaults(func=_cmd_convert)
 
     serve = sub.add_parser(

@@ -1,8 +1,9 @@
 """Adapters that turn what users hold into one lazy 5-D image with its physical metadata.
 
 `open_source` accepts numpy and dask arrays (with an ``axes`` string), OME-Zarr images (a path,
-URL or zarr group; NGFF 0.4 and 0.5), NIfTI files (``.nii``, ``.nii.gz``) and Imaris files (a
-path or an `ImsStore`), and returns a `SourceImage`: a dask array ``(t, c, z, y, x)`` plus voxel
+URL or zarr group; NGFF 0.4 and 0.5), NIfTI files (``.nii``, ``.nii.gz``), TIFF / OME-TIFF
+files (``.tif``, ``.tiff``; see `tiff_source`) and Imaris files (a path or an `ImsStore`), and
+returns a `SourceImage`: a dask array ``(t, c, z, y, x)`` plus voxel
 size, origin (centre of the first voxel), unit, channel names, colours and display ranges, and
 time stamps. Spatial tuples are (z, y, x).
 
@@ -22,21 +23,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ImsError, MissingDependencyError
-from ..format.geometry import UNIT_NAMES, voxel_centre_origin
+from ..errors import MissingDependencyError, SourceError
+from ..format.geometry import TO_MICROMETRES as _TO_UM
+from ..format.geometry import imaris_unit as _imaris_unit
+from ..format.geometry import voxel_centre_origin
+from .tiff_source import read_tiff
 
 __all__ = ["SourceError", "SourceImage", "open_source", "path_kind", "source_layout"]
 
 Vec3 = tuple[float, float, float]
 
-# OME-NGFF / NIfTI unit names -> the symbol Imaris writes, with the factor to micrometres
-_IMARIS_UNIT = {"nanometer": "nm", "micrometer": "um", "millimeter": "mm", "meter": "m", "centimeter": "cm"}
-_TO_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 _TCZYX = "tczyx"  # the axes of every SourceImage's data
-
-
-class SourceError(ImsError, ValueError):
-    """A source cannot become an Imaris image (unknown kind, bad axes, oblique affine...)."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +70,30 @@ class SourceImage:
         return self.numpy[1]
 
 
-def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overrides: Any) -> SourceImage:
+def open_source(
+    source: Any, *, axes: str | None = None, level: int = 0, series: int | None = None, **overrides: Any
+) -> SourceImage:
     """Turn ``source`` into a `SourceImage`; keyword ``overrides`` replace what it carries.
 
     ``axes`` names the dimensions of an array source (``"zyx"``, ``"czyx"``, ``"tczyx"``,
-    ``"yx"``...); without it, 2-D is ``yx``, 3-D ``zyx``, 4-D ``czyx`` and 5-D ``tczyx``.
-    ``level`` picks a resolution level of a multiscale source (``.ims``, OME-Zarr).
+    ``"yx"``...); without it, 2-D is ``yx``, 3-D ``zyx``, 4-D ``czyx`` and 5-D ``tczyx``. For a
+    TIFF file it names the axes of tifffile's squeezed shape, where the file does not say them.
+    ``level`` picks a resolution level of a multiscale source (``.ims``, OME-Zarr, pyramidal
+    OME-TIFF); ``series`` the image of a multi-series TIFF (default 0).
     """
     from ..store.zarr_store import ImsStore
 
+    tiff = isinstance(source, (str, os.PathLike)) and path_kind(source) == "tiff"
+    if series is not None and not tiff:
+        raise SourceError(
+            "series= applies to TIFF files only", source if isinstance(source, (str, os.PathLike)) else None
+        )
     if isinstance(source, SourceImage):
         image = source
     elif isinstance(source, ImsStore):
         image = _from_ims(source, level)
+    elif tiff:
+        image = _from_tiff(os.fspath(source), series or 0, level, axes)
     elif isinstance(source, (str, os.PathLike)):
         image = _from_path(source, level)
     elif _is_zarr_group(source):
@@ -97,7 +105,7 @@ def open_source(source: Any, *, axes: str | None = None, level: int = 0, **overr
     else:
         image = _from_array(_as_array(source), axes)  # nested lists, anything np.asarray takes
     named = isinstance(source, (SourceImage, ImsStore, str, os.PathLike)) or _is_zarr_group(source)
-    if axes is not None and (hasattr(source, "dims") or named):
+    if axes is not None and not tiff and (hasattr(source, "dims") or named):
         raise SourceError("axes= applies to array sources only; this source names its own axes", image.label)
     changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
     return replace(image, **changes) if changes else image
@@ -262,8 +270,8 @@ class _AsTczyx:
 # files
 
 
-def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal["ims", "nifti", "zarr"] | None:
-    """What a path names: an Imaris file, a NIfTI file, an OME-Zarr, or None.
+def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal["ims", "nifti", "tiff", "zarr"] | None:
+    """What a path names: an Imaris file, a NIfTI file, a TIFF file, an OME-Zarr, or None.
 
     An input is an OME-Zarr by a ``.zarr`` name, a URL, or an existing folder holding zarr
     metadata (``zarr.json``, ``.zgroup``, ``.zattrs``). An ``output`` is judged by its name
@@ -276,6 +284,8 @@ def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal[
         return "ims"
     if lower.endswith((".nii", ".nii.gz")):
         return "nifti"
+    if lower.endswith((".tif", ".tiff")):  # .ome.tif, .ome.tiff too
+        return "tiff"
     if lower.endswith(".zarr"):
         return "zarr"
     if output:
@@ -309,7 +319,14 @@ def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
         from ..errors import ImsFileNotFoundError
 
         raise ImsFileNotFoundError("no such file", text)
-    raise SourceError("unknown kind of file: expected .ims, .nii, .nii.gz or an OME-Zarr (.zarr)", text)
+    raise SourceError("unknown kind of file: expected .ims, .nii, .nii.gz, .tif, .tiff or an OME-Zarr (.zarr)", text)
+
+
+def _from_tiff(path: str, series: int, level: int, axes: str | None) -> SourceImage:
+    """A TIFF / OME-TIFF file (see `tiff_source`), read a few planes at a time."""
+    tiff = read_tiff(path, series=series, level=level, axes=axes)
+    data = _read_as_tczyx(tiff.voxels, tiff.axes, _default_chunks(tiff.voxels, tiff.axes))
+    return SourceImage(data=data, label=path, **tiff.metadata)
 
 
 def _from_ims(store: Any, index: int = 0) -> SourceImage:
@@ -331,20 +348,6 @@ def _from_ims(store: Any, index: int = 0) -> SourceImage:
         recording_date=layout.recording_date,
         label=layout.path,
     )
-
-
-def _imaris_unit(ngff: str | None) -> tuple[str | None, float]:
-    """An NGFF/NIfTI unit name -> (Imaris symbol, factor to apply to values)."""
-    if not ngff:
-        return None, 1.0
-    name = UNIT_NAMES.get(ngff.lower(), ngff.lower())
-    symbol = _IMARIS_UNIT.get(name)
-    if symbol is None:  # angstrom, picometer...: write micrometres, converted
-        factor = {"angstrom": 1e-4, "picometer": 1e-6}.get(name)
-        if factor is None:
-            return None, 1.0
-        return "um", factor
-    return symbol, 1.0
 
 
 def _from_dataarray(array: Any) -> SourceImage:

@@ -1,4 +1,4 @@
-"""`write_ims`: arrays, OME-Zarr, NIfTI and Imaris files into real Imaris files, chunk by chunk.
+"""`write_ims`: arrays, OME-Zarr, NIfTI, TIFF and Imaris files into real Imaris files, chunk by chunk.
 
 The source is read one slab of full-resolution planes at a time. Each slab is cut into blocks
 (compressed in a thread pool, written in order by the one thread that talks to HDF5 with
@@ -76,6 +76,7 @@ def write_ims(
     path: str | os.PathLike[str],
     *,
     axes: str | None = None,
+    series: int | None = None,
     voxel_size: Sequence[float] | None = None,
     origin: Sequence[float] | None = None,
     unit: str | None = None,
@@ -94,7 +95,9 @@ def write_ims(
     """Write ``source`` as an Imaris file at ``path`` and return the path.
 
     ``source``: a numpy or dask array (with ``axes``, e.g. ``"zyx"``, ``"czyx"``, ``"tczyx"``),
-    an OME-Zarr image (path, URL or zarr group), a NIfTI file, or an ``.ims`` file / `ImsStore`.
+    an OME-Zarr image (path, URL or zarr group), a NIfTI file, a TIFF / OME-TIFF file (``series``
+    picks an image of a multi-series file; ``axes`` names its axes where the file does not), or
+    an ``.ims`` file / `ImsStore`.
     Spatial tuples are (z, y, x); ``origin`` is the centre of the first voxel (as in OME-NGFF and
     NIfTI), so the file's ExtMin is ``origin - voxel_size / 2``. Given metadata overrides what
     the source carries. The file gets the full pyramid (Imaris' rule), per-level histograms and a
@@ -118,6 +121,7 @@ def write_ims(
     src = open_source(
         source,
         axes=axes,
+        series=series,
         voxel_size=voxel_size,
         origin=origin,
         unit=unit,
