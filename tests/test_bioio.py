@@ -8,8 +8,10 @@ from ``TimeInfo``'s stamps.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from collections.abc import Iterator
+from importlib.metadata import requires
 from pathlib import Path
 
 import dask.array as da
@@ -21,8 +23,11 @@ from bioio.plugins import get_plugins
 from bioio_base.exceptions import UnsupportedFileFormatError
 from bioio_base.test_utilities import run_image_container_checks
 from bioio_base.types import ureg
+from fsspec.core import url_to_fs
 from helpers import REAL_FILES, _canonical, h5py_counts, h5py_level, h5py_region
 from http_files import FileServer
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from synthetic_files import VARIANTS
 
 from ims_store import (
@@ -123,6 +128,13 @@ def test_bioio_finds_the_plugin_for_ims(synthetic_files: dict[str, Path]) -> Non
     assert img.scenes == ("Image:0",) and img.current_scene == "Image:0"
 
 
+def test_the_distribution_names_bioio_base_once() -> None:
+    # bioio reads the plugin's bioio-base requirement from the distribution named like the entry
+    # point, and fails for every file (any format) unless it finds exactly one
+    named = [r for r in requires("ims-store") or [] if r.startswith("bioio-base")]
+    assert len(named) == 1, named
+
+
 # -- data: every level equals h5py ------------------------------------------------------------
 
 
@@ -193,6 +205,49 @@ def test_selections_read_what_they_select(synthetic_files: dict[str, Path], monk
     np.testing.assert_array_equal(got, h5py_region(path, 0, 3, 1, region)[0])
 
 
+def _selection(size: int) -> st.SearchStrategy:
+    index = st.integers(0, size - 1)
+    return st.one_of(
+        st.none(),
+        index,
+        st.lists(index, min_size=1, max_size=4),
+        st.builds(slice, st.integers(0, size - 1), st.integers(1, size), st.integers(1, 3)),
+    )
+
+
+# (t, c, z, y, x) = (2, 2, 9, 66, 40) in blocks of (4, 32, 32): selections cross block borders
+SELECTED, SHAPE = "uint32-shuffle-lz4", (2, 2, 9, 66, 40)
+
+
+@functools.cache
+def h5py_whole(path: Path) -> np.ndarray:
+    _, times, chans = h5py_counts(path)
+    return np.stack([np.stack([h5py_level(path, 0, t, c) for c in range(chans)]) for t in range(times)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.tuples(*(_selection(n) for n in SHAPE)))
+def test_any_selection_equals_numpy(synthetic_files: dict[str, Path], selection: tuple) -> None:
+    path = synthetic_files[SELECTED]
+    truth = h5py_whole(path)
+    assert truth.shape == SHAPE
+    kwargs = {dim: spec for dim, spec in zip("TCZYX", selection, strict=True) if spec is not None}
+    order = "".join(dim for dim in "TCZYX" if not isinstance(kwargs.get(dim), int))
+    assume(order)  # bioio returns at least one dimension
+    # numpy, one axis at a time: an integer drops its axis, a list keeps its order and repeats
+    expected = truth
+    axis = 0
+    for dim in "TCZYX":
+        spec = kwargs.get(dim, slice(None))
+        expected = expected[(slice(None),) * axis + (spec,)]
+        axis += 0 if isinstance(spec, int) else 1
+    img = BioImage(path, reader=Reader)
+    np.testing.assert_array_equal(img.get_image_data(order, **kwargs), expected)
+    if sum(isinstance(spec, list) for spec in kwargs.values()) <= 1:
+        # bioio's lazy selection leaves lists on two axes to dask, which refuses them
+        np.testing.assert_array_equal(img.get_image_dask_data(order, **kwargs).compute(), expected)
+
+
 def test_bioio_reader_checks(synthetic_files: dict[str, Path]) -> None:
     """bioio_base's own suite for readers (serialization, scenes, levels, chunked reads)."""
     path = synthetic_files["uint16-shuffle-gzip-3-levels"]
@@ -219,9 +274,15 @@ def test_remote_file_over_http(synthetic_files: dict[str, Path]) -> None:
     path = synthetic_files["uint32-shuffle-lz4"]
     server = FileServer(path.parent)
     try:
-        img = BioImage(server.url(path.name))
+        url = server.url(path.name)
+        img = BioImage(url)
         assert isinstance(img.reader, Reader)
         assert_image_equals_h5py(img, path)
+        # bioio_base's own entry: a file system and a path in it
+        assert Reader._is_supported_image(*url_to_fs(url)) is True
+        assert Reader._is_supported_image(*url_to_fs(str(path))) is True
+        (path.parent / "notes.txt").write_text("not an image")
+        assert Reader._is_supported_image(*url_to_fs(server.url("notes.txt"))) is False
     finally:
         server.close()
 
