@@ -36,7 +36,7 @@ WORKS = "works"
 SOUND = "sound"  # validate: exit status 0, no errors
 NOT_SOUND = "not sound"  # validate: exit status 1, at least one error
 Outcome = type[ImsError] | str
-COMMANDS = ("open", "info", "read", "validate", "validate-deep", "serve", "convert-zarr", "convert-ims")
+COMMANDS = ("open", "info", "read", "validate", "validate-deep", "serve", "convert-zarr", "convert-ims", "bioio")
 
 Where = tuple[int, int, int]  # (level, time point, channel), as indexes
 Chunk = tuple[int, int, int]  # (z, y, x) on the chunk grid
@@ -271,20 +271,66 @@ def _info(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
     raise AssertionError("ims-store --debug info did not raise")
 
 
+ReadRegion = Callable[[int, int, tuple[slice, ...]], np.ndarray]
+"""Reads a (time point, channel, region) of one level."""
+
+
 def _read(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
     """Every chunk through zarr: h5py's pixels, or an error naming the chunk, for exactly the
     chunks the case says are broken."""
+    store = ImsStore(case.path)
+
+    def level(li: int) -> tuple[tuple[int, ...], ReadRegion]:
+        arr = zarr.open_array(store, path=str(li), mode="r")
+        return arr.shape, lambda t, c, region: arr[(t, c, *region)]
+
+    return _every_chunk(case, level)
+
+
+def _bioio(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
+    """Every chunk through bioio's ``BioImage`` (the plugin picked by extension), as ``read``.
+
+    A file that is not an Imaris image is no plugin's for bioio (its own error); the plugin's
+    reader, asked directly, then says why with ims_store's error."""
+    from bioio import BioImage
+    from bioio_base.exceptions import UnsupportedFileFormatError
+
+    from ims_store.errors import NotHDF5Error, NotImarisError
+    from ims_store.fronts.bioio_plugin import Reader
+
+    try:
+        image = BioImage(case.path)
+    except UnsupportedFileFormatError:
+        try:
+            Reader(case.path)
+        except (NotHDF5Error, NotImarisError):
+            raise
+        raise AssertionError(f"bioio found no reader for {case.path}, which the plugin's reader opens") from None
+
+    def read(t: int, c: int, region: tuple[slice, ...]) -> np.ndarray:
+        return image.get_image_data("ZYX", T=t, C=c, **dict(zip("ZYX", region, strict=True)))
+
+    def level(li: int) -> tuple[tuple[int, ...], ReadRegion]:
+        image.set_resolution_level(li)
+        return image.shape, read
+
+    return _every_chunk(case, level)
+
+
+def _every_chunk(case: Case, open_level: Callable[[int], tuple[tuple[int, ...], ReadRegion]]) -> Outcome:
+    """Each level from ``open_level`` (its shape and a reader of a time point, channel and
+    region), chunk by chunk: h5py's pixels, or an error naming the chunk, for exactly the chunks
+    the case says are broken."""
     path = case.path
-    store = ImsStore(path)
     failures: dict[tuple[int, int, int, Chunk], BaseException] = {}
     with h5py.File(path, "r") as f:
         truth = case.truth(f)
         for li, lvl in enumerate(truth.levels):
-            arr = zarr.open_array(store, path=str(li), mode="r")
-            assert arr.shape == (len(truth.times), len(truth.channels), *lvl.size)
+            shape, read = open_level(li)
+            assert shape == (len(truth.times), len(truth.channels), *lvl.size)
             for t, c, pos in truth.chunks(li):
                 try:
-                    got = arr[(t, c, *chunk_region(lvl, pos))]
+                    got = read(t, c, chunk_region(lvl, pos))
                 except ImsError as err:
                     failures[(li, t, c, pos)] = err
                     continue
@@ -466,4 +512,5 @@ RUN: dict[str, Callable[[Case, Path, pytest.CaptureFixture[str]], Outcome]] = {
     "serve": _serve,
     "convert-zarr": _convert_zarr,
     "convert-ims": _convert_ims,
+    "bioio": _bioio,
 }
