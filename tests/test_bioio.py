@@ -33,6 +33,7 @@ from synthetic_files import VARIANTS
 from ims_store import (
     ImsFileNotFoundError,
     ImsLayout,
+    ImsWarning,
     MissingDependencyError,
     NotHDF5Error,
     NotImarisError,
@@ -371,6 +372,20 @@ def test_other_formats_and_arrays_are_not_ours(not_imaris: dict[str, Path]) -> N
     report = plugin_feasibility_report(path)
     assert report["ims-store"].supported is False and report["ims-store"].error is None
     assert Reader.is_supported_image(np.zeros((2, 3))) is False
+    with pytest.raises(TypeError, match="path or URL"):
+        Reader(np.zeros((2, 3)))  # type: ignore[arg-type]
+
+
+def test_a_lenient_file_warns_once(synthetic_files: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "noext.ims"
+    path.write_bytes(synthetic_files["uint8-gzip"].read_bytes())
+    with h5py.File(path, "r+") as f:
+        del f["DataSetInfo/Image"].attrs["ExtMax1"]
+    # bioio's question "is this file yours?" opens the file too; only the reader's opening warns
+    with pytest.warns(ImsWarning, match="extents") as record:
+        img = BioImage(path)
+    assert len([w for w in record if issubclass(w.category, ImsWarning)]) == 1
+    np.testing.assert_array_equal(img.get_image_data("ZYX", T=0, C=1), h5py_level(path, 0, 0, 1))
 
 
 def test_missing_and_damaged_files_raise_ims_errors(not_imaris: dict[str, Path], tmp_path: Path) -> None:
