@@ -28,6 +28,7 @@ from helpers import REAL_FILES, _canonical, h5py_counts, h5py_level, h5py_region
 from http_files import FileServer
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from s3_server import S3Server
 from synthetic_files import VARIANTS
 
 from ims_store import (
@@ -284,6 +285,25 @@ def test_remote_file_over_http(synthetic_files: dict[str, Path]) -> None:
         assert Reader._is_supported_image(*url_to_fs(str(path))) is True
         (path.parent / "notes.txt").write_text("not an image")
         assert Reader._is_supported_image(*url_to_fs(server.url("notes.txt"))) is False
+    finally:
+        server.close()
+
+
+def test_s3_object_with_fs_kwargs(synthetic_files: dict[str, Path]) -> None:
+    import s3fs
+
+    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    server = S3Server()
+    try:
+        fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
+        fs.mkdir("bucket")
+        fs.put(str(path), f"bucket/{path.name}")
+        # bioio's fs_kwargs are the store's storage_options
+        img = BioImage(f"s3://bucket/{path.name}", fs_kwargs=server.storage_options)
+        assert isinstance(img.reader, Reader)
+        assert_image_equals_h5py(img, path)
+        with pytest.raises(ImsFileNotFoundError, match=r"s3://bucket/missing\.ims"):
+            BioImage("s3://bucket/missing.ims", fs_kwargs=server.storage_options)
     finally:
         server.close()
 
