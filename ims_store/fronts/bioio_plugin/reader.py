@@ -63,9 +63,10 @@ class Reader(reader.Reader):
         For a URL: options for its fsspec file system (``{"anon": True}`` for a public bucket).
 
     Bad input raises ims_store's errors (`ImsFileNotFoundError`, `NotImarisError`,
-    `TruncatedFileError`...), each naming the file; `bioio.BioImage` passes them on when it chose
-    this reader by extension, and wraps them in its ``UnsupportedFileFormatError`` when the reader
-    was given with ``reader=``.
+    `TruncatedFileError`...), each naming the file. `bioio.BioImage` passes them on when it chose
+    this reader by extension (a file that is not HDF5, or HDF5 without an Imaris image, it reports
+    as no reader's with its ``UnsupportedFileFormatError``), and wraps them in that error when the
+    reader was given with ``reader=``.
 
     >>> r = Reader("cells.ims")
     >>> r.set_resolution_level(1)
