@@ -36,7 +36,7 @@ WORKS = "works"
 SOUND = "sound"  # validate: exit status 0, no errors
 NOT_SOUND = "not sound"  # validate: exit status 1, at least one error
 Outcome = type[ImsError] | str
-COMMANDS = ("open", "info", "read", "validate", "validate-deep", "serve", "convert-zarr", "convert-ims")
+COMMANDS = ("open", "info", "read", "validate", "validate-deep", "serve", "convert-zarr", "convert-ims", "bioio")
 
 Where = tuple[int, int, int]  # (level, time point, channel), as indexes
 Chunk = tuple[int, int, int]  # (z, y, x) on the chunk grid
@@ -132,9 +132,18 @@ def _numbered(group: h5py.Group, prefix: str) -> tuple[int, ...]:
     return tuple(sorted(int(n.split(" ")[1]) for n in group if re.fullmatch(prefix + " (0|[1-9][0-9]*)", n)))
 
 
+def _whole_chunks(lvl: TrueLevel, served: Chunk) -> Chunk:
+    """A served chunk shape, where it spans a whole axis (dask clips its chunks to the array),
+    as whole HDF5 chunks."""
+    return tuple(  # type: ignore[return-value]
+        -(-s // n) * n if c >= s else c for c, s, n in zip(served, lvl.size, lvl.chunks, strict=True)
+    )
+
+
 def served_groups(lvl: TrueLevel, served: Chunk) -> dict[Chunk, list[Chunk]]:
     """The HDF5 chunks inside each chunk a decoded store serves, by served chunk position: a
     served chunk (its shape as the metadata declares it) must group whole HDF5 chunks."""
+    served = _whole_chunks(lvl, served)
     assert all(s % n == 0 for s, n in zip(served, lvl.chunks, strict=True)), (served, lvl.chunks)
     factors = [s // n for s, n in zip(served, lvl.chunks, strict=True)]
     groups: dict[Chunk, list[Chunk]] = {}
@@ -290,25 +299,71 @@ def _info(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
     raise AssertionError("ims-store --debug info did not raise")
 
 
+ReadRegion = Callable[[int, int, tuple[slice, ...]], np.ndarray]
+"""Reads a (time point, channel, region) of one level."""
+
+
 def _read(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
     """Every chunk through zarr (as the store serves them: HDF5 chunks, or groups of small ones):
     h5py's pixels, or an error naming a broken HDF5 chunk, for exactly the chunks that hold one."""
+    store = ImsStore(case.path)
+
+    def level(li: int) -> tuple[tuple[int, ...], Chunk, ReadRegion]:
+        arr = zarr.open_array(store, path=str(li), mode="r")
+        return arr.shape, arr.chunks[2:], lambda t, c, region: arr[(t, c, *region)]
+
+    return _every_chunk(case, level)
+
+
+def _bioio(case: Case, tmp: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
+    """Every chunk through bioio's ``BioImage`` (the plugin picked by extension), as ``read``.
+
+    A file that is not an Imaris image is no plugin's for bioio (its own error); the plugin's
+    reader, asked directly, then says why with ims_store's error."""
+    from bioio import BioImage
+    from bioio_base.exceptions import UnsupportedFileFormatError
+
+    from ims_store.errors import NotHDF5Error, NotImarisError
+    from ims_store.fronts.bioio_plugin import Reader
+
+    try:
+        image = BioImage(case.path)
+    except UnsupportedFileFormatError:
+        try:
+            Reader(case.path)
+        except (NotHDF5Error, NotImarisError):
+            raise
+        raise AssertionError(f"bioio found no reader for {case.path}, which the plugin's reader opens") from None
+
+    def read(t: int, c: int, region: tuple[slice, ...]) -> np.ndarray:
+        return image.get_image_data("ZYX", T=t, C=c, **dict(zip("ZYX", region, strict=True)))
+
+    def level(li: int) -> tuple[tuple[int, ...], Chunk, ReadRegion]:
+        image.set_resolution_level(li)
+        return image.shape, image.dask_data.chunksize[2:], read
+
+    return _every_chunk(case, level)
+
+
+def _every_chunk(case: Case, open_level: Callable[[int], tuple[tuple[int, ...], Chunk, ReadRegion]]) -> Outcome:
+    """Each level from ``open_level`` (its shape, the chunk shape it is read in and a reader of a
+    time point, channel and region), chunk by chunk: h5py's pixels, or an error naming a broken
+    HDF5 chunk, for exactly the chunks that hold one."""
     path = case.path
-    store = ImsStore(path)
     failures: dict[tuple[int, int, int, Chunk], BaseException] = {}
     groups: dict[int, dict[Chunk, list[Chunk]]] = {}
     with h5py.File(path, "r") as f:
         truth = case.truth(f)
         for li, lvl in enumerate(truth.levels):
-            arr = zarr.open_array(store, path=str(li), mode="r")
-            assert arr.shape == (len(truth.times), len(truth.channels), *lvl.size)
-            served = TrueLevel(lvl.number, lvl.size, arr.chunks[2:])
-            groups[li] = served_groups(lvl, served.chunks)
+            shape, chunks, read = open_level(li)
+            assert shape == (len(truth.times), len(truth.channels), *lvl.size)
+            groups[li] = served_groups(lvl, chunks)
+            served = TrueLevel(lvl.number, lvl.size, _whole_chunks(lvl, chunks))
             for (t, c), pos in itertools.product(
                 itertools.product(range(len(truth.times)), range(len(truth.channels))), groups[li]
             ):
                 try:
-                    got = arr[(t, c, *chunk_region(served, pos))]
+                    got = read(t, c, chunk_region(served, pos))
                 except ImsError as err:
                     failures[(li, t, c, pos)] = err
                     continue
@@ -539,4 +594,5 @@ RUN: dict[str, Callable[[Case, Path, pytest.CaptureFixture[str]], Outcome]] = {
     "serve": _serve,
     "convert-zarr": _convert_zarr,
     "convert-ims": _convert_ims,
+    "bioio": _bioio,
 }

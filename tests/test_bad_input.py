@@ -68,6 +68,7 @@ def refused(error: type[ImsError]) -> dict[str, Outcome]:
         "serve": error,
         "convert-zarr": error,
         "convert-ims": error,
+        "bioio": error,
     }
 
 
@@ -83,6 +84,7 @@ def lenient(validate: str = NOT_SOUND) -> dict[str, Outcome]:
         "serve": WORKS,
         "convert-zarr": WORKS,
         "convert-ims": WORKS,
+        "bioio": WORKS,
     }
 
 
@@ -99,6 +101,7 @@ def broken(error: type[ImsError], validate: str = NOT_SOUND) -> dict[str, Outcom
         "serve": error,
         "convert-zarr": error,
         "convert-ims": error,
+        "bioio": error,
     }
 
 
