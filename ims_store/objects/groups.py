@@ -133,7 +133,8 @@ class ObjectGroup:
             elif kind == "text":
                 out[field_name] = [decode_text(v) for v in column.tolist()]
             else:
-                out[field_name] = np.ascontiguousarray(column, dtype=column.dtype.type)
+                # h5py gives the fields explicit byte orders ("<f4"): native, as the plain datasets come
+                out[field_name] = column.astype(column.dtype.newbyteorder("="))
         return out
 
     def _integers(self, data: np.ndarray, what: str) -> np.ndarray:
