@@ -20,6 +20,7 @@ from .errors import (
     ImsFileNotFoundError,
     LinkTargetError,
     MalformedImsError,
+    MalformedObjectsError,
     MissingDependencyError,
     NotHDF5Error,
     NotImarisError,
@@ -30,6 +31,16 @@ from .errors import (
     TruncatedFileError,
 )
 from .format.layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint
+from .objects import (
+    ObjectInfo,
+    Surface,
+    list_objects,
+    read_spots,
+    read_statistics,
+    read_surfaces,
+    read_track_edges,
+    read_tracks,
+)
 from .store.zarr_store import ChunkMode, ImsStore
 from .write.convert import to_nifti, to_ome_zarr
 from .write.sources import SourceError
@@ -55,19 +66,28 @@ __all__ = [
     "ImsWarning",
     "Level",
     "MalformedImsError",
+    "MalformedObjectsError",
     "MissingDependencyError",
     "NotHDF5Error",
     "NotImarisError",
+    "ObjectInfo",
     "ReadOnlyError",
     "RemoteReadError",
     "SelectionError",
     "ServerError",
     "SourceError",
+    "Surface",
     "TimePoint",
     "TruncatedFileError",
     "__version__",
     "WriteError",
+    "list_objects",
     "read_layout",
+    "read_spots",
+    "read_statistics",
+    "read_surfaces",
+    "read_track_edges",
+    "read_tracks",
     "to_nifti",
     "to_ome_zarr",
     "write_ims",
