@@ -34,6 +34,7 @@ from .format.layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePo
 from .objects import (
     ObjectInfo,
     Surface,
+    export_objects,
     list_objects,
     read_spots,
     read_statistics,
@@ -81,6 +82,7 @@ __all__ = [
     "TruncatedFileError",
     "__version__",
     "WriteError",
+    "export_objects",
     "list_objects",
     "read_layout",
     "read_spots",

@@ -8,16 +8,20 @@ objects (``catalog``), builds tables (``frames``) and writes them out (``export`
 
 from __future__ import annotations
 
+from .export import export_objects
 from .model import ObjectInfo, Surface
+from .ply import write_ply
 from .read import list_objects, read_spots, read_statistics, read_surfaces, read_track_edges, read_tracks
 
 __all__ = [
     "ObjectInfo",
     "Surface",
+    "export_objects",
     "list_objects",
     "read_spots",
     "read_statistics",
     "read_surfaces",
     "read_track_edges",
     "read_tracks",
+    "write_ply",
 ]
