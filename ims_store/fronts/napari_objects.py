@@ -1,0 +1,188 @@
+"""napari layers for an Imaris file's analysis objects, in the image layers' world coordinates.
+
+Per spots object a Points layer (diameter from the radius, colour from the object's
+``Material``, each spot's statistics as features) and, where it has tracks, a Tracks layer
+(branches split into segments joined by napari's track graph); per surfaces object a Surface
+layer. Imaris stores positions in world units (``ExtMin..ExtMax``), which is where the image
+layers put voxel centres (scale = voxel size, translate = first voxel's centre), so positions
+pass through unchanged; only time is scaled like the images' (the time step). Axes are napari's
+(t, z, y, x), t only for images with several time points (Tracks always have t).
+
+>>> [(kind, meta["name"]) for _, meta, kind in object_layers("tracks.ims")]
+[('points', 'Cells'), ('tracks', 'Cells tracks'), ('points', 'Untracked')]
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..access.files import read_layout
+from ..format.layout import ImsLayout
+from ..objects.catalog import Entry, catalog, opened
+from ..objects.frames import pandas
+from ..objects.model import NO_ID, Spots, Tracks
+from ..store.ngff import time_step
+
+__all__ = ["object_layers", "track_segments"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+_DEFAULT_COLOR = (1.0, 1.0, 0.0)
+
+
+def object_layers(path: str | os.PathLike[str], layout: ImsLayout | None = None) -> list[LayerData]:
+    """Layer data tuples for the readable analysis objects of ``path`` (none without objects)."""
+    layout = layout or read_layout(path)
+    step = time_step(layout) or 1.0
+    timed = len(layout.timepoints) > 1
+    layers: list[LayerData] = []
+    with opened(path) as f:
+        for entry in catalog(f):
+            if not entry.info.readable:
+                continue
+            if entry.info.kind == "spots":
+                layers.extend(_spot_layers(entry, layout, step, timed))
+            else:
+                layers.append(_surface_layer(entry, layout, step, timed))
+    return layers
+
+
+def _meta(entry: Entry, layout: ImsLayout, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "metadata": {"source": layout.path, "group": entry.info.group, "kind": entry.info.kind, "unit": layout.unit},
+    }
+
+
+def _spot_layers(entry: Entry, layout: ImsLayout, step: float, timed: bool) -> list[LayerData]:
+    spots, tracks = entry.spots(), entry.tracks()
+    zyx = spots.xyz[:, ::-1].astype(np.float64)
+    data = np.column_stack([spots.t, zyx]) if timed else zyx
+    color = [*(entry.info.color or _DEFAULT_COLOR), 1.0]
+    meta = _meta(entry, layout, entry.info.name)
+    meta.update(
+        scale=(step, 1.0, 1.0, 1.0) if timed else (1.0, 1.0, 1.0),
+        size=2.0 * np.asarray(spots.radius, np.float64),
+        face_color=color,
+        border_color=color,
+        features=_spot_features(entry, spots),
+    )
+    layers: list[LayerData] = [(data, meta, "points")]
+    if len(tracks.spot_ids):
+        rows, graph, segment_track = track_segments(tracks, spots)
+        segments = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        order = np.concatenate(rows)
+        track_data = np.column_stack([segments, spots.t[order], zyx[order]])
+        track_meta = _meta(entry, layout, f"{entry.info.name} tracks")
+        track_meta.update(
+            scale=(step, 1.0, 1.0, 1.0),
+            graph=graph,
+            features={"track_id": np.repeat(segment_track, [len(r) for r in rows]), "spot_id": spots.ids[order]},
+            color_by="track_id",
+        )
+        layers.append((track_data, track_meta, "tracks"))
+    return layers
+
+
+def _spot_features(entry: Entry, spots: Spots) -> Any:
+    """One row per spot: its id, its track, and its per-spot statistics (a column each,
+    factors in the name: ``Intensity Mean (Channel=1)``)."""
+    pd = pandas()
+    track_ids = pd.arrays.IntegerArray(spots.track_ids.copy(), spots.track_ids == NO_ID)
+    features = pd.DataFrame({"id": spots.ids, "track_id": track_ids})
+    stats = entry.statistics()
+    row_of = {int(s): i for i, s in enumerate(spots.ids.tolist())}
+    columns: dict[str, np.ndarray] = {}
+    for name, factors, category, obj, value in zip(
+        stats.name, stats.factors, stats.category, stats.object_id.tolist(), stats.value.tolist(), strict=True
+    ):
+        if category != "Spot" or obj not in row_of:
+            continue
+        label = name + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(factors.items())) + ")" if factors else "")
+        columns.setdefault(label, np.full(len(spots), np.nan))[row_of[obj]] = value
+    return pd.concat([features, pd.DataFrame(columns)], axis=1) if columns else features
+
+
+def track_segments(tracks: Tracks, spots: Spots) -> tuple[list[np.ndarray], dict[int, list[int]], np.ndarray]:
+    """Tracks split where they branch or merge, for napari (whose tracks are unbranched lines):
+    the spot rows of each segment in time order, the graph ``{segment: [parent segments]}``,
+    and each segment's Imaris track id.
+
+    >>> from ims_store.objects.model import Spots, Tracks
+    >>> ids = np.arange(4)
+    >>> spots = Spots(ids, np.array([0, 1, 2, 2]), np.zeros((4, 3)), np.ones(4), np.zeros(4, int))
+    >>> tracks = Tracks(np.zeros(4, int), ids, np.zeros(3, int), np.array([0, 1, 1]), np.array([1, 2, 3]))
+    >>> rows, graph, track = track_segments(tracks, spots)
+    >>> [r.tolist() for r in rows], graph
+    ([[0, 1], [2], [3]], {1: [0], 2: [0]})
+    """
+    order = np.argsort(spots.ids, kind="stable")
+
+    def row(spot: int) -> int:
+        return int(order[np.searchsorted(spots.ids, spot, sorter=order)])
+
+    rows: list[np.ndarray] = []
+    graph: dict[int, list[int]] = {}
+    segment_track: list[int] = []
+    for track in dict.fromkeys(tracks.track_ids.tolist()):
+        members = [row(s) for s in tracks.spot_ids[tracks.track_ids == track].tolist()]
+        children: dict[int, list[int]] = {m: [] for m in members}
+        parents: dict[int, list[int]] = {m: [] for m in members}
+        for a, b in zip(
+            tracks.edge_a[tracks.edge_track == track].tolist(),
+            tracks.edge_b[tracks.edge_track == track].tolist(),
+            strict=True,
+        ):
+            ra, rb = row(a), row(b)
+            if spots.t[rb] < spots.t[ra]:  # an edge points forward in time
+                ra, rb = rb, ra
+            children[ra].append(rb)
+            parents[rb].append(ra)
+        segment_of: dict[int, int] = {}
+        starts = [
+            m
+            for m in sorted(members, key=lambda m: (spots.t[m], m))
+            if len(parents[m]) != 1 or len(children[parents[m][0]]) != 1
+        ]
+        for start in starts:
+            chain, node = [start], start
+            while len(children[node]) == 1 and len(parents[children[node][0]]) == 1:
+                node = children[node][0]
+                chain.append(node)
+            for m in chain:
+                segment_of[m] = len(rows)
+            rows.append(np.array(chain, np.int64))
+            segment_track.append(int(track))
+        for start in starts:
+            if parents[start]:
+                graph[segment_of[start]] = sorted({segment_of[p] for p in parents[start]})
+    return rows, graph, np.array(segment_track, np.int64)
+
+
+def _surface_layer(entry: Entry, layout: ImsLayout, step: float, timed: bool) -> LayerData:
+    surfaces = entry.surfaces()
+    vertices, faces, base = [], [], 0
+    for surface in surfaces:
+        zyx = surface.vertices[:, ::-1].astype(np.float64)
+        vertices.append(np.column_stack([np.full(len(zyx), float(surface.t)), zyx]) if timed else zyx)
+        faces.append(surface.triangles + base)
+        base += len(zyx)
+    width = 4 if timed else 3
+    verts = np.concatenate(vertices) if vertices else np.zeros((0, width))
+    tris = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
+    rgb = entry.info.color or _DEFAULT_COLOR
+    meta = _meta(entry, layout, entry.info.name)
+    meta.update(
+        scale=(step, 1.0, 1.0, 1.0) if timed else (1.0, 1.0, 1.0),
+        # napari registers colormaps by name: the colour in it keeps same-named objects apart
+        colormap={"name": f"{entry.info.name} #{_hex(rgb)}", "colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]]},
+        contrast_limits=[0.0, 1.0],
+        opacity=0.7,
+    )
+    return ((verts, tris, np.ones(len(verts))), meta, "surface")
+
+
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "".join(f"{round(v * 255):02X}" for v in rgb)
