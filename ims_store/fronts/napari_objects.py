@@ -93,16 +93,19 @@ def _spot_features(entry: Entry, spots: Spots) -> Any:
     track_ids = pd.arrays.IntegerArray(spots.track_ids.copy(), spots.track_ids == NO_ID)
     features = pd.DataFrame({"id": spots.ids, "track_id": track_ids})
     stats = entry.statistics()
-    row_of = {int(s): i for i, s in enumerate(spots.ids.tolist())}
-    columns: dict[str, np.ndarray] = {}
-    for name, factors, category, obj, value in zip(
-        stats.name, stats.factors, stats.category, stats.object_id.tolist(), stats.value.tolist(), strict=True
-    ):
-        if category != "Spot" or obj not in row_of:
-            continue
-        label = name + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(factors.items())) + ")" if factors else "")
-        columns.setdefault(label, np.full(len(spots), np.nan))[row_of[obj]] = value
-    return pd.concat([features, pd.DataFrame(columns)], axis=1) if columns else features
+    spot_values = [i for i, c in enumerate(stats.category) if c == "Spot"]
+    if not spot_values:
+        return features
+    labels = [
+        name + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(factors.items())) + ")" if factors else "")
+        for name, factors in ((stats.name[i], stats.factors[i]) for i in spot_values)
+    ]
+    values = pd.DataFrame({"id": stats.object_id[spot_values], "label": labels, "value": stats.value[spot_values]})
+    # a column per statistic, a row per spot (spots without a value: NaN)
+    table = values.pivot_table(index="id", columns="label", values="value", aggfunc="first", sort=False)
+    table = table.reindex(spots.ids).reset_index(drop=True)
+    table.columns.name = None
+    return pd.concat([features, table], axis=1)
 
 
 def track_segments(tracks: Tracks, spots: Spots) -> tuple[list[np.ndarray], dict[int, list[int]], np.ndarray]:
@@ -120,43 +123,42 @@ def track_segments(tracks: Tracks, spots: Spots) -> tuple[list[np.ndarray], dict
     """
     order = np.argsort(spots.ids, kind="stable")
 
-    def row(spot: int) -> int:
-        return int(order[np.searchsorted(spots.ids, spot, sorter=order)])
+    def rows_of(spot_ids: np.ndarray) -> np.ndarray:
+        return order[np.searchsorted(spots.ids, spot_ids, sorter=order)].astype(np.int64)
+
+    member_rows, edge_a, edge_b = rows_of(tracks.spot_ids), rows_of(tracks.edge_a), rows_of(tracks.edge_b)
+    # an edge points forward in time
+    backwards = spots.t[edge_b] < spots.t[edge_a]
+    edge_a, edge_b = np.where(backwards, edge_b, edge_a), np.where(backwards, edge_a, edge_b)
+    children: dict[int, list[int]] = {}
+    parents: dict[int, list[int]] = {}
+    for a, b in zip(edge_a.tolist(), edge_b.tolist(), strict=True):
+        children.setdefault(a, []).append(b)
+        parents.setdefault(b, []).append(a)
 
     rows: list[np.ndarray] = []
     graph: dict[int, list[int]] = {}
     segment_track: list[int] = []
-    for track in dict.fromkeys(tracks.track_ids.tolist()):
-        members = [row(s) for s in tracks.spot_ids[tracks.track_ids == track].tolist()]
-        children: dict[int, list[int]] = {m: [] for m in members}
-        parents: dict[int, list[int]] = {m: [] for m in members}
-        for a, b in zip(
-            tracks.edge_a[tracks.edge_track == track].tolist(),
-            tracks.edge_b[tracks.edge_track == track].tolist(),
-            strict=True,
-        ):
-            ra, rb = row(a), row(b)
-            if spots.t[rb] < spots.t[ra]:  # an edge points forward in time
-                ra, rb = rb, ra
-            children[ra].append(rb)
-            parents[rb].append(ra)
-        segment_of: dict[int, int] = {}
-        starts = [
-            m
-            for m in sorted(members, key=lambda m: (spots.t[m], m))
-            if len(parents[m]) != 1 or len(children[parents[m][0]]) != 1
-        ]
+    segment_of: dict[int, int] = {}
+    # each track's rows, tracks in their order of appearance (one sort, not a scan per track)
+    track_ids, first, inverse = np.unique(tracks.track_ids, return_index=True, return_inverse=True)
+    by_track = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(track_ids)))
+    groups = np.split(member_rows[by_track], bounds[:-1])
+    for k in np.argsort(first, kind="stable").tolist():
+        members = sorted(groups[k].tolist(), key=lambda m: (spots.t[m], m))
+        starts = [m for m in members if len(parents.get(m, ())) != 1 or len(children[parents[m][0]]) != 1]
         for start in starts:
             chain, node = [start], start
-            while len(children[node]) == 1 and len(parents[children[node][0]]) == 1:
+            while len(children.get(node, ())) == 1 and len(parents[children[node][0]]) == 1:
                 node = children[node][0]
                 chain.append(node)
             for m in chain:
                 segment_of[m] = len(rows)
             rows.append(np.array(chain, np.int64))
-            segment_track.append(int(track))
+            segment_track.append(int(track_ids[k]))
         for start in starts:
-            if parents[start]:
+            if start in parents:
                 graph[segment_of[start]] = sorted({segment_of[p] for p in parents[start]})
     return rows, graph, np.array(segment_track, np.int64)
 

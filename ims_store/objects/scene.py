@@ -100,19 +100,21 @@ def read_tracks(group: ObjectGroup, timepoints: int) -> Tracks:
 def _components(n: int, edges: np.ndarray) -> np.ndarray:
     """Track id of each of ``n`` spots: the connected sets of ``edges``, numbered by their first
     row; `NO_ID` for a spot on no edge."""
-    parent = np.arange(n, dtype=np.int64)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    for a, b in edges.tolist():
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)  # the smaller row stays the root
-    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
+    # min-label hooking with pointer jumping, in numpy: each spot ends up pointing at the smallest
+    # row of its connected set (labels only ever take the rows of members, and only decrease)
+    roots = np.arange(n, dtype=np.int64)
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        ra, rb = roots[a], roots[b]
+        hooked = roots.copy()
+        low = np.minimum(ra, rb)
+        np.minimum.at(hooked, ra, low)
+        np.minimum.at(hooked, rb, low)
+        while not np.array_equal(jumped := hooked[hooked], hooked):
+            hooked = jumped
+        if np.array_equal(hooked, roots):
+            break
+        roots = hooked
     on_edge = np.zeros(n, bool)
     on_edge[edges.ravel()] = True
     labels = np.full(n, NO_ID, np.int64)
