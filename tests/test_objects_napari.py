@@ -5,7 +5,6 @@ itself, in the nox ``napari`` session)."""
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
 import h5py
@@ -181,11 +180,10 @@ def test_damaged_objects_leave_the_images_with_a_warning(blobs_file: Path, tmp_p
 
 def test_napari_builds_the_layers_in_the_images_world(blobs_file: Path) -> None:
     layers_module = pytest.importorskip("napari.layers")  # napari is an optional extra
-    built = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for data, meta, kind in reader_function(str(blobs_file)):
-            built[meta["name"]] = layers_module.Layer.create(data, meta, kind)
+    built = {
+        meta["name"]: layers_module.Layer.create(data, meta, kind)
+        for data, meta, kind in reader_function(str(blobs_file))
+    }
     image, points = built["Channel 0"], built["Blobs"]
     for row, blob in zip(points.data, BLOBS, strict=True):
         world = np.asarray(points.data_to_world(row))

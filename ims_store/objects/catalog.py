@@ -99,14 +99,18 @@ def opened(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
 def _members(opened_file: OpenFile, layout_name: str) -> list[tuple[str, int, h5py.Group | None, str]]:
     """(prefix, number, group or None when not a group, path) of each object group, in order."""
     content_path = f"{layout_name}/Content"
-    try:
-        content = opened_file.f.get(content_path)
-    except (OSError, RuntimeError, KeyError, ValueError) as err:
-        raise MalformedObjectsError(f"cannot be opened ({err})", opened_file.label, "/" + content_path) from err
-    if content is None:
-        return []
-    if not isinstance(content, h5py.Group):
-        raise MalformedObjectsError("is not a group", opened_file.label, "/" + content_path)
+    for path in (layout_name, content_path):
+        # absent: no objects of this layout; present but not a group (or a link to nothing): damaged
+        try:
+            link = opened_file.f.get(path, getlink=True)
+            obj = opened_file.f.get(path) if link is not None else None
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise MalformedObjectsError(f"cannot be opened ({err})", opened_file.label, "/" + path) from err
+        if link is None:
+            return []
+        if not isinstance(obj, h5py.Group):
+            raise MalformedObjectsError("is not a group that can be opened", opened_file.label, "/" + path)
+    content = obj
     found = []
     for name in content:
         match = _MEMBER.fullmatch(name)
