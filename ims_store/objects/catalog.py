@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import h5py
 
 from ..access.files import links_of, open_file
 from ..errors import MalformedObjectsError, SelectionError
-from ..format.layout import ImsLayout, parse_layout
+from ..format.layout import ImsLayout, ImsWarning, parse_layout
 from .groups import ObjectGroup, material_color
 from .model import ObjectInfo, Spots, Statistics, Surface, Tracks
 from .scene import read_spots as scene_spots
@@ -89,7 +90,12 @@ def opened(path: str | os.PathLike[str], storage_options: dict[str, Any] | None 
         with source.open_hdf5() as f:
             links = links_of(source, f)
             try:
-                yield OpenFile(f, parse_layout(f, label, links), label, source)
+                # the image's oddities are the image readers' to report: here only its time
+                # points and unit are needed, and `info` would say them twice
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ImsWarning)
+                    layout = parse_layout(f, label, links)
+                yield OpenFile(f, layout, label, source)
             finally:
                 links.close()
     finally:

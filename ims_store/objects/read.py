@@ -12,11 +12,14 @@ coordinates (the space of ``ExtMin..ExtMax``), in the image's unit.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import catalog, opened, select
 from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
 from .model import ObjectInfo, Surface
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["list_objects", "read_spots", "read_statistics", "read_surfaces", "read_track_edges", "read_tracks"]
 
@@ -35,7 +38,7 @@ def list_objects(path: Path, *, storage_options: Options = None) -> list[ObjectI
         return [entry.info for entry in catalog(f)]
 
 
-def read_spots(path: Path, name: str | None = None, *, storage_options: Options = None) -> Any:
+def read_spots(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
     """A spots object as a DataFrame, one row per spot: ``id``, ``t`` (time-point index), ``x``,
     ``y``, ``z``, ``radius`` (world coordinates) and ``track_id`` (<NA> for untracked spots).
 
@@ -48,7 +51,7 @@ def read_spots(path: Path, name: str | None = None, *, storage_options: Options 
         return spots_frame(select(f, "spots", name).spots())
 
 
-def read_tracks(path: Path, name: str | None = None, *, storage_options: Options = None) -> Any:
+def read_tracks(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
     """The tracks of a spots object, one row per (track, spot) in track order: ``track_id``,
     ``spot_id``, ``t``, ``x``, ``y``, ``z`` (empty without tracks).
 
@@ -60,7 +63,7 @@ def read_tracks(path: Path, name: str | None = None, *, storage_options: Options
         return tracks_frame(entry.tracks(), entry.spots())
 
 
-def read_track_edges(path: Path, name: str | None = None, *, storage_options: Options = None) -> Any:
+def read_track_edges(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
     """The edges of a spots object's tracks: ``track_id``, ``spot_a``, ``spot_b`` (spot ids).
 
     >>> read_track_edges("tracks.ims").values.tolist()
@@ -70,7 +73,7 @@ def read_track_edges(path: Path, name: str | None = None, *, storage_options: Op
         return track_edges_frame(select(f, "spots", name).tracks())
 
 
-def read_statistics(path: Path, name: str | None = None, *, storage_options: Options = None) -> Any:
+def read_statistics(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
     """A spots object's statistics, one row per value: ``name``, ``unit``, ``category``
     (Overall, Track, Spot...), ``factors`` (a dict such as ``{"Channel": "1"}``), ``object_id``
     (a spot or track id; <NA> for overall values), ``t`` (<NA> when not per time point), ``value``.
