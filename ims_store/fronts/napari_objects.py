@@ -29,7 +29,7 @@ from ..store.ngff import time_step
 __all__ = ["object_layers", "track_segments"]
 
 LayerData = tuple[Any, dict[str, Any], str]
-_DEFAULT_COLOR = (1.0, 1.0, 0.0)
+_DEFAULT_COLOR, _DEFAULT_HEX = (1.0, 1.0, 0.0), "FFFF00"  # objects without a Material colour
 
 
 def object_layers(path: str | os.PathLike[str], layout: ImsLayout | None = None) -> list[LayerData]:
@@ -179,12 +179,11 @@ def _surface_layer(entry: Entry, layout: ImsLayout, step: float, timed: bool) ->
     meta.update(
         scale=(step, 1.0, 1.0, 1.0) if timed else (1.0, 1.0, 1.0),
         # napari registers colormaps by name: the colour in it keeps same-named objects apart
-        colormap={"name": f"{entry.info.name} #{_hex(rgb)}", "colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]]},
+        colormap={
+            "name": f"{entry.info.name} #{entry.info.color_hex or _DEFAULT_HEX}",
+            "colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]],
+        },
         contrast_limits=[0.0, 1.0],
         opacity=0.7,
     )
     return ((verts, tris, np.ones(len(verts))), meta, "surface")
-
-
-def _hex(rgb: tuple[float, float, float]) -> str:
-    return "".join(f"{round(v * 255):02X}" for v in rgb)

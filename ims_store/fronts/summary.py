@@ -170,7 +170,7 @@ def objects_summary(objects: list[ObjectInfo]) -> list[dict[str, Any]]:
             "reason": o.reason,
             "layout": o.layout,
             "group": o.group,
-            "color": "#" + "".join(f"{round(v * 255):02X}" for v in o.color) if o.color else None,
+            "color": f"#{o.color_hex}" if o.color else None,
         }
         for o in objects
     ]

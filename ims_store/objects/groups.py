@@ -16,6 +16,7 @@ shape or type, or lack a field becomes a `MalformedObjectsError` naming the file
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,8 @@ import h5py
 import numpy as np
 
 from ..errors import MalformedObjectsError, RemoteReadError
-from ..format.attributes import decode_text, parse_floats, read_text
+from ..format.attributes import decode_text, read_text
+from ..format.layout import _color
 
 __all__ = ["ObjectGroup", "material_color"]
 
@@ -147,6 +149,14 @@ class ObjectGroup:
             raise self.error(f"{what} holds values past the range of int64 (largest {int(data.max())})")
         return data.astype(np.int64, copy=False)
 
+    def time_indices(self, what: str, t: np.ndarray, timepoints: int, *, none_allowed: bool = False) -> None:
+        """Every time index in ``t`` must be one of the image's (or -1, "no time", if allowed)."""
+        bad = ((t < 0) & ~(none_allowed & (t == -1))) | (t >= timepoints)
+        if bad.any():
+            raise self.error(
+                f"{what} holds time index {int(t[bad][0])}, but the image has time points 0..{timepoints - 1}"
+            )
+
     def index_ranges(self, what: str, begin: np.ndarray, end: np.ndarray, length: int, target: str) -> None:
         """Each [begin, end) must lie within the ``length`` rows of ``target``."""
         bad = (begin < 0) | (end < begin) | (end > length)
@@ -163,12 +173,6 @@ def material_color(material: str | None) -> tuple[float, float, float] | None:
     >>> material_color('<bpMaterial mDiffusion="0.8 0.2 0" mSpecular="0.2 0.2 0.2"/>')
     (0.8, 0.2, 0.0)
     """
-    if not material:
-        return None
-    import re
-
-    match = re.search(r'mDiffusion\s*=\s*"([^"]*)"', material)
-    values = parse_floats(match.group(1)) if match else []
-    if len(values) < 3 or not all(np.isfinite(values[:3])):
-        return None
-    return tuple(min(max(float(v), 0.0), 1.0) for v in values[:3])
+    match = re.search(r'mDiffusion\s*=\s*"([^"]*)"', material or "")
+    # read like a channel's Color attribute: "r g b", clamped to 0..1
+    return _color(match.group(1)) if match else None

@@ -47,6 +47,11 @@ class ObjectInfo:
     """Surfaces: triangles in all meshes."""
     unit: str | None = None
 
+    @property
+    def color_hex(self) -> str | None:
+        """The colour as ``RRGGBB``, or None."""
+        return "".join(f"{round(v * 255):02X}" for v in self.color) if self.color else None
+
 
 @dataclass(frozen=True)
 class Spots:

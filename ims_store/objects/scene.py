@@ -26,16 +26,8 @@ def _times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
     if len(t) != n:
         raise group.error(f"Time has {len(t)} rows but CoordsXYZR has {n}")
     t = t[:, 0]
-    _check_times(group, t, timepoints, "Time")
+    group.time_indices("Time", t, timepoints)
     return t
-
-
-def _check_times(group: ObjectGroup, t: np.ndarray, timepoints: int, what: str) -> None:
-    bad = (t < 0) | (t >= timepoints)
-    if bad.any():
-        raise group.error(
-            f"{what} holds time index {int(t[bad][0])}, but the image has time points 0..{timepoints - 1}"
-        )
 
 
 def _edges(group: ObjectGroup, n: int) -> np.ndarray:
@@ -128,7 +120,7 @@ def _blocks(group: ObjectGroup, timepoints: int) -> np.ndarray:
     assert blocks is not None
     if (blocks[:, 1:] < 0).any():
         raise group.error("TimeNVerticesNTriangles holds a negative vertex or triangle count")
-    _check_times(group, blocks[:, 0], timepoints, "TimeNVerticesNTriangles")
+    group.time_indices("TimeNVerticesNTriangles", blocks[:, 0], timepoints)
     return blocks
 
 

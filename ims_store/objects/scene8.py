@@ -40,11 +40,7 @@ def spot_times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
         return t
     ids, begin, end = offsets["ID"], offsets["IndexBegin"], offsets["IndexEnd"]
     group.index_ranges("SpotTimeOffset", begin, end, n, "Spot")
-    bad = (ids < 0) | (ids >= timepoints)
-    if bad.any():
-        raise group.error(
-            f"SpotTimeOffset names time index {int(ids[bad][0])}, but the image has time points 0..{timepoints - 1}"
-        )
+    group.time_indices("SpotTimeOffset", ids, timepoints)
     covered = np.zeros(n, np.int64)
     for time, b, e in zip(ids.tolist(), begin.tolist(), end.tolist(), strict=True):
         t[b:e] = time

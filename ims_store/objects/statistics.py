@@ -41,11 +41,7 @@ def read_statistics(group: ObjectGroup, timepoints: int) -> Statistics:
     }
     assert types is not None
     t = values["ID_Time"]
-    bad = (t < -1) | (t >= timepoints)
-    if bad.any():
-        raise group.error(
-            f"StatisticsValue holds time index {int(t[bad][0])}, but the image has time points 0..{timepoints - 1}"
-        )
+    group.time_indices("StatisticsValue", t, timepoints, none_allowed=True)
     _check_time_offsets(group, t)
 
     category_name = dict(zip(categories["ID"].tolist(), categories["Name"], strict=True))
