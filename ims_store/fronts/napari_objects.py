@@ -57,7 +57,7 @@ def _meta(entry: Entry, layout: ImsLayout, name: str) -> dict[str, Any]:
 
 
 def _spot_layers(entry: Entry, layout: ImsLayout, step: float, timed: bool) -> list[LayerData]:
-    spots, tracks = entry.spots(), entry.tracks()
+    spots, tracks = entry.spots()
     zyx = spots.xyz[:, ::-1].astype(np.float64)
     data = np.column_stack([spots.t, zyx]) if timed else zyx
     color = [*(entry.info.color or _DEFAULT_COLOR), 1.0]

@@ -25,11 +25,9 @@ from .groups import ObjectGroup, material_color
 from .model import ObjectInfo, Spots, Statistics, Surface, Tracks
 from .scene import read_spots as scene_spots
 from .scene import read_surfaces as scene_surfaces
-from .scene import read_tracks as scene_tracks
 from .scene import spot_summary as scene_spot_summary
 from .scene import surface_summary
 from .scene8 import read_spots as scene8_spots
-from .scene8 import read_tracks as scene8_tracks
 from .scene8 import spot_summary as scene8_spot_summary
 from .statistics import read_statistics, statistics_count
 
@@ -53,12 +51,9 @@ class Entry:
     timepoints: int
     """The image's time points (an object's time indices must be among them)."""
 
-    def spots(self) -> Spots:
+    def spots(self) -> tuple[Spots, Tracks]:
+        """A spots object's spots and tracks (one read serves both)."""
         read = scene8_spots if self.layout_name == "Scene8" else scene_spots
-        return read(self.group, self.timepoints)
-
-    def tracks(self) -> Tracks:
-        read = scene8_tracks if self.layout_name == "Scene8" else scene_tracks
         return read(self.group, self.timepoints)
 
     def statistics(self) -> Statistics:

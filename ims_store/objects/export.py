@@ -100,7 +100,7 @@ def export_objects(
                     skipped.append(info.name)
                 elif info.kind == "spots":
                     stem = _file_name(info.name, taken)
-                    spots, tracks = entry.spots(), entry.tracks()
+                    spots, tracks = entry.spots()
                     tables = {
                         "spots": spots_frame(spots),
                         "tracks": tracks_frame(tracks, spots),

@@ -48,7 +48,7 @@ def read_spots(path: Path, name: str | None = None, *, storage_options: Options 
     1   1  0  9.0  3.0  1.0     0.5      1001
     """
     with opened(path, storage_options) as f:
-        return spots_frame(select(f, "spots", name).spots())
+        return spots_frame(select(f, "spots", name).spots()[0])
 
 
 def read_tracks(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
@@ -59,8 +59,8 @@ def read_tracks(path: Path, name: str | None = None, *, storage_options: Options
     {1000: 2, 1001: 3}
     """
     with opened(path, storage_options) as f:
-        entry = select(f, "spots", name)
-        return tracks_frame(entry.tracks(), entry.spots())
+        spots, tracks = select(f, "spots", name).spots()
+        return tracks_frame(tracks, spots)
 
 
 def read_track_edges(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
@@ -70,7 +70,7 @@ def read_track_edges(path: Path, name: str | None = None, *, storage_options: Op
     [[1000, 0, 2], [1001, 1, 3], [1001, 1, 4]]
     """
     with opened(path, storage_options) as f:
-        return track_edges_frame(select(f, "spots", name).tracks())
+        return track_edges_frame(select(f, "spots", name).spots()[1])
 
 
 def read_statistics(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:

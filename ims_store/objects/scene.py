@@ -17,7 +17,7 @@ import numpy as np
 from .groups import ObjectGroup
 from .model import NO_ID, Spots, Surface, Tracks
 
-__all__ = ["read_spots", "read_surfaces", "read_tracks", "spot_summary", "surface_summary"]
+__all__ = ["read_spots", "read_surfaces", "spot_summary", "surface_summary"]
 
 
 def _times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
@@ -57,36 +57,33 @@ def _coords_rows(group: ObjectGroup) -> int:
     return int(ds.shape[0])
 
 
-def read_spots(group: ObjectGroup, timepoints: int) -> Spots:
+def read_spots(group: ObjectGroup, timepoints: int) -> tuple[Spots, Tracks]:
+    """The spots and their tracks (read together: a spot's track is found from the edges)."""
     coords = group.array("CoordsXYZR", "float", 4)
     assert coords is not None
     n = len(coords)
     t = _times(group, n, timepoints)
-    labels = _components(n, _edges(group, n))
-    return Spots(
+    edges = _edges(group, n)
+    labels = _components(n, edges)
+    spots = Spots(
         ids=np.arange(n, dtype=np.int64),
         t=t,
         xyz=np.ascontiguousarray(coords[:, :3]),
         radius=np.ascontiguousarray(coords[:, 3]),
         track_ids=labels,
     )
-
-
-def read_tracks(group: ObjectGroup, timepoints: int) -> Tracks:
-    spots = read_spots(group, timepoints)
-    edges = _edges(group, len(spots))
-    tracked = np.flatnonzero(spots.track_ids != NO_ID)
+    tracked = np.flatnonzero(labels != NO_ID)
     # track order: by track, then time, then row
-    order = tracked[np.lexsort((tracked, spots.t[tracked], spots.track_ids[tracked]))]
-    edge_order = np.lexsort((edges[:, 1], edges[:, 0], spots.track_ids[edges[:, 0]])) if len(edges) else []
-    edges = edges[edge_order]
-    return Tracks(
-        track_ids=spots.track_ids[order],
+    order = tracked[np.lexsort((tracked, t[tracked], labels[tracked]))]
+    edges = edges[np.lexsort((edges[:, 1], edges[:, 0], labels[edges[:, 0]]))] if len(edges) else edges
+    tracks = Tracks(
+        track_ids=labels[order],
         spot_ids=spots.ids[order],
-        edge_track=spots.track_ids[edges[:, 0]],
+        edge_track=labels[edges[:, 0]],
         edge_a=edges[:, 0].copy(),
         edge_b=edges[:, 1].copy(),
     )
+    return spots, tracks
 
 
 def _components(n: int, edges: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from .groups import ObjectGroup
 from .model import NO_ID, Spots, Tracks
 
-__all__ = ["read_spots", "read_tracks", "spot_summary"]
+__all__ = ["read_spots", "spot_summary"]
 
 _SPOT = {"ID": "int", "PositionX": "float", "PositionY": "float", "PositionZ": "float", "Radius": "float"}
 _OFFSET = {"ID": "int", "IndexBegin": "int", "IndexEnd": "int"}
@@ -58,27 +58,22 @@ def spot_summary(group: ObjectGroup, timepoints: int) -> tuple[int, tuple[int, .
     return n, tuple(int(v) for v in np.unique(t)), _track_count(group) > 0
 
 
-def read_spots(group: ObjectGroup, timepoints: int) -> Spots:
+def read_spots(group: ObjectGroup, timepoints: int) -> tuple[Spots, Tracks]:
+    """The spots and their tracks (read together: a spot's track comes from the track tables)."""
     spots = _spot_table(group)
     ids = spots["ID"]
     t = spot_times(group, len(ids), timepoints)
     tracks = _tracks(group, ids)
     track_of = np.full(len(ids), NO_ID, np.int64)
-    rows = _rows_of(ids, tracks.spot_ids)
-    track_of[rows] = tracks.track_ids
-    return Spots(
+    track_of[_rows_of(ids, tracks.spot_ids)] = tracks.track_ids
+    found = Spots(
         ids=ids,
         t=t,
         xyz=np.stack([spots["PositionX"], spots["PositionY"], spots["PositionZ"]], axis=1),
         radius=spots["Radius"],
         track_ids=track_of,
     )
-
-
-def read_tracks(group: ObjectGroup, timepoints: int) -> Tracks:
-    spots = _spot_table(group)
-    spot_times(group, len(spots["ID"]), timepoints)  # checked like read_spots checks it
-    return _tracks(group, spots["ID"])
+    return found, tracks
 
 
 def _spot_table(group: ObjectGroup) -> dict[str, Any]:
