@@ -192,3 +192,16 @@ def test_napari_builds_the_layers_in_the_images_world(blobs_file: Path) -> None:
     assert built["Nuclei"].vertices.shape[1] == 4
     np.testing.assert_allclose(points.size, 2 * np.array([0.5, 0.6, 0.7, 0.8], np.float32))
     assert list(points.features.columns[:2]) == ["id", "track_id"]
+
+
+def test_merging_tracks_give_a_segment_two_parents() -> None:
+    from ims_store.fronts.napari_objects import track_segments
+    from ims_store.objects.model import Spots, Tracks
+
+    ids = np.array([10, 11, 12, 13])  # 10 (t 0) and 11 (t 0) merge into 12 (t 1), then 13 (t 2)
+    spots = Spots(ids, np.array([0, 0, 1, 2]), np.zeros((4, 3)), np.ones(4), np.full(4, 5))
+    # an edge stored backwards in time (13 -> 12) is read forwards
+    tracks = Tracks(np.full(4, 5), ids, np.full(3, 5), np.array([10, 11, 13]), np.array([12, 12, 12]))
+    rows, graph, track = track_segments(tracks, spots)
+    assert [r.tolist() for r in rows] == [[0], [1], [2, 3]]
+    assert graph == {2: [0, 1]} and track.tolist() == [5, 5, 5]
