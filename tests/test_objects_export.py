@@ -154,3 +154,19 @@ def test_damaged_objects_keep_info_describing_the_image(
     assert main(["objects", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"ims-store objects: error: {path}: /Scene8/Content/Points0: no Spot dataset"
+
+
+def test_export_names_files_safely_and_uniquely(tmp_path: Path) -> None:
+    path = image(tmp_path / "names.ims", timepoints=3)
+    first, second = untracked_spots(), untracked_spots()
+    first.name = second.name = "Spots 1/ünïcode"
+    write_scene8(path, [first, second])
+    written, _ = export_objects(path, tmp_path / "out", fmt="csv")
+    stems = sorted({p.name.split(".")[0] for p in written})
+    assert stems == ["Spots_1_n_code", "Spots_1_n_code-2"]
+    for stem, name in zip(stems, ["Spots 1/ünïcode", "Points1"], strict=True):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "out" / f"{stem}.spots.csv", dtype={"track_id": "Int64"}),
+            read_spots(path, name),
+            check_dtype=False,
+        )

@@ -171,8 +171,14 @@ def catalog(opened_file: OpenFile) -> list[Entry]:
             group = ObjectGroup(obj, opened_file.label, getattr(opened_file.source, "failed_read", None))
             info = _describe(opened_file, layout_name, prefix, group)
             entry = Entry(info, group, layout_name, prefix, len(opened_file.layout.timepoints))
+            # the same object in the other layout (objects of one layout may share a name)
             same = next(
-                (i for i, e in enumerate(entries) if (e.info.kind, e.info.name) == (info.kind, info.name)), None
+                (
+                    i
+                    for i, e in enumerate(entries)
+                    if e.layout_name != layout_name and (e.info.kind, e.info.name) == (info.kind, info.name)
+                ),
+                None,
             )
             if same is None:
                 entries.append(entry)
