@@ -510,6 +510,13 @@ MALFORMED: dict[str, tuple[str, str, Callable, Edit, str]] = {
         _set_field(f"{P8}/TrackEdge0", "ID_ObjectB", lambda v: v + 100),
         "not in Spot",
     ),
+    "track IDs repeat": (
+        "scene8",
+        P8,
+        read_tracks,
+        _set_field(f"{P8}/Track0", "ID", lambda v: np.zeros_like(v)),
+        "track ID 0 names more than one track",
+    ),
     "spot in two tracks": (
         "scene8",
         P8,

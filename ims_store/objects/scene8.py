@@ -106,6 +106,7 @@ def _track_count(group: ObjectGroup) -> int:
 
 def _tracks(group: ObjectGroup, spot_ids: np.ndarray) -> Tracks:
     parts: list[tuple[np.ndarray, ...]] = []
+    track_ids: list[np.ndarray] = []
     for track_name, object_name, edge_name in _track_tables(group):
         tracks = group.table(track_name, _TRACK)
         members = group.table(object_name, {"ID_Object": "int"})
@@ -121,6 +122,7 @@ def _tracks(group: ObjectGroup, spot_ids: np.ndarray) -> Tracks:
             if unknown.any():
                 raise group.error(f"{what} names spot ID {int(values[unknown][0])}, which is not in Spot")
         ids = tracks["ID"]
+        track_ids.append(ids)
         member_track = np.repeat(ids, oe - ob)
         member_rows = np.concatenate([np.arange(s, e) for s, e in zip(ob.tolist(), oe.tolist(), strict=True)] or [[]])
         edge_track = np.repeat(ids, ee - eb)
@@ -132,6 +134,9 @@ def _tracks(group: ObjectGroup, spot_ids: np.ndarray) -> Tracks:
         return Tracks(none, none, none, none, none)
     columns = (np.concatenate(c).astype(np.int64) for c in zip(*parts, strict=True))
     member_track, member_spot, edge_track, edge_a, edge_b = columns
+    tracks_seen, counts = np.unique(np.concatenate(track_ids), return_counts=True)
+    if (counts > 1).any():
+        raise group.error(f"track ID {int(tracks_seen[counts > 1][0])} names more than one track")
     spots_seen, counts = np.unique(member_spot, return_counts=True)
     if (counts > 1).any():
         raise group.error(f"spot ID {int(spots_seen[counts > 1][0])} belongs to more than one track (or twice to one)")
