@@ -1,10 +1,14 @@
-"""Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``."""
+"""Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``
+(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims")
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +25,11 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         threshold_voxels=100_000,
         channel_names=["DAPI", "GFP", "mCherry"],
     )
+    sys.path.insert(0, str(Path(__file__).parent / "tests"))
+    from object_files import surfaces_file, tracks_file
+
+    tracks_file(folder / "tracks.ims")
+    surfaces_file(folder / "surfaces.ims")
     return folder
 
 
@@ -29,5 +38,6 @@ def _doctests_run_beside_cells_ims(request: pytest.FixtureRequest, monkeypatch: 
     if isinstance(request.node, pytest.DoctestItem):
         folder = request.getfixturevalue("example_dir")
         work = request.getfixturevalue("tmp_path")
-        (work / "cells.ims").symlink_to(folder / "cells.ims")
+        for name in EXAMPLE_FILES:
+            (work / name).symlink_to(folder / name)
         monkeypatch.chdir(work)

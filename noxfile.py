@@ -37,7 +37,7 @@ def napari(session: nox.Session) -> None:
     session.install("-e", ".[test,napari]")
     # napari must import here: the suite's own check skips where napari is missing
     session.run("python", "-c", "import napari, napari.utils.colormaps; print('napari', napari.__version__)")
-    session.run("pytest", "tests/test_napari_reader.py", *session.posargs)
+    session.run("pytest", "tests/test_napari_reader.py", "tests/test_objects_napari.py", *session.posargs)
 
 
 @nox.session(python="3.11")

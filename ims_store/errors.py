@@ -24,6 +24,7 @@ __all__ = [
     "ImsFileNotFoundError",
     "LinkTargetError",
     "MalformedImsError",
+    "MalformedObjectsError",
     "MissingDependencyError",
     "NotHDF5Error",
     "NotImarisError",
@@ -75,6 +76,20 @@ class LinkTargetError(MalformedImsError):
     """A link in the file leads nowhere readable: an external link whose target file is missing,
     moved, not HDF5 or refused, links that loop, or a virtual dataset whose source is missing.
     The message names the linking file, the link and its target."""
+
+
+class MalformedObjectsError(MalformedImsError):
+    """An analysis-object group (``Scene/Content/Points0``, ``Scene8/Content/Surfaces1``...) is
+    damaged or not understood: a dataset missing, of the wrong type or shape, fields missing, an
+    index past the end of the table it points into. ``group`` is the HDF5 path of the object."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None, group: str | None = None) -> None:
+        self.group = group
+        self.detail = message
+        super().__init__(f"{group}: {message}" if group else message, path)
+
+    def __reduce__(self):
+        return (type(self), (self.detail, self.path, self.group))
 
 
 class CorruptChunkError(MalformedImsError):

@@ -24,7 +24,8 @@ DOCUMENTS = [
 def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``example_dir`` (see the root conftest) holds the ``cells.ims`` the examples open."""
     blocks = BLOCK.findall(document.read_text())
-    (tmp_path / "cells.ims").symlink_to(example_dir / "cells.ims")
+    for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
+        (tmp_path / name).symlink_to(example_dir / name)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for i, code in enumerate(blocks):
@@ -82,7 +83,8 @@ def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path, mo
     at least parses, so that the options the docs name exist."""
     from ims_store.fronts.cli import _parser, main
 
-    (tmp_path / "cells.ims").symlink_to(example_dir / "cells.ims")
+    for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
+        (tmp_path / name).symlink_to(example_dir / name)
     monkeypatch.chdir(tmp_path)
     ran = 0
     for argv in _cli_lines(document):

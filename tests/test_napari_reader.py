@@ -37,7 +37,8 @@ def test_one_multiscale_layer_per_channel(real_files: dict[str, Path]) -> None:
 
 def test_pyramid_levels_and_histogram_limits(real_files: dict[str, Path]) -> None:
     path = real_files["PyramidalCell.ims"]
-    ((data, meta, _),) = napari_get_reader(str(path))(str(path))  # type: ignore[misc]
+    layers = napari_get_reader(str(path))(str(path))  # type: ignore[misc]
+    ((data, meta, _),) = [layer for layer in layers if layer[2] == "image"]  # (its objects: test_objects_napari)
     assert [level.shape for level in data] == [(1, 69, 254, 255), (1, 34, 127, 127)]
     np.testing.assert_array_equal(np.asarray(data[1][0]), h5py_level(path, 1, 0, 0))
     assert meta["contrast_limits"] == [0.0, 220.0]

@@ -1,6 +1,7 @@
 """The ``ims-store`` command line: argument parsing and output only.
 
     ims-store info FILE.ims [--json]
+    ims-store objects FILE.ims [--json] [--export DIR [--format auto|csv|parquet] [--overwrite] [--quiet]]
     ims-store convert IN OUT [--ngff 0.5|0.4] [--codec ...] [--chunks-per-shard Z,Y,X]
                              [--level N --timepoint T --channel C]
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
@@ -38,10 +39,44 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .summary import format_layout, layout_summary
 
     layout = read_layout(args.file)
+    objects, trouble = _objects_for_info(args.file)
     if args.json:
-        print(json.dumps(layout_summary(layout), indent=2))
+        print(json.dumps({**layout_summary(layout), **objects}, indent=2))
     else:
-        print(format_layout(layout))
+        print(format_layout(layout) + "\n" + trouble)
+    return 0
+
+
+def _objects_for_info(path: str) -> tuple[dict[str, object], str]:
+    """``info``'s account of the analysis objects: JSON fields and text. Damaged object groups
+    do not keep ``info`` from describing the image: they are reported in place of the list."""
+    from ..errors import MalformedObjectsError
+    from ..objects import list_objects
+    from .summary import format_objects, objects_summary
+
+    try:
+        objects = list_objects(path)
+    except MalformedObjectsError as err:
+        return {"objects": None, "objects_error": str(err)}, f"  analysis objects: unreadable: {err}"
+    return {"objects": objects_summary(objects)}, format_objects(objects)
+
+
+def _cmd_objects(args: argparse.Namespace) -> int:
+    from ..objects import export_objects, list_objects
+    from .summary import format_objects, objects_summary
+
+    if args.export is None:
+        objects = list_objects(args.file)
+        print(
+            json.dumps(objects_summary(objects), indent=2) if args.json else f"{args.file}\n{format_objects(objects)}"
+        )
+        return 0
+    written, skipped = export_objects(
+        args.file, args.export, fmt=args.format, overwrite=args.overwrite, progress=not args.quiet
+    )
+    for name in skipped:
+        print(f"skipped {name!r}: its layout is not read by ims_store")
+    print(f"wrote {len(written)} file(s) to {args.export}")
     return 0
 
 
@@ -327,6 +362,22 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("file", help="the .ims file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_cmd_info)
+
+    objects = sub.add_parser(
+        "objects",
+        help="list or export an .ims file's analysis objects (spots, tracks, surfaces, statistics)",
+        description="List the analysis objects Imaris stored in an .ims file (Spots, Surfaces and their Tracks and "
+        "Statistics), or export them: tables as CSV (Parquet when pyarrow is installed), surfaces as PLY meshes.",
+    )
+    objects.add_argument("file", help="the .ims file (or a URL)")
+    objects.add_argument("--json", action="store_true", help="print the list as JSON")
+    objects.add_argument("--export", metavar="DIR", help="write every object into this folder (made if missing)")
+    objects.add_argument(
+        "--format", choices=("auto", "csv", "parquet"), default="auto", help="tables' format (default: auto)"
+    )
+    objects.add_argument("--overwrite", action="store_true", help="replace files the export would write")
+    objects.add_argument("--quiet", action="store_true", help="no progress bar")
+    objects.set_defaults(func=_cmd_objects)
 
     convert = sub.add_parser(
         "convert",

@@ -1,4 +1,5 @@
-"""A napari reader for ``*.ims``: one multiscale image layer per channel, in physical units.
+"""A napari reader for ``*.ims``: one multiscale image layer per channel, in physical units,
+and layers for the file's analysis objects (spots, tracks, surfaces: see `napari_objects`).
 
 Each layer holds every resolution level as a lazy dask array ``(t, z, y, x)``, with the
 channel's name, a colormap from its colour, contrast limits from its display range (else the
@@ -60,7 +61,24 @@ def reader_function(path: str | list[str]) -> list[LayerData]:
             if color is not None:
                 meta["colormap"] = _colormap(ch.label, color)
             layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
+        layers.extend(_objects(one, layout))
     return layers
+
+
+def _objects(path: str, layout: Any) -> list[LayerData]:
+    """The file's analysis objects as layers (`napari_objects`). Objects that cannot be read
+    leave the image layers alone: a warning says why they are missing."""
+    import warnings
+
+    from ..errors import ImsError
+    from ..format.layout import ImsWarning
+    from .napari_objects import object_layers
+
+    try:
+        return object_layers(path, layout)
+    except ImsError as err:
+        warnings.warn(f"analysis objects not shown: {err}", ImsWarning, stacklevel=3)
+        return []
 
 
 def _colormap(label: str, color: tuple[float, float, float]) -> dict[str, Any]:

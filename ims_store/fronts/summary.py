@@ -10,9 +10,10 @@ from typing import Any
 
 from ..format.geometry import ngff_unit, voxel_centre_origin
 from ..format.layout import Filter, ImsLayout
+from ..objects.model import ObjectInfo
 from ..store.ngff import channel_hex, time_step
 
-__all__ = ["describe_filters", "format_layout", "format_tree", "layout_summary"]
+__all__ = ["describe_filters", "format_layout", "format_objects", "format_tree", "layout_summary", "objects_summary"]
 
 
 def describe_filters(filters: tuple[Filter, ...]) -> str:
@@ -150,4 +151,46 @@ def format_tree(attributes: dict[str, Any], arrays: dict[str, Any]) -> str:
         for i, ch in enumerate(omero["channels"]):
             w = ch["window"]
             lines.append(f"   {i}: {ch['label']}  #{ch['color']}  window {w['start']:g}..{w['end']:g}")
+    return "\n".join(lines)
+
+
+def objects_summary(objects: list[ObjectInfo]) -> list[dict[str, Any]]:
+    """The analysis objects as JSON-ready data (``ims-store objects --json``, ``info --json``)."""
+    return [
+        {
+            "name": o.name,
+            "kind": o.kind,
+            "count": o.count,
+            "timepoints": list(o.timepoints),
+            "has_tracks": o.has_tracks,
+            "statistics": o.statistics,
+            "vertices": o.vertices,
+            "triangles": o.triangles,
+            "readable": o.readable,
+            "reason": o.reason,
+            "layout": o.layout,
+            "group": o.group,
+            "color": f"#{o.color_hex}" if o.color else None,
+        }
+        for o in objects
+    ]
+
+
+def format_objects(objects: list[ObjectInfo]) -> str:
+    """One line per analysis object: kind, name, counts, tracks, statistics (or why not read)."""
+    if not objects:
+        return "  analysis objects: none"
+    lines = [f"  analysis objects: {len(objects)}"]
+    for o in objects:
+        if not o.readable:
+            lines.append(f"    {o.kind:9} {o.name!r}  not read: {o.reason}")
+            continue
+        times = f"{len(o.timepoints)} time point(s)"
+        if o.kind == "spots":
+            what = f"{o.count} spots over {times}" + (", tracked" if o.has_tracks else ", no tracks")
+            if o.statistics:
+                what += f", {o.statistics} statistics values"
+        else:
+            what = f"{o.count} mesh(es) over {times}, {o.vertices} vertices, {o.triangles} triangles"
+        lines.append(f"    {o.kind:9} {o.name!r}  {what}  [{o.group}]")
     return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Analysis objects written out as files: tables as CSV (Parquet when pyarrow is installed) and
+surfaces as PLY meshes, one folder for a file's objects.
+
+Per spots object ``NAME``: ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges`` and
+``NAME.statistics`` (``.csv`` or ``.parquet``; statistics' ``factors`` as JSON text); per
+surfaces object one ``NAME.t<T>.ply`` per time point. Objects whose layout ims_store does not
+read are left out (`export_objects` says which).
+
+>>> written, skipped = export_objects("tracks.ims", "objects", fmt="csv")
+>>> sorted(p.name for p in written)[:3], skipped
+(['Cells.spots.csv', 'Cells.statistics.csv', 'Cells.track_edges.csv'], ['Nuclei'])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..access.outputs import atomic_output
+from ..errors import MissingDependencyError
+from .catalog import catalog, opened
+from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
+from .ply import write_ply
+
+__all__ = ["export_objects", "table_format"]
+
+
+def table_format(fmt: str = "auto") -> str:
+    """``"parquet"`` or ``"csv"``: ``auto`` is Parquet when pyarrow is installed."""
+    if fmt not in ("auto", "csv", "parquet"):
+        raise ValueError(f"unknown table format {fmt!r}: auto, csv or parquet")
+    if fmt == "csv":
+        return fmt
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as err:
+        if fmt == "parquet":
+            raise MissingDependencyError("Parquet output needs pyarrow: pip install pyarrow") from err
+        return "csv"
+    return "parquet"
+
+
+def _file_name(name: str, taken: set[str]) -> str:
+    """A file-name stem for an object: its name with anything unsafe replaced, made unique."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "object"
+    unique, k = stem, 1
+    while unique in taken:
+        k += 1
+        unique = f"{stem}-{k}"
+    taken.add(unique)
+    return unique
+
+
+def _write_table(frame: Any, path: Path, fmt: str, overwrite: bool) -> Path:
+    if "factors" in frame.columns:  # a dict per row: JSON text in both formats
+        frame = frame.assign(factors=[json.dumps(f, sort_keys=True) for f in frame["factors"]])
+    with atomic_output(path, overwrite) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path
+
+
+def export_objects(
+    path: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    fmt: str = "auto",
+    overwrite: bool = False,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Write every readable object of ``path`` into ``directory`` (made if missing).
+
+    Returns the files written and the names of the objects left out (layouts not read). An
+    existing file is replaced only with ``overwrite``; ``progress`` shows a bar (tqdm) per object.
+    """
+    fmt = table_format(fmt)
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    skipped: list[str] = []
+    taken: set[str] = set()
+    with opened(path, storage_options) as f:
+        entries = catalog(f)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            # shown only once the export has taken a second: small scenes stay quiet
+            bar = tqdm(total=len(entries), unit="object", desc=f"exporting {Path(f.label).name}", delay=1.0)
+        try:
+            for entry in entries:
+                info = entry.info
+                if not info.readable:
+                    skipped.append(info.name)
+                elif info.kind == "spots":
+                    stem = _file_name(info.name, taken)
+                    spots, tracks = entry.spots()
+                    tables = {
+                        "spots": spots_frame(spots),
+                        "tracks": tracks_frame(tracks, spots),
+                        "track_edges": track_edges_frame(tracks),
+                        "statistics": statistics_frame(entry.statistics()),
+                    }
+                    for what, frame in tables.items():
+                        written.append(_write_table(frame, folder / f"{stem}.{what}.{fmt}", fmt, overwrite))
+                else:
+                    stem = _file_name(info.name, taken)
+                    for surface in entry.surfaces():
+                        target = folder / f"{stem}.t{surface.t}.ply"
+                        with atomic_output(target, overwrite) as tmp:
+                            write_ply(surface, tmp, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
+                        written.append(target)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    return written, skipped
