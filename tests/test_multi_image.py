@@ -1,0 +1,272 @@
+"""Files of several images (``NumberOfDataSets`` > 1), with and without external links to one
+file per tile, and colour tables: every image reads as h5py reads it, sits where it was
+acquired, and a broken tile leaves the others readable. Files are built with h5py from the
+documented structure (`multi_image_files`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from multi_image_files import (
+    break_tile,
+    h5py_image_level,
+    h5py_level_count,
+    mosaic,
+    set_color_table,
+)
+
+from ims_store import ImsStore, LinkTargetError, SelectionError, read_layout
+from ims_store.format.layout import ImsWarning, parse_images
+from ims_store.write.synthetic import make_example_ims
+
+LINKING = [False, True]
+
+
+@pytest.fixture(scope="module")
+def mosaics(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tuple[Path, list]]:
+    out = {}
+    for link in LINKING:
+        folder = tmp_path_factory.mktemp(f"mosaic-link-{link}")
+        out[link] = mosaic(folder, link=link)
+    return out
+
+
+def _attr_floats(group: h5py.Group, name: str) -> float:
+    return float(b"".join(group.attrs[name]).decode())
+
+
+@pytest.mark.parametrize("link", LINKING)
+def test_every_image_is_parsed(mosaics: dict, link: bool) -> None:
+    path, tiles = mosaics[link]
+    with h5py.File(path, "r") as f:
+        entries = parse_images(f, str(path))
+        assert len(entries) == int(f.attrs["NumberOfDataSets"][0]) == len(tiles)
+        for k, (entry, tile) in enumerate(zip(entries, tiles, strict=True)):
+            info = f[f"DataSetInfo{k or ''}/Image"]
+            assert entry.error is None and entry.index == k and entry.group == f"/DataSet{k or ''}"
+            lay = entry.layout
+            assert lay.image == k and lay.image_count == len(tiles)
+            assert lay.levels[0].size == tile.data.shape[1:]
+            assert len(lay.channels) == tile.data.shape[0]
+            assert lay.extent_min == tuple(_attr_floats(info, f"ExtMin{i}") for i in (2, 1, 0))
+            # the tile's first voxel centre is where it was acquired
+            centre = [lo + v / 2 for lo, v in zip(lay.extent_min, lay.levels[0].voxel_size, strict=True)]
+            np.testing.assert_allclose(centre, tile.origin, atol=1e-9)
+
+
+@pytest.mark.parametrize("link", LINKING)
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_every_image_reads_as_h5py_reads_it(mosaics: dict, link: bool, zarr_format: int) -> None:
+    path, tiles = mosaics[link]
+    root = zarr.open_group(ImsStore(path, zarr_format=zarr_format), mode="r")
+    for k, tile in enumerate(tiles):
+        image = root[str(k)]
+        levels = h5py_level_count(path, k)
+        assert sorted(image.array_keys(), key=int) == [str(i) for i in range(levels)]
+        np.testing.assert_array_equal(image["0"][0], tile.data)  # what was written
+        for level in range(levels):
+            data = image[str(level)][...]
+            for c in range(tile.data.shape[0]):
+                np.testing.assert_array_equal(data[0, c], h5py_image_level(path, k, level, 0, c))
+
+
+@pytest.mark.parametrize("link", LINKING)
+def test_one_image_alone_is_that_image_as_a_file_of_its_own(mosaics: dict, link: bool) -> None:
+    """``ImsStore(path, image=k)`` presents image k exactly as its tile file is presented (the
+    tile's recording date, which the mosaic drops, aside)."""
+    path, tiles = mosaics[link]
+    for k in range(len(tiles)):
+        tile_path = path.parent / f"{path.stem}_tile_{k}.ims"
+        alone, own = ImsStore(path, image=k), ImsStore(tile_path)
+        keys = sorted(k for k in own._metadata)
+        assert sorted(alone._metadata) == keys
+        for key in keys:
+            mine, theirs = json.loads(alone._metadata[key]), json.loads(own._metadata[key])
+            if key == "zarr.json":
+                mine["attributes"]["imaris"].pop("recording_date")
+                theirs["attributes"]["imaris"].pop("recording_date")
+            assert mine == theirs, key
+        np.testing.assert_array_equal(alone.to_dask(0).compute(), own.to_dask(0).compute())
+        assert alone.layout.image == k
+
+
+def test_a_file_of_one_image_is_presented_as_before(tmp_path: Path) -> None:
+    path = make_example_ims(tmp_path / "one.ims", shape=(4, 32, 24), channels=2, timepoints=1)
+    default, first = ImsStore(path), ImsStore(path, image=0)
+    assert not default.is_collection and default._metadata == first._metadata
+    assert [e.index for e in default.images] == [0] and default.image_store(0) is default
+    with pytest.raises(SelectionError, match="image 1 does not exist"):
+        ImsStore(path, image=1)
+
+
+@pytest.mark.parametrize("link", LINKING)
+def test_collection_layout(mosaics: dict, link: bool) -> None:
+    path, tiles = mosaics[link]
+    store = ImsStore(path)
+    root = zarr.open_group(store, mode="r")
+    assert root.attrs["ome"] == {"version": "0.5", "bioformats2raw.layout": 3}
+    assert root["OME"].attrs["ome"]["series"] == [str(k) for k in range(len(tiles))]
+    assert sorted(root.group_keys()) == sorted(["OME", *(str(k) for k in range(len(tiles)))])
+    with pytest.raises(SelectionError, match="holds 3 images"):
+        _ = store.layout
+    # each image is where its tile was acquired
+    for k, tile in enumerate(tiles):
+        ms = root[str(k)].attrs["ome"]["multiscales"][0]
+        translation = ms["datasets"][0]["coordinateTransformations"][1]["translation"]
+        np.testing.assert_allclose(translation[2:], tile.origin, atol=1e-9)
+
+
+def test_collection_validates_with_ome_zarr_models(mosaics: dict) -> None:
+    from ome_zarr_models.v04.bioformats2raw import BioFormats2Raw as BioFormats2Raw04
+    from ome_zarr_models.v05.bioformats2raw import BioFormats2Raw as BioFormats2Raw05
+
+    path, tiles = mosaics[True]
+    model = BioFormats2Raw05.from_zarr(zarr.open_group(ImsStore(path), mode="r"))
+    assert model.image_paths == [str(k) for k in range(len(tiles))]
+    assert model.attributes.ome.bioformats2raw_layout == 3
+    model = BioFormats2Raw04.from_zarr(zarr.open_group(ImsStore(path, zarr_format=2), mode="r", zarr_format=2))
+    assert model.image_paths == [str(k) for k in range(len(tiles))]
+
+
+def test_collection_listing(mosaics: dict) -> None:
+    path, tiles = mosaics[False]
+    store = ImsStore(path)
+
+    async def collect(iterator):
+        return [k async for k in iterator]
+
+    import asyncio
+
+    listed = asyncio.run(collect(store.list()))
+    assert "zarr.json" in listed and "OME/zarr.json" in listed
+    for k in range(len(tiles)):
+        alone = asyncio.run(collect(ImsStore(path, image=k).list()))
+        assert sorted(x for x in listed if x.startswith(f"{k}/")) == sorted(f"{k}/{x}" for x in alone)
+    assert sorted(asyncio.run(collect(store.list_dir("")))) == sorted(["zarr.json", "OME", "0", "1", "2"])
+    assert asyncio.run(collect(store.list_dir("OME"))) == ["zarr.json"]
+    assert sorted(asyncio.run(collect(store.list_dir("1")))) == sorted(
+        asyncio.run(collect(ImsStore(path, image=1).list_dir("")))
+    )
+    assert asyncio.run(store.exists("2/0/zarr.json")) and not asyncio.run(store.exists("3/0/zarr.json"))
+    assert not asyncio.run(store.exists("01/zarr.json"))
+
+
+@pytest.mark.parametrize("how", ["moved", "not-hdf5", "cycle"])
+def test_a_broken_tile_leaves_the_others_readable(tmp_path: Path, how: str) -> None:
+    path, tiles = mosaic(tmp_path, link=True)
+    broken = tmp_path / f"{path.stem}_tile_1.ims"
+    break_tile(broken, how)
+    store = ImsStore(path)
+    entries = store.images
+    assert [e.error is None for e in entries] == [True, False, True]
+    assert isinstance(entries[1].error, LinkTargetError)
+    assert str(path) in str(entries[1].error) and "image 1 (/DataSet1)" in str(entries[1].error)
+    root = zarr.open_group(store, mode="r")
+    assert root["OME"].attrs["ome"]["series"] == ["0", "2"]
+    assert "error" in root.attrs["imaris"]["images"][1]
+    assert "1" not in root
+    for k in (0, 2):
+        np.testing.assert_array_equal(root[f"{k}/0"][0], tiles[k].data)
+    with pytest.raises(LinkTargetError, match="image 1"):
+        ImsStore(path, image=1)
+    with pytest.raises(LinkTargetError):
+        store.image_store(1)
+
+
+def test_every_image_broken_raises_the_first_error(tmp_path: Path) -> None:
+    path, tiles = mosaic(tmp_path, link=True)
+    for k in range(len(tiles)):
+        break_tile(tmp_path / f"{path.stem}_tile_{k}.ims", "moved")
+    with pytest.raises(LinkTargetError):
+        ImsStore(path)
+
+
+def test_a_missing_image_group_is_reported(tmp_path: Path) -> None:
+    path, _ = mosaic(tmp_path, link=False)
+    with h5py.File(path, "r+") as f:
+        del f["DataSet2"]
+    entries = ImsStore(path).images
+    assert entries[2].error is not None and "image 2 (/DataSet2)" in str(entries[2].error)
+    assert "no /DataSet2 group" in str(entries[2].error)
+
+
+@pytest.mark.parametrize("count", [b"7", np.array([0], np.uint32), np.array([2**31], np.uint32), b"x"])
+def test_damaged_image_counts(tmp_path: Path, count: object) -> None:
+    """A count of 0 or text that is no number is 1 image; a count beyond the file's members is
+    cut to them (each image needs a group), the images missing reported."""
+    path, _ = mosaic(tmp_path, link=False)
+    with h5py.File(path, "r+") as f:
+        if isinstance(count, bytes):
+            f.attrs["NumberOfDataSets"] = np.frombuffer(count, dtype="S1")
+        else:
+            f.attrs["NumberOfDataSets"] = count
+        members = len(f)
+    layout = read_layout(path)
+    assert layout.image == 0
+    entries = ImsStore(path).images
+    if count in (b"x",) or (isinstance(count, np.ndarray) and count[0] == 0):
+        assert len(entries) == 1
+    else:
+        assert 3 < len(entries) <= members
+        assert all(e.error is None for e in entries[:3]) and all(e.error is not None for e in entries[3:])
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_color_table(tmp_path: Path, as_dataset: bool) -> None:
+    path, _ = mosaic(tmp_path, link=False)
+    ramp = np.linspace(0, 1, 256)
+    table = np.stack([ramp, ramp**2, 1 - ramp], axis=1)
+    text = set_color_table(path, 1, 0, table, as_dataset=as_dataset)
+    expected = np.array([float(v) for v in text.split()]).reshape(-1, 3)
+    layout = ImsStore(path, image=1).layout
+    channel = layout.channels[0]
+    assert channel.color_mode == "TableColor"
+    np.testing.assert_array_equal(np.array(channel.color_table), expected)
+    assert layout.channels[1].color_table is None
+    attrs = zarr.open_group(ImsStore(path), mode="r")["1"].attrs
+    last = "".join(f"{round(v * 255):02X}" for v in expected[-1])
+    assert attrs["ome"]["omero"]["channels"][0]["color"] == last
+    assert attrs["imaris"]["channels"][0]["color_table"] == expected.tolist()
+    assert attrs["imaris"]["channels"][0]["color_mode"] == "TableColor"
+    assert "color_table" not in attrs["imaris"]["channels"][1]
+
+
+def test_color_table_length_disagreeing_is_noted(tmp_path: Path) -> None:
+    path, _ = mosaic(tmp_path, link=False)
+    set_color_table(path, 0, 1, np.array([[0, 0, 0], [0.5, 0.25, 1.0]]), as_dataset=False)
+    with h5py.File(path, "r+") as f:
+        f["DataSetInfo/Channel 1"].attrs["ColorTableLength"] = np.frombuffer(b"5", dtype="S1")
+    with pytest.warns(ImsWarning, match="ColorTableLength is 5 but ColorTable holds 2"):
+        layout = ImsStore(path, image=0).layout
+    assert layout.channels[1].color_table == ((0.0, 0.0, 0.0), (0.5, 0.25, 1.0))
+
+
+def test_collection_pickles_and_copies(mosaics: dict) -> None:
+    import pickle
+
+    path, tiles = mosaics[True]
+    store = ImsStore(path)
+    again = pickle.loads(pickle.dumps(store))
+    assert again == store and again.is_collection
+    one = pickle.loads(pickle.dumps(ImsStore(path, image=2)))
+    assert one.image == 2 and one != store
+    np.testing.assert_array_equal(zarr.open_group(again, mode="r")["2/0"][0], tiles[2].data)
+
+
+def test_linked_mosaic_moved_with_its_tiles_still_reads(mosaics: dict, tmp_path: Path) -> None:
+    """Links are relative: the folder moved as a whole reads the same."""
+    path, tiles = mosaics[True]
+    moved = tmp_path / "moved"
+    shutil.copytree(path.parent, moved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        root = zarr.open_group(ImsStore(moved / path.name), mode="r")
+    for k, tile in enumerate(tiles):
+        np.testing.assert_array_equal(root[f"{k}/0"][0], tile.data)
