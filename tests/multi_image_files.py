@@ -50,18 +50,37 @@ def write_tiles(folder: Path, tiles: list[Tile], stem: str = "tile") -> list[Pat
     return paths
 
 
-def _copy_attrs(src: h5py.AttributeManager, dst: h5py.AttributeManager) -> None:
-    for name in src:
-        dst[name] = src[name]
+def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
+    """Every attribute, with its stored type (h5py's high-level copy would turn Imaris' NULLTERM
+    char arrays into NULLPAD ones)."""
+    for name in src.attrs:
+        attr = h5py.h5a.open(src.id, name.encode("latin-1"))
+        values = np.empty(attr.shape, dtype=attr.dtype)
+        attr.read(values, mtype=attr.get_type())
+        copy = h5py.h5a.create(dst.id, name.encode("latin-1"), attr.get_type(), attr.get_space())
+        copy.write(values, mtype=attr.get_type())
+
+
+def _write_chars(obj: h5py.HLObject, name: str, text: str) -> None:
+    """Text as Imaris stores it: one character per element, C_S1 of size 1, NULLTERM."""
+    if name in obj.attrs:
+        del obj.attrs[name]
+    tid = h5py.h5t.C_S1.copy()
+    tid.set_size(1)
+    tid.set_strpad(h5py.h5t.STR_NULLTERM)
+    data = np.frombuffer(text.encode("latin-1"), dtype="S1")
+    attr = h5py.h5a.create(obj.id, name.encode("latin-1"), tid, h5py.h5s.create_simple(data.shape))
+    attr.write(data, mtype=tid)
 
 
 def compose(out: Path, tiles: list[Path], *, link: bool = False) -> Path:
     """One file holding every tile as an image of its own (see the module docstring)."""
     with h5py.File(out, "w") as f:
         with h5py.File(tiles[0], "r") as first:
-            _copy_attrs(first.attrs, f.attrs)
+            _copy_attrs(first, f)
             first.copy(first["Thumbnail"], f, name="Thumbnail")
-        f.attrs["NumberOfDataSets"] = np.array([len(tiles)], dtype=np.uint32)
+        del f.attrs["NumberOfDataSets"]
+        f.attrs.create("NumberOfDataSets", np.array([len(tiles)], dtype=np.uint32))
         for k, tile in enumerate(tiles):
             suffix = str(k) if k else ""
             with h5py.File(tile, "r") as t:
@@ -92,15 +111,14 @@ def set_color_table(path: Path, image: int, channel: int, table: np.ndarray, *, 
     attribute or as a dataset of single characters (as ImarisWriter does with long values).
     Returns the text written."""
     text = " ".join(f"{v:.3f}" for v in np.asarray(table, dtype=float).ravel())
-    chars = np.frombuffer(text.encode("latin-1"), dtype="S1")
     with h5py.File(path, "r+") as f:
         group = f[f"DataSetInfo{image or ''}/Channel {channel}"]
-        group.attrs["ColorMode"] = np.frombuffer(b"TableColor", dtype="S1")
-        group.attrs["ColorTableLength"] = np.frombuffer(str(len(table)).encode(), dtype="S1")
+        _write_chars(group, "ColorMode", "TableColor")
+        _write_chars(group, "ColorTableLength", str(len(table)))
         if as_dataset:
-            group.create_dataset("ColorTable", data=chars)
+            group.create_dataset("ColorTable", data=np.frombuffer(text.encode("latin-1"), dtype="S1"))
         else:
-            group.attrs["ColorTable"] = chars
+            _write_chars(group, "ColorTable", text)
     return text
 
 

@@ -270,3 +270,59 @@ def test_linked_mosaic_moved_with_its_tiles_still_reads(mosaics: dict, tmp_path:
         root = zarr.open_group(ImsStore(moved / path.name), mode="r")
     for k, tile in enumerate(tiles):
         np.testing.assert_array_equal(root[f"{k}/0"][0], tile.data)
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+
+def test_cli_on_a_file_of_several_images(mosaics: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ims_store.fronts.cli import main
+
+    path, tiles = mosaics[True]
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"{path}: 3 images" in text
+    assert all(f"image {k} (/DataSet{k or ''})" in text for k in range(3))
+    assert main(["info", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [i["shape_tczyx"][2:] for i in summary["images"]] == [list(t.data.shape[1:]) for t in tiles]
+    assert main(["info", str(path), "--image", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape_tczyx"][2:] == list(tiles[2].data.shape[1:])
+    assert main(["validate", str(path)]) == 0
+    assert "sound (0 error(s)" in capsys.readouterr().out
+
+    out = tmp_path / "all.ome.zarr"
+    assert main(["convert", str(path), str(out), "--quiet"]) == 0
+    group = zarr.open_group(out, mode="r")
+    assert group["OME"].attrs["ome"]["series"] == ["0", "1", "2"]
+    for k, tile in enumerate(tiles):
+        np.testing.assert_array_equal(group[f"{k}/0"][0], tile.data)
+        for level in range(h5py_level_count(path, k)):
+            for c in range(tile.data.shape[0]):
+                np.testing.assert_array_equal(group[f"{k}/{level}"][0, c], h5py_image_level(path, k, level, 0, c))
+    one = tmp_path / "one.ome.zarr"
+    assert main(["convert", str(path), str(one), "--quiet", "--image", "1", "--ngff", "0.4"]) == 0
+    np.testing.assert_array_equal(zarr.open_group(one, mode="r")["0"][0], tiles[1].data)
+    again = tmp_path / "one.ims"
+    assert main(["convert", str(path), str(again), "--quiet", "--image", "2"]) == 0
+    np.testing.assert_array_equal(ImsStore(again).to_dask(0)[0].compute(), tiles[2].data)
+    assert main(["convert", str(path), str(tmp_path / "x.nii")]) == 2  # which image? refused, named
+    assert "holds 3 images" in capsys.readouterr().err
+
+
+def test_cli_reports_a_broken_tile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ims_store.fronts.cli import main
+
+    path, _ = mosaic(tmp_path, link=True)
+    break_tile(tmp_path / f"{path.stem}_tile_1.ims", "moved")
+    assert main(["info", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "image 1 (/DataSet1): cannot be read: /DataSet1/ResolutionLevel 0" in out and "image 2 (/DataSet2)\n" in out
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "error: /DataSet1: image 1 (/DataSet1): " in out and "can't open file" in out
+    assert main(["info", str(path), "--image", "1"]) != 0
+    assert "LinkTarget" not in (err := capsys.readouterr().err) and "mosaic_tile_1.ims" in err
+    assert main(["convert", str(path), str(tmp_path / "all.zarr"), "--quiet"]) != 0
+    assert "image 1 (/DataSet1)" in capsys.readouterr().err and not (tmp_path / "all.zarr").exists()
+    assert main(["convert", str(path), str(tmp_path / "two.zarr"), "--quiet", "--image", "2"]) == 0

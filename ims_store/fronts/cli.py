@@ -24,18 +24,29 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..access.outputs import DestinationExistsError
 from ..errors import ImsError
+
+if TYPE_CHECKING:
+    from .serve import ImsHTTPServer
 
 __all__ = ["main"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..access.files import read_layout
-    from .summary import format_layout, layout_summary
+    from ..access.files import read_images, read_layout
+    from .summary import format_images, format_layout, images_summary, layout_summary
 
-    layout = read_layout(args.file)
+    if args.image is not None:
+        layout = read_layout(args.file, image=args.image)
+    else:
+        entries = read_images(args.file)
+        if len(entries) > 1:  # a file of several images: each, or the error that keeps it unread
+            print(json.dumps(images_summary(entries), indent=2) if args.json else format_images(entries))
+            return 1 if any(e.error is not None for e in entries) else 0
+        layout = entries[0].layout  # type: ignore[assignment]
     if args.json:
         print(json.dumps(layout_summary(layout), indent=2))
     else:
@@ -110,6 +121,8 @@ def _direction(args: argparse.Namespace) -> str:
     for dest in _DIRECTION_OPTIONS:
         if getattr(args, dest) is not None and dest not in allowed:
             raise _UsageError(f"{_flag(dest)} does not apply to {_OUTPUT_NAMES[dst]} output ({args.output})")
+    if args.image is not None and src != "ims":
+        raise _UsageError(f"--image applies to an .ims input only, not {args.input}")
     if src == "nifti" and args.level is not None:
         raise _UsageError(f"--level does not apply to a NIfTI input ({args.input}): it has one level")
     if dst == "ims" and args.compression_level is not None and args.compression not in (None, "gzip"):
@@ -135,10 +148,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
+    from ..store.zarr_store import ImsStore
     from ..write.convert import to_nifti, to_ome_zarr
     from ..write.sources import open_source
     from ..write.writer import write_ims
 
+    if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
+        args.input = ImsStore(args.input, image=args.image)
     if dst == "ims":
         write_ims(
             open_source(args.input, level=args.level),
@@ -181,8 +197,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ngff=args.ngff,
         cors=args.cors or None,
         follow_links=args.follow_links,
+        image=args.image,
     )
     try:
+        if server.store.is_collection:
+            _print_collection(server, args)
+            server.serve_forever()
+            return 0
         layout = server.store.layout
         print(f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}", flush=True)
         # short links (the state in full is kilobytes of JSON, percent-encoded into the link)
@@ -200,6 +221,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()  # and the file
     return 0
+
+
+def _print_collection(server: ImsHTTPServer, args: argparse.Namespace) -> None:
+    """What `serve` says about a file of several images: the collection, then each image's address."""
+    from .serve import viewer_links
+
+    entries = server.store.images
+    print(
+        f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}: {len(entries)} images "
+        "(bioformats2raw.layout collection)",
+        flush=True,
+    )
+    for entry in entries:
+        if entry.error is not None:
+            print(f"  image {entry.index}: not served: {entry.error.reason}", flush=True)
+            continue
+        url = f"{server.url.rstrip('/')}/{entry.index}"
+        print(f"  image {entry.index}: {url}", flush=True)
+        for name, link in viewer_links(url, args.ngff).items():
+            print(f"    {name}: {link}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
 
 
 def _cmd_refs(args: argparse.Namespace) -> int:
@@ -299,6 +341,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     info.add_argument("file", help="the .ims file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--image", type=int, metavar="K", help="only image K of a file of several (default: every image)")
     info.set_defaults(func=_cmd_info)
 
     convert = sub.add_parser(
@@ -311,6 +354,13 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("output")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument(
+        "--image",
+        type=int,
+        metavar="K",
+        help="convert image K of an .ims of several images (default: every image; to OME-Zarr a "
+        "bioformats2raw.layout collection)",
+    )
     convert.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -355,6 +405,9 @@ def _parser() -> argparse.ArgumentParser:
         "--print-state",
         action="store_true",
         help="also print the full neuroglancer state (channel colours and ranges) and its link",
+    )
+    serve.add_argument(
+        "--image", type=int, metavar="K", help="serve image K of a file of several alone (default: every image)"
     )
     serve.add_argument(
         "--follow-links",

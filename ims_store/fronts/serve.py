@@ -88,19 +88,21 @@ def make_server(
     ngff: Literal["0.4", "0.5"] = "0.5",
     cors: str | None = "*",
     follow_links: bool = False,
+    image: int | None = None,
 ) -> ImsHTTPServer:
     """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``;
     ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`.
 
     Data behind links to other files (external links, virtual datasets, external raw data) is
     served only with ``follow_links``: a server never opens a file it was not asked to serve
-    unless told to (else that data raises `LinkTargetError`)."""
+    unless told to (else that data raises `LinkTargetError`). ``image``: one image of a file of
+    several, alone (default: every image, as a ``bioformats2raw.layout`` collection)."""
     if ngff not in ("0.4", "0.5"):
         raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
     if ngff == "0.4":
-        store = ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links)
+        store = ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links, image=image)
     else:
-        store = ImsStore(path, zarr_format=3, follow_links=follow_links)
+        store = ImsStore(path, zarr_format=3, follow_links=follow_links, image=image)
     try:
         return ImsHTTPServer(store, host, port, cors)
     except OSError as err:  # port in use, no such address, a host name that does not resolve
