@@ -326,3 +326,101 @@ def test_cli_reports_a_broken_tile(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["convert", str(path), str(tmp_path / "all.zarr"), "--quiet"]) != 0
     assert "image 1 (/DataSet1)" in capsys.readouterr().err and not (tmp_path / "all.zarr").exists()
     assert main(["convert", str(path), str(tmp_path / "two.zarr"), "--quiet", "--image", "2"]) == 0
+
+
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_served_collection_read_by_zarr_and_ome_zarr_py(mosaics: dict, ngff: str) -> None:
+    """Over ``serve``: zarr finds the collection's series, ome-zarr-py reads every image (it has
+    no reader of the layout itself: each image is opened at its own address, as the series say)."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from ims_store.fronts.serve import make_server
+
+    path, tiles = mosaics[False]
+    server = make_server(path, port=0, ngff=ngff)  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        root = zarr.open_group(server.url, mode="r")
+        attrs = root.attrs.asdict()
+        assert (attrs["ome"] if ngff == "0.5" else attrs)["bioformats2raw.layout"] == 3
+        ome = root["OME"].attrs.asdict()
+        series = (ome["ome"] if ngff == "0.5" else ome)["series"]
+        assert series == ["0", "1", "2"]
+        for k in series:
+            nodes = list(Reader(parse_url(f"{server.url.rstrip('/')}/{k}"))())
+            image = nodes[0]
+            levels = h5py_level_count(path, int(k))
+            assert len(image.data) == levels
+            np.testing.assert_array_equal(np.asarray(image.data[0][0]), tiles[int(k)].data)
+            scale, translation = image.metadata["coordinateTransformations"][0]
+            np.testing.assert_allclose(translation["translation"][2:], tiles[int(k)].origin, atol=1e-9)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_does_not_follow_tile_links_unless_told(mosaics: dict) -> None:
+    from ims_store.fronts.serve import make_server
+
+    path, tiles = mosaics[True]
+    with pytest.raises(LinkTargetError, match="not followed here"):
+        make_server(path, port=0)  # every image lies in other files
+    server = make_server(path, port=0, follow_links=True)
+    server.serve_in_thread()
+    try:
+        root = zarr.open_group(server.url, mode="r")
+        np.testing.assert_array_equal(root["1/0"][0], tiles[1].data)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_xarray_image_and_datatree(mosaics: dict) -> None:
+    import xarray as xr
+
+    path, tiles = mosaics[True]
+    for k, tile in enumerate(tiles):
+        da = xr.open_dataarray(path, engine="ims", image=k)
+        np.testing.assert_array_equal(da.isel(t=0).values, tile.data)
+        assert (float(da.z[0]), float(da.y[0]), float(da.x[0])) == pytest.approx(tile.origin)
+    tree = xr.open_datatree(path, engine="ims")
+    assert sorted(tree.children) == ["0", "1", "2"]
+    for k, tile in enumerate(tiles):
+        assert sorted(tree[str(k)].children) == [str(i) for i in range(h5py_level_count(path, k))]
+        np.testing.assert_array_equal(tree[f"{k}/0"]["image"].isel(t=0).values, tile.data)
+    with pytest.raises(SelectionError, match="holds 3 images"):
+        xr.open_dataarray(path, engine="ims")
+
+
+def test_xarray_datatree_names_unreadable_images(tmp_path: Path) -> None:
+    import xarray as xr
+
+    path, _ = mosaic(tmp_path, link=True)
+    break_tile(tmp_path / f"{path.stem}_tile_0.ims", "not-hdf5")
+    tree = xr.open_datatree(path, engine="ims")
+    assert sorted(tree.children) == ["1", "2"]
+    assert "image 0 (/DataSet): " in tree.attrs["unreadable_images"][0]
+    assert "mosaic_tile_0.ims" in tree.attrs["unreadable_images"][0]
+
+
+def test_napari_layers_per_image_positioned_with_table_colormap(tmp_path: Path) -> None:
+    from ims_store.fronts.napari_reader import reader_function
+
+    path, tiles = mosaic(tmp_path, link=True)
+    table = np.array([[0.0, 0.0, 0.0], [0.2, 0.4, 0.6], [1.0, 0.5, 0.0]])
+    set_color_table(path, 2, 1, table, as_dataset=True)
+    layers = reader_function(str(path))
+    assert [meta["name"] for _, meta, _ in layers] == [f"image {k}: Channel {c}" for k in range(3) for c in range(2)]
+    for i, (data, meta, kind) in enumerate(layers):
+        k, c = divmod(i, 2)
+        assert kind == "image"
+        np.testing.assert_array_equal(np.asarray(data[0][0]), tiles[k].data[c])
+        np.testing.assert_allclose(meta["translate"][1:], tiles[k].origin, atol=1e-9)
+    colormap = layers[5][1]["colormap"]
+    np.testing.assert_allclose(np.array(colormap["colors"])[:, :3], table)
+    assert layers[4][1]["colormap"]["colors"][-1] != colormap["colors"][-1]
+    break_tile(tmp_path / f"{path.stem}_tile_1.ims", "moved")
+    with pytest.warns(ImsWarning, match="image 1"):
+        layers = reader_function(str(path))
+    assert [meta["name"][:7] for _, meta, _ in layers] == ["image 0"] * 2 + ["image 2"] * 2

@@ -512,13 +512,13 @@ def parse_layout(
     """Parse image ``image`` of an open HDF5 file into an `ImsLayout` (see the module docstring).
 
     ``links`` follows the file's links (default: HDF5's own rules, right for a local file; a
-    remote file needs its own, see `Links`). Errors about an image other than the first name it.
+    remote file needs its own, see `Links`). In a file of several images, errors name the image.
     """
     path = os.fspath(path) if path is not None else f.filename
     count = image_count(f)
     if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < count:
         raise SelectionError(f"image {image!r} does not exist; the file has images 0..{count - 1}", path)
-    if not image:
+    if count == 1:
         return _parse_image(f, path, links or Links(f, path), 0, count)
     try:
         return _parse_image(f, path, links or Links(f, path), int(image), count)
