@@ -353,7 +353,7 @@ def test_served_collection_read_by_zarr_and_ome_zarr_py(mosaics: dict, ngff: str
             levels = h5py_level_count(path, int(k))
             assert len(image.data) == levels
             np.testing.assert_array_equal(np.asarray(image.data[0][0]), tiles[int(k)].data)
-            scale, translation = image.metadata["coordinateTransformations"][0]
+            _, translation = image.metadata["coordinateTransformations"][0]
             np.testing.assert_allclose(translation["translation"][2:], tiles[int(k)].origin, atol=1e-9)
     finally:
         server.shutdown()
