@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .access.files import read_layout
+from .access.files import read_images, read_layout
 from .access.outputs import DestinationExistsError, WriteError
 from .errors import (
     ClusterError,
@@ -29,9 +29,10 @@ from .errors import (
     ServerError,
     TruncatedFileError,
 )
-from .format.layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint
+from .format.layout import Channel, Filter, ImageEntry, ImsLayout, ImsWarning, Level, TimePoint
 from .store.zarr_store import ChunkMode, ImsStore
 from .write.convert import to_nifti, to_ome_zarr
+from .write.images import write_images
 from .write.sources import SourceError
 from .write.writer import write_ims
 
@@ -47,6 +48,7 @@ __all__ = [
     "CorruptChunkError",
     "DestinationExistsError",
     "Filter",
+    "ImageEntry",
     "ImsError",
     "ImsFileNotFoundError",
     "LinkTargetError",
@@ -67,8 +69,10 @@ __all__ = [
     "TruncatedFileError",
     "__version__",
     "WriteError",
+    "read_images",
     "read_layout",
     "to_nifti",
     "to_ome_zarr",
+    "write_images",
     "write_ims",
 ]

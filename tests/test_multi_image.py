@@ -424,3 +424,53 @@ def test_napari_layers_per_image_positioned_with_table_colormap(tmp_path: Path) 
     with pytest.warns(ImsWarning, match="image 1"):
         layers = reader_function(str(path))
     assert [meta["name"][:7] for _, meta, _ in layers] == ["image 0"] * 2 + ["image 2"] * 2
+
+
+# -- writing files of several images ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", LINKING)
+def test_write_images(tmp_path: Path, link: bool) -> None:
+    from ims_store import write_images
+    from ims_store.store.validate import validate
+
+    rng = np.random.default_rng(3)
+    data = [rng.integers(0, 255, (5, 30, 20), dtype=np.uint8), rng.integers(0, 255, (7, 24, 41), dtype=np.uint8)]
+    positions = [(0.0, 0.0, 0.0), (1.5, -4.0, 19.0)]
+    out = write_images(
+        data, tmp_path / "two.ims", axes="zyx", voxel_size=(1.5, 0.25, 0.25), positions=positions, link=link
+    )
+    with h5py.File(out, "r") as f:
+        assert int(f.attrs["NumberOfDataSets"][0]) == 2
+        assert "RecordingDate" not in f["DataSetInfo1/Image"].attrs
+        link_kind = f["DataSet1/ResolutionLevel 0/TimePoint 0"].get("Channel 0", getlink=True)
+        assert isinstance(link_kind, h5py.ExternalLink) == link
+        for k, (values, origin) in enumerate(zip(data, positions, strict=True)):
+            group = f[f"DataSetInfo{k or ''}/Image"]
+            ext_min = [_attr_floats(group, f"ExtMin{i}") for i in (2, 1, 0)]
+            np.testing.assert_allclose(ext_min, np.array(origin) - np.array([1.5, 0.25, 0.25]) / 2)
+            np.testing.assert_array_equal(h5py_image_level(out, k, 0, 0, 0), values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["two.ims", "two_image_0.ims", "two_image_1.ims"] if link else ["two.ims"]
+    )
+    assert [p for p in validate(out) if p.severity == "error"] == []
+    root = zarr.open_group(ImsStore(out), mode="r")
+    for k, values in enumerate(data):
+        np.testing.assert_array_equal(root[f"{k}/0"][0, 0], values)
+    with pytest.raises(FileExistsError):
+        write_images(data, out, axes="zyx")
+    with pytest.raises(ValueError, match="2 positions for 1 images"):
+        write_images(data[:1], tmp_path / "x.ims", axes="zyx", positions=positions)
+
+
+def test_convert_an_ims_of_several_images_to_ims(mosaics: dict, tmp_path: Path) -> None:
+    from ims_store.fronts.cli import main
+
+    path, tiles = mosaics[True]
+    out = tmp_path / "copy.ims"
+    assert main(["convert", str(path), str(out), "--quiet"]) == 0
+    entries = ImsStore(out).images
+    assert len(entries) == 3
+    for k, tile in enumerate(tiles):
+        np.testing.assert_array_equal(h5py_image_level(out, k, 0, 0, 1), tile.data[1])
+        assert entries[k].layout.extent_min == ImsStore(path, image=k).layout.extent_min

@@ -30,6 +30,7 @@ from ..access.outputs import DestinationExistsError
 from ..errors import ImsError
 
 if TYPE_CHECKING:
+    from ..store.zarr_store import ImsStore
     from .serve import ImsHTTPServer
 
 __all__ = ["main"]
@@ -150,11 +151,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
     from ..store.zarr_store import ImsStore
     from ..write.convert import to_nifti, to_ome_zarr
-    from ..write.sources import open_source
+    from ..write.sources import open_source, path_kind
     from ..write.writer import write_ims
 
     if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
         args.input = ImsStore(args.input, image=args.image)
+    elif dst == "ims" and path_kind(args.input) == "ims" and (store := ImsStore(args.input)).is_collection:
+        _ims_of_images(store, args, client)
+        return
     if dst == "ims":
         write_ims(
             open_source(args.input, level=args.level),
@@ -185,6 +189,23 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
             channel=args.channel,
             overwrite=args.overwrite,
         )
+
+
+def _ims_of_images(store: ImsStore, args: argparse.Namespace, client: object) -> None:
+    """Every image of an .ims of several into a new one (each at its own position)."""
+    from ..write.images import write_images
+    from ..write.sources import open_source
+
+    sources = [open_source(store.image_store(entry.index), level=args.level) for entry in store.images]
+    write_images(
+        sources,
+        args.output,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        client=client,
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
