@@ -474,3 +474,93 @@ def test_convert_an_ims_of_several_images_to_ims(mosaics: dict, tmp_path: Path) 
     for k, tile in enumerate(tiles):
         np.testing.assert_array_equal(h5py_image_level(out, k, 0, 0, 1), tile.data[1])
         assert entries[k].layout.extent_min == ImsStore(path, image=k).layout.extent_min
+
+
+# -- the hardening contract, for files of several images ----------------------------------------
+
+
+def _assert_names_file(err: BaseException, path: Path) -> None:
+    from contract import assert_specific
+
+    assert_specific(err, path)
+
+
+@pytest.mark.parametrize("how", ["moved", "not-hdf5", "cycle"])
+def test_every_command_on_a_mosaic_with_a_broken_tile(tmp_path: Path, how: str, capsys: pytest.CaptureFixture) -> None:
+    """Open, info, read, validate (deep or not), serve and convert: the readable images work with
+    h5py's pixels; the broken one gives its specific error, naming the file, wherever it is asked
+    for; nothing is written for a conversion of the whole file."""
+    import http.client
+
+    from ims_store.fronts.cli import main
+    from ims_store.fronts.serve import make_server
+
+    path, tiles = mosaic(tmp_path, link=True)
+    break_tile(tmp_path / f"{path.stem}_tile_1.ims", how)
+
+    entries = ImsStore(path).images  # open
+    _assert_names_file(entries[1].error, path)
+    assert isinstance(entries[1].error, LinkTargetError)
+    with pytest.raises(LinkTargetError) as caught:  # read
+        ImsStore(path, image=1)
+    _assert_names_file(caught.value, path)
+    for k in (0, 2):
+        for level in range(h5py_level_count(path, k)):
+            data = ImsStore(path, image=k).to_dask(level)[0].compute()
+            for c in range(2):
+                np.testing.assert_array_equal(data[c], h5py_image_level(path, k, level, 0, c))
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 1  # info
+    assert "image 1 (/DataSet1): cannot be read" in capsys.readouterr().out
+    for deep in ([], ["--deep"]):  # validate
+        assert main(["validate", str(path), *deep]) == 1
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error")]
+        assert len(lines) == 1 and lines[0].startswith("error: /DataSet1: image 1 (/DataSet1): ")
+    for out in ("all.ome.zarr", "all.ims"):  # convert
+        assert main(["convert", str(path), str(tmp_path / out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "image 1 (/DataSet1)" in err and not (tmp_path / out).exists()
+        assert main(["convert", str(path), str(tmp_path / f"two-{out}"), "--quiet", "--image", "2"]) == 0
+    server = make_server(path, port=0, follow_links=True)  # serve
+    server.serve_in_thread()
+    try:
+        host, port = server.server_address[:2]
+        for key, status in (("OME/zarr.json", 200), ("0/0/zarr.json", 200), ("1/zarr.json", 404), ("2/zarr.json", 200)):
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            conn.request("GET", "/" + key)
+            assert conn.getresponse().status == status, key
+            conn.close()
+        root = zarr.open_group(server.url, mode="r")
+        assert root["OME"].attrs["ome"]["series"] == ["0", "2"]
+        np.testing.assert_array_equal(root["2/0"][0], tiles[2].data)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_broken_link_of_one_channel_fails_only_that_channel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The layout opens one channel's ``Data`` per level: another channel's ``Data`` linked to a
+    missing file is found when that channel's data is asked for, and named then; validate finds
+    it at once. (A broken link to a whole channel group is found on opening: the image is then
+    unreadable, as the tests above show.)"""
+    from ims_store.fronts.cli import main
+
+    path, tiles = mosaic(tmp_path, link=False)
+    where = "DataSet1/ResolutionLevel 0/TimePoint 0/Channel 1/Data"
+    with h5py.File(path, "r+") as f:
+        del f[where]
+        f[where] = h5py.ExternalLink("./gone.ims", "/Data")
+    store = ImsStore(path, image=1)
+    np.testing.assert_array_equal(store.to_dask(0)[0, 0].compute(), tiles[1].data[0])
+    with pytest.raises(LinkTargetError) as caught:
+        store.to_dask(0)[0, 1].compute()
+    _assert_names_file(caught.value, path)
+    assert "gone.ims" in str(caught.value)
+    with pytest.raises(LinkTargetError):
+        zarr.open_group(ImsStore(path), mode="r")["1/0"][0, 1]
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error")]
+    assert errors and all(f"/{where}" in line for line in errors)
+    assert main(["convert", str(path), str(tmp_path / "all.ome.zarr"), "--quiet"]) == 2
+    assert "gone.ims" in capsys.readouterr().err and not (tmp_path / "all.ome.zarr").exists()
