@@ -218,6 +218,17 @@ def test_damaged_image_counts(tmp_path: Path, count: object) -> None:
         assert all(e.error is None for e in entries[:3]) and all(e.error is not None for e in entries[3:])
 
 
+def test_a_leftover_count_on_a_file_of_one_image_is_noted(tmp_path: Path) -> None:
+    path = make_example_ims(tmp_path / "one.ims", shape=(4, 32, 24), channels=1, timepoints=1)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["NumberOfDataSets"]
+        f.attrs.create("NumberOfDataSets", np.array([3], np.uint32))
+    with pytest.warns(ImsWarning, match="NumberOfDataSets is 3 but the file holds no DataSet1"):
+        store = ImsStore(path)
+    assert not store.is_collection
+    assert store.layout.levels[0].size == (4, 32, 24)
+
+
 @pytest.mark.parametrize("as_dataset", [False, True])
 def test_color_table(tmp_path: Path, as_dataset: bool) -> None:
     path, _ = mosaic(tmp_path, link=False)
@@ -564,3 +575,38 @@ def test_a_broken_link_of_one_channel_fails_only_that_channel(tmp_path: Path, ca
     assert errors and all(f"/{where}" in line for line in errors)
     assert main(["convert", str(path), str(tmp_path / "all.ome.zarr"), "--quiet"]) == 2
     assert "gone.ims" in capsys.readouterr().err and not (tmp_path / "all.ome.zarr").exists()
+
+
+def test_remote_mosaic_follows_tile_links_against_the_url(tmp_path: Path) -> None:
+    """Over HTTP, each tile's links are resolved against the mosaic's URL and its chunks fetched
+    from the tile's own URL; a missing tile is reported as locally."""
+    from http_files import FileServer
+
+    path, tiles = mosaic(tmp_path, link=True)
+    server = FileServer(tmp_path)
+    try:
+        url = server.url(path.name)
+        root = zarr.open_group(ImsStore(url), mode="r")
+        for k, tile in enumerate(tiles):
+            np.testing.assert_array_equal(root[f"{k}/0"][0], tile.data)
+        assert any(p.endswith(f"{path.stem}_tile_2.ims") for _, p, _ in server.requests)
+        break_tile(tmp_path / f"{path.stem}_tile_1.ims", "moved")
+        entries = ImsStore(url).images
+        assert isinstance(entries[1].error, LinkTargetError) and url in str(entries[1].error)
+        assert entries[0].error is None and entries[2].error is None
+    finally:
+        server.close()
+
+
+def test_whole_image_groups_as_external_links(tmp_path: Path) -> None:
+    """``DataSet1`` itself an external link to a tile's ``/DataSet``: read through it; the tile
+    gone, that image is reported, not mistaken for a file of one image."""
+    path, tiles = mosaic(tmp_path, link=False)
+    tile = tmp_path / f"{path.stem}_tile_1.ims"
+    with h5py.File(path, "r+") as f:
+        del f["DataSet1"]
+        f["DataSet1"] = h5py.ExternalLink(f"./{tile.name}", "/DataSet")
+    np.testing.assert_array_equal(zarr.open_group(ImsStore(path), mode="r")["1/0"][0], tiles[1].data)
+    tile.unlink()
+    entries = ImsStore(path).images
+    assert len(entries) == 3 and isinstance(entries[1].error, LinkTargetError)

@@ -421,12 +421,29 @@ def fill_value(dataset: h5py.Dataset) -> int | float:
 def image_count(f: h5py.File) -> int:
     """How many images the file holds: the root's ``NumberOfDataSets`` (a uint32, sometimes
     text), 1 where it is missing or not a whole number of at least 1. Never more than the root
-    has members (each image needs a group of its own), so that a damaged count costs nothing.
+    has members (each image needs a group of its own), so that a damaged count costs nothing;
+    and 1 where the root has no ``DataSet1``, ``DataSet2``, ... at all (a leftover count on a
+    file of one image, which `parse_layout` notes).
 
     >>> with h5py.File("cells.ims", "r") as f:
     ...     image_count(f)
     1
     """
+    declared = _declared_images(f)
+    if declared > 1 and not any(_has_link(f, image_groups(f, k)[0]) for k in range(1, declared)):
+        return 1
+    return declared
+
+
+def _has_link(f: h5py.File, name: str) -> bool:
+    """Whether the root has a member ``name``, whatever it leads to (a broken link counts)."""
+    try:
+        return f.get(name, getlink=True) is not None
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return False
+
+
+def _declared_images(f: h5py.File) -> int:
     try:
         value = f.attrs.get("NumberOfDataSets")
     except (KeyError, OSError, TypeError, ValueError):
@@ -538,6 +555,8 @@ def _parse_image(f: h5py.File, path: str, links: Links, which: int, count: int) 
             warnings.warn(f"{path}: {where}{message}", ImsWarning, stacklevel=5)
 
     dataset_dir, info_dir = image_groups(f, which)
+    if count == 1 and _declared_images(f) > 1:
+        note(f"NumberOfDataSets is {_declared_images(f)} but the file holds no {dataset_dir}1: read as one image")
     data = _group(links, dataset_dir)
     fallback = "DataSet" + (str(which) if which else "")
     if data is None and dataset_dir != fallback:

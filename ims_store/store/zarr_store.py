@@ -288,7 +288,8 @@ class ImsStore(Store):
         return hash(self._args())
 
     def __repr__(self) -> str:
-        return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r})"
+        image = "" if self._image is None else f", image={self._image}"
+        return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r}{image})"
 
     def _options(self) -> dict[str, Any]:
         """The keyword arguments this store was made with (a copy is made with the same)."""
