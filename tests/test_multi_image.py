@@ -610,3 +610,16 @@ def test_whole_image_groups_as_external_links(tmp_path: Path) -> None:
     tile.unlink()
     entries = ImsStore(path).images
     assert len(entries) == 3 and isinstance(entries[1].error, LinkTargetError)
+
+
+def test_dask_arrays_of_two_images_of_one_shape_stay_apart(mosaics: dict) -> None:
+    """Tiles 0 and 1 have the same shape: their dask arrays must not share a name (dask would
+    take one for the other)."""
+    import dask.array as da
+
+    path, tiles = mosaics[True]
+    a, b = ImsStore(path, image=0).to_dask(0), ImsStore(path, image=1).to_dask(0)
+    assert a.shape == b.shape and a.name != b.name
+    both = da.stack([a, b]).compute()
+    np.testing.assert_array_equal(both[0, 0], tiles[0].data)
+    np.testing.assert_array_equal(both[1, 0], tiles[1].data)

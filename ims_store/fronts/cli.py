@@ -260,7 +260,8 @@ def _print_collection(server: ImsHTTPServer, args: argparse.Namespace) -> None:
             continue
         url = f"{server.url.rstrip('/')}/{entry.index}"
         print(f"  image {entry.index}: {url}", flush=True)
-        for name, link in viewer_links(url, args.ngff).items():
+        layout = entry.layout if args.print_state else None
+        for name, link in viewer_links(url, args.ngff, layout).items():
             print(f"    {name}: {link}", flush=True)
     print("press Ctrl-C to stop", flush=True)
 
