@@ -623,3 +623,34 @@ def test_dask_arrays_of_two_images_of_one_shape_stay_apart(mosaics: dict) -> Non
     both = da.stack([a, b]).compute()
     np.testing.assert_array_equal(both[0, 0], tiles[0].data)
     np.testing.assert_array_equal(both[1, 0], tiles[1].data)
+
+
+def test_serve_command_lists_each_image(tmp_path: Path) -> None:
+    """``ims-store serve`` on a file of several images: the collection's address, then each
+    image's, a broken tile named with its error; the addresses answer with the images."""
+    import re
+    import subprocess
+    import sys
+
+    path, tiles = mosaic(tmp_path, link=True)
+    break_tile(tmp_path / f"{path.stem}_tile_0.ims", "moved")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ims_store.fronts.cli", "serve", str(path), "--port", "0", "--follow-links"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("press Ctrl-C"):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "serve ended early"
+            lines.append(line)
+        assert "3 images (bioformats2raw.layout collection)" in lines[0]
+        assert lines[1].startswith("  image 0: not served: image 0 (/DataSet): ")
+        urls = {int(m.group(1)): m.group(2) for line in lines if (m := re.match(r"  image (\d+): (http\S+)", line))}
+        assert sorted(urls) == [1, 2]
+        for k, url in urls.items():
+            np.testing.assert_array_equal(zarr.open_group(url, mode="r")["0"][0], tiles[k].data)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
