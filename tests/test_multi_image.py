@@ -654,3 +654,27 @@ def test_serve_command_lists_each_image(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("link", LINKING)
+def test_references_of_a_collection(mosaics: dict, link: bool, tmp_path: Path) -> None:
+    """kerchunk references of the whole collection (or one image): zarr reads every image through
+    fsspec's reference file system with h5py's pixels (linked tiles referenced in their files)."""
+    import fsspec
+    from zarr.storage import FsspecStore
+
+    from ims_store.store.refs import make_references
+
+    path, tiles = mosaics[link]
+    refs = make_references(path)
+    fs = fsspec.filesystem("reference", fo=refs, remote_protocol="file", asynchronous=True)
+    root = zarr.open_group(FsspecStore(fs, read_only=True, path=""), mode="r", zarr_format=2)
+    assert root["OME"].attrs["series"] == ["0", "1", "2"]
+    for k, tile in enumerate(tiles):
+        for c in range(2):
+            np.testing.assert_array_equal(root[f"{k}/0"][0, c], h5py_image_level(path, k, 0, 0, c))
+        np.testing.assert_array_equal(root[f"{k}/0"][0], tile.data)
+    one = make_references(path, image=2)["refs"]
+    assert {key: value for key, value in refs["refs"].items() if key.startswith("2/")} == {
+        f"2/{key}": value for key, value in one.items()
+    }

@@ -270,7 +270,12 @@ def _cmd_refs(args: argparse.Namespace) -> int:
     from ..store.refs import write_references
 
     out = write_references(
-        args.file, args.output, zarr_format=3 if args.ngff == "0.5" else 2, url=args.url, overwrite=args.overwrite
+        args.file,
+        args.output,
+        zarr_format=3 if args.ngff == "0.5" else 2,
+        url=args.url,
+        overwrite=args.overwrite,
+        image=args.image,
     )
     print(f"wrote {out}")
     return 0
@@ -449,6 +454,9 @@ def _parser() -> argparse.ArgumentParser:
     refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
     refs.add_argument("--url", help="the address the references give the file (default: its absolute path)")
     refs.add_argument("--overwrite", action="store_true")
+    refs.add_argument(
+        "--image", type=int, metavar="K", help="image K of a file of several alone (default: the whole collection)"
+    )
     refs.set_defaults(func=_cmd_refs)
 
     validate = sub.add_parser(
