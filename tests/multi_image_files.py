@@ -124,12 +124,16 @@ def set_color_table(path: Path, image: int, channel: int, table: np.ndarray, *, 
 
 def break_tile(tile: Path, how: str) -> None:
     """Make one linked tile unreadable: ``moved`` (renamed away), ``not-hdf5`` (a text file in
-    its place), ``cycle`` (its level 0 channel 0 group an external link back into itself, through
+    its place), ``not-imaris`` (an HDF5 file without the linked groups), ``cycle`` (its level 0 channel 0 group an external link back into itself, through
     a companion file)."""
     if how == "moved":
         tile.rename(tile.with_name(tile.stem + "-moved.ims"))
     elif how == "not-hdf5":
         tile.write_text("this is not an HDF5 file\n" * 100)
+    elif how == "not-imaris":
+        tile.unlink()
+        with h5py.File(tile, "w") as other:
+            other.create_dataset("Something/Else", data=np.arange(10))
     elif how == "cycle":
         companion = tile.with_name(tile.stem + "-companion.ims")
         where = "/DataSet/ResolutionLevel 0/TimePoint 0/Channel 0"

@@ -158,7 +158,7 @@ def test_collection_listing(mosaics: dict) -> None:
     assert not asyncio.run(store.exists("01/zarr.json"))
 
 
-@pytest.mark.parametrize("how", ["moved", "not-hdf5", "cycle"])
+@pytest.mark.parametrize("how", ["moved", "not-hdf5", "not-imaris", "cycle"])
 def test_a_broken_tile_leaves_the_others_readable(tmp_path: Path, how: str) -> None:
     path, tiles = mosaic(tmp_path, link=True)
     broken = tmp_path / f"{path.stem}_tile_1.ims"
@@ -496,7 +496,7 @@ def _assert_names_file(err: BaseException, path: Path) -> None:
     assert_specific(err, path)
 
 
-@pytest.mark.parametrize("how", ["moved", "not-hdf5", "cycle"])
+@pytest.mark.parametrize("how", ["moved", "not-hdf5", "not-imaris", "cycle"])
 def test_every_command_on_a_mosaic_with_a_broken_tile(tmp_path: Path, how: str, capsys: pytest.CaptureFixture) -> None:
     """Open, info, read, validate (deep or not), serve and convert: the readable images work with
     h5py's pixels; the broken one gives its specific error, naming the file, wherever it is asked
