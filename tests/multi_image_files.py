@@ -124,8 +124,8 @@ def set_color_table(path: Path, image: int, channel: int, table: np.ndarray, *, 
 
 def break_tile(tile: Path, how: str) -> None:
     """Make one linked tile unreadable: ``moved`` (renamed away), ``not-hdf5`` (a text file in
-    its place), ``not-imaris`` (an HDF5 file without the linked groups), ``cycle`` (its level 0 channel 0 group an external link back into itself, through
-    a companion file)."""
+    its place), ``not-imaris`` (an HDF5 file without the linked groups), ``cycle`` (its level 0
+    channel 0 group an external link back into itself, through a companion file)."""
     if how == "moved":
         tile.rename(tile.with_name(tile.stem + "-moved.ims"))
     elif how == "not-hdf5":

@@ -14,6 +14,8 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from multi_image_files import (
     break_tile,
     h5py_image_level,
@@ -678,3 +680,41 @@ def test_references_of_a_collection(mosaics: dict, link: bool, tmp_path: Path) -
     assert {key: value for key, value in refs["refs"].items() if key.startswith("2/")} == {
         f"2/{key}": value for key, value in one.items()
     }
+
+
+@pytest.fixture(scope="module")
+def one_image_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("template")
+    return make_example_ims(folder / "one.ims", shape=(2, 16, 16), channels=1, timepoints=1, levels=1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    table=st.lists(st.tuples(*[st.floats(-0.5, 1.5, allow_nan=False)] * 3), min_size=1, max_size=40),
+    as_dataset=st.booleans(),
+    stated=st.integers(0, 45) | st.none(),
+)
+def test_color_tables_of_any_length(
+    one_image_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    table: list,
+    as_dataset: bool,
+    stated: int | None,
+) -> None:
+    """Whatever the table and its stated length, the channel's table is the text's whole (r, g, b)
+    entries clipped to 0..1, and the omero colour its last entry; a disagreeing length is noted."""
+    path = tmp_path_factory.mktemp("table") / "one.ims"
+    shutil.copyfile(one_image_template, path)
+    text = set_color_table(path, 0, 0, np.array(table), as_dataset=as_dataset)
+    if stated is not None:
+        with h5py.File(path, "r+") as f:
+            f["DataSetInfo/Channel 0"].attrs["ColorTableLength"] = np.frombuffer(str(stated).encode(), "S1")
+    expected = np.clip(np.array([float(v) for v in text.split()]).reshape(-1, 3), 0, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = ImsStore(path)
+    np.testing.assert_array_equal(np.array(store.layout.channels[0].color_table), expected)
+    noted = any("ColorTableLength" in str(w.message) for w in caught)
+    assert noted == (stated is not None and stated != len(table))
+    color = zarr.open_group(store, mode="r").attrs["ome"]["omero"]["channels"][0]["color"]
+    assert color == "".join(f"{round(v * 255):02X}" for v in expected[-1])
