@@ -718,3 +718,20 @@ def test_color_tables_of_any_length(
     assert noted == (stated is not None and stated != len(table))
     color = zarr.open_group(store, mode="r").attrs["ome"]["omero"]["channels"][0]["color"]
     assert color == "".join(f"{round(v * 255):02X}" for v in expected[-1])
+
+
+def test_image_store_from_any_store(mosaics: dict, tmp_path: Path) -> None:
+    path, tiles = mosaics[False]
+    two = ImsStore(path, image=2)
+    assert two.image_store(2) is two and [e.index for e in two.images] == [2]
+    np.testing.assert_array_equal(two.image_store(1).to_dask(0)[0].compute(), tiles[1].data)
+    with pytest.raises(SelectionError, match="image 5 does not exist"):
+        two.image_store(5)
+    with pytest.raises(SelectionError, match=r"image 7 does not exist; the file has images 0\.\.2"):
+        ImsStore(path).image_store(7)
+    single = make_example_ims(tmp_path / "one.ims", shape=(2, 16, 16), channels=1, timepoints=1, levels=1)
+    with pytest.raises(SelectionError, match="image 1 does not exist; the file has image 0 only"):
+        ImsStore(single).image_store(1)
+    for bad in (True, "1", -1, 1.0):
+        with pytest.raises(SelectionError):
+            ImsStore(path, image=bad)  # type: ignore[arg-type]

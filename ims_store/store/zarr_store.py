@@ -150,7 +150,6 @@ class ImsStore(Store):
         self._linked = _LinkedFiles(self._source)
         self._links: Links | None = None
         self._h5: h5py.File | None = self._source.open_hdf5()
-        self._image = image
         _OPEN_STORES.add(self)
         self._collection: ImageCollection | None = None
         try:
@@ -216,7 +215,8 @@ class ImsStore(Store):
 
     @property
     def images(self) -> tuple[ImageEntry, ...]:
-        """Every image of the file, each with its layout or the error that keeps it from being read.
+        """The images presented, each with its layout or the error that keeps it from being read:
+        every image of a collection, else the one image.
 
         >>> [(e.index, e.error is None) for e in ImsStore("tiles.ims").images]
         [(0, True), (1, True)]
@@ -226,13 +226,20 @@ class ImsStore(Store):
         return (ImageEntry(self._layout.image, self._layout.dataset_group, self._layout),)
 
     def image_store(self, image: int) -> ImsStore:
-        """The store of one image alone (the collection's own, for a collection; this store for
-        its own image). An image that cannot be read raises its error.
+        """The store of one image alone: the collection's own for a collection, this store for
+        the image it presents, else a new store of that image. An image that cannot be read
+        raises its error; one that does not exist a `SelectionError`.
 
         >>> ImsStore("tiles.ims").image_store(1).layout.image
         1
         """
-        entries = self.images
+        if self._collection is None:
+            if isinstance(image, (int, np.integer)) and not isinstance(image, bool) and image == self._layout.image:
+                return self
+            if self._image is None:  # a file of one image
+                raise SelectionError(f"image {image!r} does not exist; the file has image 0 only", self._path)
+            return self._image_store(image)
+        entries = self._collection.entries
         if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < len(entries):
             raise SelectionError(
                 f"image {image!r} does not exist; the file has images 0..{len(entries) - 1}", self._path
@@ -240,8 +247,6 @@ class ImsStore(Store):
         entry = entries[int(image)]
         if entry.error is not None:
             raise entry.error
-        if self._collection is None:
-            return self
         return self._collection.store(int(image))
 
     def _image_store(self, image: int) -> ImsStore:
