@@ -735,3 +735,16 @@ def test_image_store_from_any_store(mosaics: dict, tmp_path: Path) -> None:
     for bad in (True, "1", -1, 1.0):
         with pytest.raises(SelectionError):
             ImsStore(path, image=bad)  # type: ignore[arg-type]
+
+
+def test_collection_as_a_mapping(mosaics: dict) -> None:
+    path, tiles = mosaics[False]
+    store = ImsStore(path)
+    mapping = store.as_mapping()
+    keys = set(mapping)
+    for k in range(len(tiles)):
+        alone = set(ImsStore(path, image=k).as_mapping())
+        assert {key for key in keys if key.startswith(f"{k}/")} == {f"{k}/{key}" for key in alone}
+    assert {"zarr.json", "OME/zarr.json"} <= keys and len(mapping) == len(keys)
+    assert "2/0/zarr.json" in mapping and "3/0/zarr.json" not in mapping and "OME/x" not in mapping
+    assert mapping["1/0/zarr.json"] == ImsStore(path, image=1).as_mapping()["0/zarr.json"]

@@ -474,9 +474,6 @@ class ImsStore(Store):
     async def exists(self, key: str) -> bool:
         if key in self._metadata:
             return True
-        if self._collection is not None:
-            routed = self._routed(key)
-            return routed is not None and await routed[0].exists(routed[1])
         return await asyncio.to_thread(self._is_key, key)
 
     async def getsize(self, key: str) -> int:
@@ -506,16 +503,6 @@ class ImsStore(Store):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        if self._collection is not None:
-            for key in self._collection.own_keys(prefix):
-                yield key
-            for image in self._collection.readable:
-                head = f"{image}/"
-                if head.startswith(prefix) or prefix.startswith(head):
-                    store = self._collection.store(image)
-                    async for key in store.list_prefix(prefix[len(head) :] if prefix.startswith(head) else ""):
-                        yield head + key
-            return
         for key in self._keys_under(prefix):
             yield key
 
@@ -540,6 +527,9 @@ class ImsStore(Store):
     def _is_key(self, key: str) -> bool:
         if key in self._metadata:
             return True
+        if self._collection is not None:
+            routed = self._routed(key)
+            return routed is not None and routed[0]._is_key(routed[1])
         ck = parse_chunk_key(key, self._layout, self._zarr_format)
         return ck is not None and self._allocated(ck)
 
@@ -547,6 +537,13 @@ class ImsStore(Store):
         for key in self._metadata:
             if key.startswith(prefix):
                 yield key
+        if self._collection is not None:  # each image's keys, under k/
+            for image in self._collection.readable:
+                head = f"{image}/"
+                if head.startswith(prefix) or prefix.startswith(head):
+                    inner = prefix[len(head) :] if prefix.startswith(head) else ""
+                    yield from (head + key for key in self._collection.store(image)._keys_under(inner))
+            return
         # narrow the datasets to visit by the whole path components the prefix fixes
         parts = prefix.split("/")[:-1]
         if self._zarr_format == 3 and len(parts) >= 2:
