@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .access.files import read_layout
+from .access.files import read_images, read_layout
 from .access.outputs import DestinationExistsError, WriteError
 from .errors import (
     ClusterError,
@@ -30,7 +30,7 @@ from .errors import (
     ServerError,
     TruncatedFileError,
 )
-from .format.layout import Channel, Filter, ImsLayout, ImsWarning, Level, TimePoint
+from .format.layout import Channel, Filter, ImageEntry, ImsLayout, ImsWarning, Level, TimePoint
 from .objects import (
     ObjectInfo,
     Surface,
@@ -44,6 +44,7 @@ from .objects import (
 )
 from .store.zarr_store import ChunkMode, ImsStore
 from .write.convert import to_nifti, to_ome_zarr
+from .write.images import write_images
 from .write.sources import SourceError
 from .write.writer import write_ims
 
@@ -59,6 +60,7 @@ __all__ = [
     "CorruptChunkError",
     "DestinationExistsError",
     "Filter",
+    "ImageEntry",
     "ImsError",
     "ImsFileNotFoundError",
     "LinkTargetError",
@@ -84,6 +86,7 @@ __all__ = [
     "WriteError",
     "export_objects",
     "list_objects",
+    "read_images",
     "read_layout",
     "read_spots",
     "read_statistics",
@@ -92,5 +95,6 @@ __all__ = [
     "read_tracks",
     "to_nifti",
     "to_ome_zarr",
+    "write_images",
     "write_ims",
 ]

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import h5py
 
 from ..errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
-from ..format.layout import ImsLayout, open_hdf5, parse_layout
+from ..format.layout import ImageEntry, ImsLayout, open_hdf5, parse_images, parse_layout
 from ..format.links import Links
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "is_remote",
     "links_of",
     "open_file",
+    "read_images",
     "read_layout",
     "read_range",
     "run_blocking",
@@ -426,18 +427,35 @@ def read_range(fd: int, offset: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def read_layout(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> ImsLayout:
-    """Open an Imaris file (a path or any fsspec URL), parse it into an `ImsLayout` and close it.
+def read_layout(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, *, image: int = 0
+) -> ImsLayout:
+    """Open an Imaris file (a path or any fsspec URL), parse image ``image`` (default the first,
+    in most files the only one) into an `ImsLayout` and close it.
 
     >>> read_layout("cells.ims").levels[1].size
     (8, 64, 48)
     """
+    return _parsed(path, storage_options, lambda f, label, links: parse_layout(f, label, links, image=image))
+
+
+def read_images(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> tuple[ImageEntry, ...]:
+    """Every image of an Imaris file, each with its layout or the error that keeps it from being
+    read (see `parse_images`).
+
+    >>> [entry.index for entry in read_images("cells.ims")]
+    [0]
+    """
+    return _parsed(path, storage_options, parse_images)
+
+
+def _parsed(path: str | os.PathLike[str], storage_options: dict[str, Any] | None, parse: Callable[..., T]) -> T:
     source = open_file(path, storage_options)
     try:
         with source.open_hdf5() as f:
             links = links_of(source, f)
             try:
-                return parse_layout(f, os.fspath(path), links)
+                return parse(f, os.fspath(path), links)
             finally:
                 links.close()
     finally:

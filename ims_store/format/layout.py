@@ -33,23 +33,28 @@ from ..errors import (
     MalformedImsError,
     NotHDF5Error,
     NotImarisError,
+    RemoteReadError,
     SelectionError,
     TruncatedFileError,
 )
-from .attributes import parse_float, parse_floats, parse_int, read_text
+from .attributes import decode_text, parse_float, parse_floats, parse_int, read_text
 from .geometry import extents_valid, voxel_size
 from .links import Links
 
 __all__ = [
     "Channel",
     "Filter",
+    "ImageEntry",
     "ImsLayout",
     "ImsWarning",
     "Level",
     "TimePoint",
     "dataset_filters",
     "fill_value",
+    "image_count",
+    "image_groups",
     "open_hdf5",
+    "parse_images",
     "parse_layout",
     "parse_timestamp",
 ]
@@ -116,6 +121,8 @@ class Channel:
     opacity: float | None = None
     gamma: float | None = None
     color_mode: str | None = None
+    color_table: tuple[tuple[float, float, float], ...] | None = None
+    """The ``ColorTable`` of a ``TableColor`` channel: (r, g, b) entries in 0..1, low values first."""
 
     @property
     def label(self) -> str:
@@ -150,6 +157,10 @@ class ImsLayout:
     recording_date: _dt.datetime | None = None
     imaris_version: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    image: int = 0
+    """Which image of the file this is (``DataSet`` is 0, ``DataSet1`` is 1, ...)."""
+    image_count: int = 1
+    """How many images the file holds (``NumberOfDataSets``)."""
 
     @property
     def dtype(self) -> np.dtype:
@@ -331,6 +342,36 @@ def _color(text: str | None) -> tuple[float, float, float] | None:
     return tuple(min(max(v, 0.0), 1.0) for v in values[:3])  # type: ignore[return-value]
 
 
+def _color_table(meta: h5py.Group, where: str, note: Callable[[str], None]) -> tuple[Vec3, ...] | None:
+    """A channel's ``ColorTable``: "r g b r g b ..." in 0..1, ``ColorTableLength`` entries, kept
+    as an attribute or (when long) as a dataset of single characters. Only entries the text
+    holds whole are kept; a length that disagrees with the text is noted, not trusted."""
+    text = read_text(meta, "ColorTable")
+    if text is None:
+        try:
+            stored = meta.get("ColorTable")
+            text = decode_text(stored[()]) if isinstance(stored, h5py.Dataset) else None
+        except (KeyError, OSError, RuntimeError, TypeError, ValueError):
+            text = None
+    if text is None:
+        return None
+    values = parse_floats(text)
+    length = parse_int(read_text(meta, "ColorTableLength"))
+    whole = len(values) // 3
+    if length is not None and length != whole:
+        note(
+            f"{where}: ColorTableLength is {length} but ColorTable holds {whole} whole (r, g, b) entries; "
+            "those are used"
+        )
+    if not whole or not all(math.isfinite(v) for v in values[: 3 * whole]):
+        note(f"{where}: ColorTable holds no usable (r, g, b) entries; it is left out")
+        return None
+    return tuple(
+        tuple(min(max(v, 0.0), 1.0) for v in values[i : i + 3])  # type: ignore[misc]
+        for i in range(0, 3 * whole, 3)
+    )
+
+
 def _pair(low: str | None, high: str | None = None) -> tuple[float, float] | None:
     values = parse_floats(low) if high is None else [parse_float(low), parse_float(high)]
     if len(values) < 2 or any(v is None or not math.isfinite(v) for v in values[:2]):
@@ -377,28 +418,153 @@ def fill_value(dataset: h5py.Dataset) -> int | float:
     return float(value) if dataset.dtype.kind == "f" else int(value)
 
 
-def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None, links: Links | None = None) -> ImsLayout:
-    """Parse an open HDF5 file into an `ImsLayout` (see the module docstring).
+def image_count(f: h5py.File) -> int:
+    """How many images the file holds: the root's ``NumberOfDataSets`` (a uint32, sometimes
+    text), 1 where it is missing or not a whole number of at least 1. Never more than the root
+    has members (each image needs a group of its own), so that a damaged count costs nothing;
+    and 1 where the root has no ``DataSet1``, ``DataSet2``, ... at all (a leftover count on a
+    file of one image, which `parse_layout` notes).
 
-    ``links`` follows the file's links (default: HDF5's own rules, right for a local file; a
-    remote file needs its own, see `Links`).
+    >>> with h5py.File("cells.ims", "r") as f:
+    ...     image_count(f)
+    1
+    """
+    declared = _declared_images(f)
+    if declared > 1 and not any(_has_link(f, image_groups(f, k)[0]) for k in range(1, declared)):
+        return 1
+    return declared
+
+
+def _has_link(f: h5py.File, name: str) -> bool:
+    """Whether the root has a member ``name``, whatever it leads to (a broken link counts)."""
+    try:
+        return f.get(name, getlink=True) is not None
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return False
+
+
+def _declared_images(f: h5py.File) -> int:
+    try:
+        value = f.attrs.get("NumberOfDataSets")
+    except (KeyError, OSError, TypeError, ValueError):
+        value = None
+    if value is None:
+        return 1
+    if isinstance(value, np.ndarray) and value.dtype.kind in "uif":
+        numbers = [float(v) for v in value.ravel()[:1]]
+    else:
+        numbers = parse_floats(decode_text(value))[:1]
+    if not numbers or not math.isfinite(numbers[0]) or numbers[0] != int(numbers[0]) or numbers[0] < 1:
+        return 1
+    try:
+        members = len(f)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        members = 1
+    return max(1, min(int(numbers[0]), members))
+
+
+def image_groups(f: h5py.File, image: int) -> tuple[str, str]:
+    """The names of image ``image``'s data and description groups: ``DataSetDirectoryName`` and
+    ``DataSetInfoDirectoryName`` (default ``DataSet``, ``DataSetInfo``), followed by the image
+    number for every image but the first.
+
+    >>> with h5py.File("tiles.ims", "r") as f:
+    ...     image_groups(f, 2)
+    ('DataSet2', 'DataSetInfo2')
+    """
+    suffix = str(image) if image else ""
+    data = (read_text(f, "DataSetDirectoryName") or "DataSet") + suffix
+    info = (read_text(f, "DataSetInfoDirectoryName") or "DataSetInfo") + suffix
+    return data, info
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a file: its layout, or the error that keeps it from being read (a tile whose
+    linked file is missing, a group that is not there), so that the other images stay readable."""
+
+    index: int
+    group: str
+    """HDF5 path of its data group (``/DataSet``, ``/DataSet1``, ...)."""
+    layout: ImsLayout | None
+    error: ImsError | None = None
+
+
+def parse_images(
+    f: h5py.File, path: str | os.PathLike[str] | None = None, links: Links | None = None
+) -> tuple[ImageEntry, ...]:
+    """Every image of an open file (`image_count` of them). In a file of one image its error is
+    raised, as `parse_layout`'s; in a file of several, an image that cannot be read is kept with
+    its error (`ImageEntry.error`) unless no image can be read at all: then image 0's error is
+    raised. Errors of the network (`RemoteReadError`) are always raised.
+
+    >>> with h5py.File("tiles.ims", "r") as f:
+    ...     [entry.layout.extent_min for entry in parse_images(f)]
+    [(0.0, 0.0, 0.0), (0.0, 0.0, 90.0)]
     """
     path = os.fspath(path) if path is not None else f.filename
-    links = links or Links(f, path)
+    count = image_count(f)
+    if count == 1:
+        layout = parse_layout(f, path, links)
+        return (ImageEntry(0, layout.dataset_group, layout),)
+    entries = []
+    for image in range(count):
+        group = "/" + image_groups(f, image)[0]
+        try:
+            layout = parse_layout(f, path, links, image=image)
+        except RemoteReadError:
+            raise
+        except ImsError as err:
+            entries.append(ImageEntry(image, group, None, err))
+            continue
+        entries.append(ImageEntry(image, layout.dataset_group, layout))
+    if all(entry.layout is None for entry in entries):
+        raise entries[0].error  # type: ignore[misc]
+    return tuple(entries)
+
+
+def parse_layout(
+    f: h5py.File, path: str | os.PathLike[str] | None = None, links: Links | None = None, *, image: int = 0
+) -> ImsLayout:
+    """Parse image ``image`` of an open HDF5 file into an `ImsLayout` (see the module docstring).
+
+    ``links`` follows the file's links (default: HDF5's own rules, right for a local file; a
+    remote file needs its own, see `Links`). In a file of several images, errors name the image.
+    """
+    path = os.fspath(path) if path is not None else f.filename
+    count = image_count(f)
+    if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < count:
+        raise SelectionError(f"image {image!r} does not exist; the file has images 0..{count - 1}", path)
+    if count == 1:
+        return _parse_image(f, path, links or Links(f, path), 0, count)
+    try:
+        return _parse_image(f, path, links or Links(f, path), int(image), count)
+    except (MalformedImsError, NotImarisError) as err:
+        group = image_groups(f, image)[0]
+        kind = MalformedImsError if isinstance(err, NotImarisError) else type(err)
+        raise kind(f"image {image} (/{group}): {err.reason}", path) from err
+
+
+def _parse_image(f: h5py.File, path: str, links: Links, which: int, count: int) -> ImsLayout:
     notes: list[str] = []
 
     def note(message: str) -> None:
         if message not in notes:
             notes.append(message)
-            warnings.warn(f"{path}: {message}", ImsWarning, stacklevel=4)
+            where = f"image {which}: " if which else ""
+            warnings.warn(f"{path}: {where}{message}", ImsWarning, stacklevel=5)
 
-    dataset_dir = read_text(f, "DataSetDirectoryName") or "DataSet"
-    info_dir = read_text(f, "DataSetInfoDirectoryName") or "DataSetInfo"
+    dataset_dir, info_dir = image_groups(f, which)
+    if count == 1 and _declared_images(f) > 1:
+        note(f"NumberOfDataSets is {_declared_images(f)} but the file holds no {dataset_dir}1: read as one image")
     data = _group(links, dataset_dir)
-    if data is None and dataset_dir != "DataSet":
-        dataset_dir, data = "DataSet", _group(links, "DataSet")
+    fallback = "DataSet" + (str(which) if which else "")
+    if data is None and dataset_dir != fallback:
+        dataset_dir, data = fallback, _group(links, fallback)
     level_numbers = _numbered(data, "ResolutionLevel", note) if data is not None else []
     if not level_numbers:
+        if which:
+            raise MalformedImsError(f"no image data: {_why_not_a_group(f, dataset_dir)}", path)
         if read_text(f, "ImarisDataSet") is not None:
             raise MalformedImsError(f"Imaris file without image data: {_why_not_a_group(f, dataset_dir)}", path)
         raise NotImarisError("HDF5 file, but not an Imaris file (no /DataSet/ResolutionLevel 0)", path)
@@ -518,6 +684,7 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None, links
                 opacity=parse_float(get("ColorOpacity")),
                 gamma=parse_float(get("GammaCorrection")),
                 color_mode=get("ColorMode") or None,
+                color_table=_color_table(meta, f"{info_dir}/Channel {number}", note) if meta is not None else None,
             )
         )
 
@@ -548,6 +715,8 @@ def parse_layout(f: h5py.File, path: str | os.PathLike[str] | None = None, links
         recording_date=parse_timestamp(image_text("RecordingDate")),
         imaris_version=read_text(f, "ImarisVersion"),
         warnings=tuple(notes),
+        image=which,
+        image_count=count,
     )
 
 

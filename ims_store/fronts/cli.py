@@ -27,18 +27,30 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..access.outputs import DestinationExistsError
 from ..errors import ImsError
+
+if TYPE_CHECKING:
+    from ..store.zarr_store import ImsStore
+    from .serve import ImsHTTPServer
 
 __all__ = ["main"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..access.files import read_layout
-    from .summary import format_layout, layout_summary
+    from ..access.files import read_images, read_layout
+    from .summary import format_images, format_layout, images_summary, layout_summary
 
-    layout = read_layout(args.file)
+    if args.image is not None:
+        layout = read_layout(args.file, image=args.image)
+    else:
+        entries = read_images(args.file)
+        if len(entries) > 1:  # a file of several images: each, or the error that keeps it unread
+            print(json.dumps(images_summary(entries), indent=2) if args.json else format_images(entries))
+            return 1 if any(e.error is not None for e in entries) else 0
+        layout = entries[0].layout  # type: ignore[assignment]
     objects, trouble = _objects_for_info(args.file)
     if args.json:
         print(json.dumps({**layout_summary(layout), **objects}, indent=2))
@@ -164,6 +176,8 @@ def _direction(args: argparse.Namespace) -> str:
     for dest in ("series", "axes"):
         if src != "tiff" and getattr(args, dest) is not None:
             raise _UsageError(f"{_flag(dest)} applies to TIFF input only ({args.input})")
+    if args.image is not None and src != "ims":
+        raise _UsageError(f"--image applies to an .ims input only, not {args.input}")
     if src == "nifti" and args.level is not None:
         raise _UsageError(f"--level does not apply to a NIfTI input ({args.input}): it has one level")
     if dst == "ims" and args.compression_level is not None and args.compression not in (None, "gzip"):
@@ -189,10 +203,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
+    from ..store.zarr_store import ImsStore
     from ..write.convert import to_nifti, to_ome_zarr
-    from ..write.sources import open_source
+    from ..write.sources import open_source, path_kind
     from ..write.writer import write_ims
 
+    if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
+        args.input = ImsStore(args.input, image=args.image)
+    elif dst == "ims" and path_kind(args.input) == "ims" and (store := ImsStore(args.input)).is_collection:
+        _ims_of_images(store, args, client)
+        return
     if dst == "ims":
         write_ims(
             open_source(args.input, level=args.level, series=args.series, axes=args.axes),
@@ -226,6 +246,23 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
         )
 
 
+def _ims_of_images(store: ImsStore, args: argparse.Namespace, client: object) -> None:
+    """Every image of an .ims of several into a new one (each at its own position)."""
+    from ..write.images import write_images
+    from ..write.sources import open_source
+
+    sources = [open_source(store.image_store(entry.index), level=args.level) for entry in store.images]
+    write_images(
+        sources,
+        args.output,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        client=client,
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import make_server, neuroglancer_state, viewer_links
 
@@ -237,12 +274,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cors=args.cors or None,
         follow_links=args.follow_links,
         idle_timeout=args.idle_timeout,
+        image=args.image,
     )
     try:
         if server.folder is not None:
             for line in server.folder.banner(server.url, print_state=args.print_state):
                 print(line, flush=True)
             print("press Ctrl-C to stop", flush=True)
+            server.serve_forever()
+            return 0
+        if server.store.is_collection:
+            _print_collection(server, args)
             server.serve_forever()
             return 0
         layout = server.store.layout
@@ -264,11 +306,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_collection(server: ImsHTTPServer, args: argparse.Namespace) -> None:
+    """What `serve` says about a file of several images: the collection, then each image's address."""
+    from .serve import viewer_links
+
+    entries = server.store.images
+    print(
+        f"serving {args.file} as OME-NGFF {args.ngff} at {server.url}: {len(entries)} images "
+        "(bioformats2raw.layout collection)",
+        flush=True,
+    )
+    for entry in entries:
+        if entry.error is not None:
+            print(f"  image {entry.index}: not served: {entry.error.reason}", flush=True)
+            continue
+        url = f"{server.url.rstrip('/')}/{entry.index}"
+        print(f"  image {entry.index}: {url}", flush=True)
+        layout = entry.layout if args.print_state else None
+        for name, link in viewer_links(url, args.ngff, layout).items():
+            print(f"    {name}: {link}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+
+
 def _cmd_refs(args: argparse.Namespace) -> int:
     from ..store.refs import write_references
 
     out = write_references(
-        args.file, args.output, zarr_format=3 if args.ngff == "0.5" else 2, url=args.url, overwrite=args.overwrite
+        args.file,
+        args.output,
+        zarr_format=3 if args.ngff == "0.5" else 2,
+        url=args.url,
+        overwrite=args.overwrite,
+        image=args.image,
     )
     print(f"wrote {out}")
     return 0
@@ -361,6 +430,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     info.add_argument("file", help="the .ims file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--image", type=int, metavar="K", help="only image K of a file of several (default: every image)")
     info.set_defaults(func=_cmd_info)
 
     objects = sub.add_parser(
@@ -389,6 +459,13 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("output")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument(
+        "--image",
+        type=int,
+        metavar="K",
+        help="convert image K of an .ims of several images (default: every image; to OME-Zarr a "
+        "bioformats2raw.layout collection)",
+    )
     convert.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -439,6 +516,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also print the full neuroglancer state (channel colours and ranges) and its link",
     )
     serve.add_argument(
+        "--image", type=int, metavar="K", help="serve image K of a file of several alone (default: every image)"
+    )
+    serve.add_argument(
         "--follow-links",
         action="store_true",
         help="also serve data the file links to in other files (external links; by default refused)",
@@ -463,6 +543,9 @@ def _parser() -> argparse.ArgumentParser:
     refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
     refs.add_argument("--url", help="the address the references give the file (default: its absolute path)")
     refs.add_argument("--overwrite", action="store_true")
+    refs.add_argument(
+        "--image", type=int, metavar="K", help="image K of a file of several alone (default: the whole collection)"
+    )
     refs.set_defaults(func=_cmd_refs)
 
     validate = sub.add_parser(

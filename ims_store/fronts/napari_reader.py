@@ -1,6 +1,11 @@
 """A napari reader for ``*.ims``: one multiscale image layer per channel, in physical units,
 and layers for the file's analysis objects (spots, tracks, surfaces: see `napari_objects`).
 
+A file of several images (tiles) gives one set of layers per image, named ``image k: channel``
+and each placed where its tile was acquired; an image that cannot be read (a tile whose linked
+file is missing) is left out with an `ImsWarning` naming it. A ``TableColor`` channel gets its
+colour table as a colormap.
+
 Each layer holds every resolution level as a lazy dask array ``(t, z, y, x)``, with the
 channel's name, a colormap from its colour, contrast limits from its display range (else the
 recorded histogram range, else the data type's range) and scale / translate in the file's unit.
@@ -14,12 +19,14 @@ The reader needs no display; napari finds it through the ``napari.manifest`` ent
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..format.geometry import voxel_centre_origin
+from ..format.layout import ImsWarning
 from ..store.ngff import time_step, type_range
 from ..store.zarr_store import ImsStore
 
@@ -41,27 +48,42 @@ def reader_function(path: str | list[str]) -> list[LayerData]:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
     for one in paths:
-        store = ImsStore(one)
-        layout = store.layout
-        pyramid = [store.to_dask(level.index) for level in layout.levels]
-        voxel = layout.levels[0].voxel_size
-        translate = voxel_centre_origin(layout.extent_min, voxel)
-        step = time_step(layout) or 1.0
-        for ch in layout.channels:
-            color = ch.color or ((1.0, 1.0, 1.0) if len(layout.channels) == 1 else None)
-            meta: dict[str, Any] = {
-                "name": ch.label,
-                "scale": (step, *voxel),
-                "translate": (0.0, *translate),
-                "contrast_limits": list(_limits(ch, layout.dtype)),
-                "multiscale": True,
-                "blending": "additive",
-                "metadata": {"source": layout.path, "unit": layout.unit, "description": ch.description},
-            }
-            if color is not None:
-                meta["colormap"] = _colormap(ch.label, color)
-            layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
-        layers.extend(_objects(one, layout))
+        file_store = ImsStore(one)
+        for entry in file_store.images:
+            if entry.error is not None:
+                warnings.warn(f"{entry.error} (left out)", ImsWarning, stacklevel=2)
+                continue
+            prefix = f"image {entry.index}: " if file_store.is_collection else ""
+            layers += _image_layers(file_store.image_store(entry.index), prefix)
+        if not file_store.is_collection:  # (the objects of a file of several images: not placed yet)
+            layers.extend(_objects(one, file_store.layout))
+    return layers
+
+
+def _image_layers(store: ImsStore, prefix: str) -> list[LayerData]:
+    """The layers of one image: one per channel."""
+    layers: list[LayerData] = []
+    layout = store.layout
+    pyramid = [store.to_dask(level.index) for level in layout.levels]
+    voxel = layout.levels[0].voxel_size
+    translate = voxel_centre_origin(layout.extent_min, voxel)
+    step = time_step(layout) or 1.0
+    for ch in layout.channels:
+        color = ch.color or ((1.0, 1.0, 1.0) if len(layout.channels) == 1 else None)
+        meta: dict[str, Any] = {
+            "name": prefix + ch.label,
+            "scale": (step, *voxel),
+            "translate": (0.0, *translate),
+            "contrast_limits": list(_limits(ch, layout.dtype)),
+            "multiscale": True,
+            "blending": "additive",
+            "metadata": {"source": layout.path, "unit": layout.unit, "description": ch.description},
+        }
+        if ch.color_mode == "TableColor" and ch.color_table:
+            meta["colormap"] = _table_colormap(ch.label, ch.color_table)
+        elif color is not None:
+            meta["colormap"] = _colormap(ch.label, color)
+        layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
     return layers
 
 
@@ -92,6 +114,19 @@ def _colormap(label: str, color: tuple[float, float, float]) -> dict[str, Any]:
     rgb = [float(v) for v in color]
     hex_code = "".join(f"{round(v * 255):02X}" for v in rgb)
     return {"name": f"{label} #{hex_code}", "colors": [[0.0, 0.0, 0.0, 1.0], [*rgb, 1.0]]}
+
+
+def _table_colormap(label: str, table: tuple[tuple[float, float, float], ...]) -> dict[str, Any]:
+    """A ``TableColor`` channel's colour table as a napari colormap: the entries evenly spaced
+    from the bottom of the contrast range to its top, as Imaris spreads them. Named by a digest
+    of the table, for the reason `_colormap` gives."""
+    import hashlib
+
+    colors = [[float(r), float(g), float(b), 1.0] for r, g, b in table]
+    if len(colors) == 1:  # napari needs two controls at least
+        colors = colors * 2
+    digest = hashlib.sha1(np.asarray(colors, dtype=np.float64).tobytes()).hexdigest()[:8]
+    return {"name": f"{label} table {digest}", "colors": colors}
 
 
 def _limits(channel: Any, dtype: np.dtype) -> tuple[float, float]:

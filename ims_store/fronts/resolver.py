@@ -74,8 +74,10 @@ class SingleStore:
         self.store.close()
 
 
-def served_store(path: str | os.PathLike[str], ngff: Literal["0.4", "0.5"], follow_links: bool) -> ImsStore:
-    """The store a server presents ``path`` through.
+def served_store(
+    path: str | os.PathLike[str], ngff: Literal["0.4", "0.5"], follow_links: bool, image: int | None = None
+) -> ImsStore:
+    """The store a server presents ``path`` through (``image``: one image of a file of several).
 
     NGFF 0.4 is zarr v2 with the stored chunks passed through (zarr v2's ``zlib`` codec is read
     by zarr-python, tensorstore, neuroglancer and vizarr alike); NGFF 0.5 is zarr v3 with chunks
@@ -84,5 +86,5 @@ def served_store(path: str | os.PathLike[str], ngff: Literal["0.4", "0.5"], foll
     if ngff not in ("0.4", "0.5"):
         raise ValueError(f"ngff must be '0.4' or '0.5', not {ngff!r}")
     if ngff == "0.4":
-        return ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links)
-    return ImsStore(path, zarr_format=3, follow_links=follow_links)
+        return ImsStore(path, zarr_format=2, chunk_mode="passthrough", follow_links=follow_links, image=image)
+    return ImsStore(path, zarr_format=3, follow_links=follow_links, image=image)

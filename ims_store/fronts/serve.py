@@ -104,6 +104,7 @@ def make_server(
     cors: str | None = "*",
     follow_links: bool = False,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    image: int | None = None,
 ) -> ImsHTTPServer:
     """An HTTP server for ``path`` (not yet serving: call ``serve_forever`` or ``serve_in_thread``;
     ``server_close`` releases the file). A host and port it cannot listen on raise `ServerError`.
@@ -114,7 +115,8 @@ def make_server(
 
     Data behind links to other files (external links, virtual datasets, external raw data) is
     served only with ``follow_links``: a server never opens a file it was not asked to serve
-    unless told to (else that data raises `LinkTargetError`)."""
+    unless told to (else that data raises `LinkTargetError`). ``image``: one image of a file of
+    several, alone (default: every image, as a ``bioformats2raw.layout`` collection)."""
     source: ImsStore | Resolver
     if os.path.isdir(path):
         source = ImageFolder(
@@ -124,7 +126,7 @@ def make_server(
             idle_timeout=idle_timeout,
         )
     else:
-        source = served_store(path, ngff, follow_links)
+        source = served_store(path, ngff, follow_links, image)
     try:
         return ImsHTTPServer(source, host, port, cors)
     except OSError as err:  # port in use, no such address, a host name that does not resolve

@@ -9,11 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..format.geometry import ngff_unit, voxel_centre_origin
-from ..format.layout import Filter, ImsLayout
+from ..format.layout import Filter, ImageEntry, ImsLayout
 from ..objects.model import ObjectInfo
 from ..store.ngff import channel_hex, time_step
 
-__all__ = ["describe_filters", "format_layout", "format_objects", "format_tree", "layout_summary", "objects_summary"]
+__all__ = [
+    "describe_filters",
+    "format_images",
+    "format_layout",
+    "format_objects",
+    "format_tree",
+    "images_summary",
+    "layout_summary",
+    "objects_summary",
+]
 
 
 def describe_filters(filters: tuple[Filter, ...]) -> str:
@@ -121,6 +130,36 @@ def format_layout(layout: ImsLayout) -> str:
             lines.append(f"    mean interval {s['time_step_seconds']:.6g} s")
     for warning in s["warnings"]:
         lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+def images_summary(entries: tuple[ImageEntry, ...]) -> dict[str, Any]:
+    """``ims-store info --json`` of a file of several images: each image's `layout_summary`, or
+    its error."""
+    images = []
+    for entry in entries:
+        if entry.layout is None:
+            images.append({"image": entry.index, "group": entry.group, "error": str(entry.error)})
+        else:
+            images.append({"image": entry.index, "group": entry.group, **layout_summary(entry.layout)})
+    path = next((e.layout.path for e in entries if e.layout is not None), None)
+    return {"path": path, "image_count": len(entries), "images": images}
+
+
+def format_images(entries: tuple[ImageEntry, ...]) -> str:
+    """A human-readable account of a file of several images, image by image."""
+    s = images_summary(entries)
+    lines = [f"{s['path']}: {len(entries)} images"]
+    for entry in entries:
+        lines.append("")
+        if entry.layout is None:
+            head = f"image {entry.index} ({entry.group})"
+            reason = entry.error.reason.removeprefix(f"{head}: ") if entry.error is not None else ""
+            lines.append(f"{head}: cannot be read: {reason}")
+            continue
+        text = format_layout(entry.layout).split("\n")
+        lines.append(f"image {entry.index} ({entry.group})")
+        lines += text[1:]
     return "\n".join(lines)
 
 

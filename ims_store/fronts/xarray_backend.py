@@ -12,6 +12,10 @@ stamps are attributes. Data stays lazy (dask) until computed.
 >>> tree = xr.open_datatree("cells.ims", engine="ims")
 >>> sorted(tree.children)
 ['0', '1']
+
+A file of several images (tiles): ``image=k`` opens image k; ``open_datatree`` gives one node
+per image (``/k/<level>``), each with the coordinates of where it was acquired, and lists the
+images that cannot be read in the root's ``unreadable_images`` attribute.
 """
 
 from __future__ import annotations
@@ -41,9 +45,13 @@ def open_level(
     level: int = 0,
     timepoint: int | None = None,
     channel: int | None = None,
+    image: int | None = None,
 ) -> xr.DataArray:
-    """One level (optionally one time point and/or channel) as a lazy, geo-referenced DataArray."""
-    store = source if isinstance(source, ImsStore) else ImsStore(source)
+    """One level (optionally one time point and/or channel) as a lazy, geo-referenced DataArray;
+    ``image``: which image of a file of several."""
+    store = source if isinstance(source, ImsStore) else ImsStore(source, image=image)
+    if image is not None and store.image != image:
+        store = store.image_store(image)
     layout = store.layout
     lvl = layout.level(level)
     data = store.to_dask(lvl.index)
@@ -84,7 +92,7 @@ class ImsBackendEntrypoint(BackendEntrypoint):
 
     description = "Imaris .ims files through ims_store (lazy, with physical coordinates)"
     url = "https://github.com/ims-store/ims-store"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "level", "timepoint", "channel")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "level", "timepoint", "channel", "image")
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -94,8 +102,9 @@ class ImsBackendEntrypoint(BackendEntrypoint):
         level: int = 0,
         timepoint: int | None = None,
         channel: int | None = None,
+        image: int | None = None,
     ) -> xr.Dataset:
-        array = open_level(_path(filename_or_obj), level, timepoint, channel)
+        array = open_level(_path(filename_or_obj), level, timepoint, channel, image)
         dataset = array.to_dataset()
         if drop_variables:
             dataset = dataset.drop_vars([v for v in drop_variables if v in dataset])
@@ -107,8 +116,18 @@ class ImsBackendEntrypoint(BackendEntrypoint):
         return xr.DataTree.from_dict(self.open_groups_as_dict(filename_or_obj))
 
     def open_groups_as_dict(self, filename_or_obj: Any, **kwargs: Any) -> dict[str, xr.Dataset]:
-        store = ImsStore(_path(filename_or_obj))
-        return {f"/{lvl.index}": open_level(store, lvl.index).to_dataset() for lvl in store.layout.levels}
+        path = _path(filename_or_obj)
+        store = path if isinstance(path, ImsStore) else ImsStore(path)
+        if not store.is_collection:
+            return {f"/{lvl.index}": open_level(store, lvl.index).to_dataset() for lvl in store.layout.levels}
+        unreadable = [str(e.error) for e in store.images if e.error is not None]
+        groups = {"/": xr.Dataset(attrs={"unreadable_images": unreadable} if unreadable else {})}
+        for entry in store.images:
+            if entry.layout is not None:
+                one = store.image_store(entry.index)
+                for lvl in entry.layout.levels:
+                    groups[f"/{entry.index}/{lvl.index}"] = open_level(one, lvl.index).to_dataset()
+        return groups
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         try:

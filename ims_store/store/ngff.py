@@ -24,6 +24,7 @@ __all__ = [
     "AXES",
     "NGFF_VERSIONS",
     "channel_hex",
+    "channel_rgb",
     "default_color",
     "ngff_attributes",
     "time_step",
@@ -77,10 +78,18 @@ def default_color(index: int, count: int) -> tuple[float, float, float]:
     return (1.0, 1.0, 1.0) if count == 1 else _PALETTE[index % len(_PALETTE)]
 
 
+def channel_rgb(channel: Channel, count: int) -> tuple[float, float, float]:
+    """The one colour that stands for a channel: for a ``TableColor`` channel the last entry of
+    its colour table (the colour of its brightest values, what a single-colour viewer shows at
+    the top of the window), else its ``Color``, else `default_color`."""
+    if channel.color_mode == "TableColor" and channel.color_table:
+        return channel.color_table[-1]
+    return channel.color or default_color(channel.index, count)
+
+
 def channel_hex(channel: Channel, count: int) -> str:
-    """The channel's colour as ``RRGGBB`` (`default_color` when the file records none)."""
-    color = channel.color or default_color(channel.index, count)
-    return "".join(f"{round(v * 255):02X}" for v in color)
+    """The channel's colour as ``RRGGBB`` (see `channel_rgb`)."""
+    return "".join(f"{round(v * 255):02X}" for v in channel_rgb(channel, count))
 
 
 def type_range(dtype: np.dtype) -> tuple[float, float]:
@@ -146,18 +155,23 @@ def _imaris(layout: ImsLayout) -> dict[str, Any]:
         "extent_min_zyx": list(layout.extent_min),
         "extent_max_zyx": list(layout.extent_max),
         "time_stamps": stamps,
-        "channels": [
-            {
-                "name": ch.name,
-                "description": ch.description,
-                "color": list(ch.color) if ch.color else None,
-                "color_range": list(ch.color_range) if ch.color_range else None,
-                "opacity": ch.opacity,
-                "gamma": ch.gamma,
-            }
-            for ch in layout.channels
-        ],
+        "channels": [_imaris_channel(ch) for ch in layout.channels],
     }
+
+
+def _imaris_channel(ch: Channel) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": ch.name,
+        "description": ch.description,
+        "color": list(ch.color) if ch.color else None,
+        "color_range": list(ch.color_range) if ch.color_range else None,
+        "opacity": ch.opacity,
+        "gamma": ch.gamma,
+    }
+    if ch.color_table:  # only where there is one: other files' metadata stays as it was
+        out["color_mode"] = ch.color_mode
+        out["color_table"] = [list(entry) for entry in ch.color_table]
+    return out
 
 
 def ngff_attributes(layout: ImsLayout, version: Literal["0.4", "0.5"] = "0.5") -> dict[str, Any]:

@@ -34,7 +34,11 @@ class ReferencesNotPossibleError(ImsError, ValueError):
 
 
 def make_references(
-    path: str | os.PathLike[str], *, zarr_format: Literal[2, 3] = 2, url: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    zarr_format: Literal[2, 3] = 2,
+    url: str | None = None,
+    image: int | None = None,
 ) -> dict[str, Any]:
     """kerchunk-style references (version 1) to every chunk of ``path``.
 
@@ -43,8 +47,21 @@ def make_references(
     `ReferencesNotPossibleError` for files with levels compressed with filters zarr cannot
     declare (HDF5-LZ4 from Imaris 9.6+: numcodecs' LZ4 reads a different framing), or with
     chunks whose filter mask skipped a filter.
+
+    ``image``: one image of a file of several; without it such a file is referenced as the
+    collection `ImsStore` presents (every image, refused if one cannot be read).
     """
-    store = ImsStore(path, zarr_format=zarr_format, chunk_mode="passthrough")
+    store = ImsStore(path, zarr_format=zarr_format, chunk_mode="passthrough", image=image)
+    if store.is_collection:
+        refs = {key: doc.decode() for key, doc in store._metadata.items()}
+        for entry in store.images:
+            if entry.error is not None:
+                store.close()
+                raise entry.error
+            one = make_references(path, zarr_format=zarr_format, url=url, image=entry.index)["refs"]
+            refs.update({f"{entry.index}/{key}": value for key, value in one.items()})
+        store.close()
+        return {"version": 1, "refs": refs}
     layout = store.layout
     target = url or str(Path(path).resolve())
     for level, plan in zip(layout.levels, store._plans, strict=True):
@@ -94,9 +111,10 @@ def write_references(
     zarr_format: Literal[2, 3] = 2,
     url: str | None = None,
     overwrite: bool = False,
+    image: int | None = None,
 ) -> Path:
     """`make_references` written as JSON (atomically) to ``output``."""
-    refs = make_references(path, zarr_format=zarr_format, url=url)
+    refs = make_references(path, zarr_format=zarr_format, url=url, image=image)
     with atomic_output(Path(output), overwrite) as tmp:
         tmp.write_text(json.dumps(refs))
     return Path(output)

@@ -35,7 +35,16 @@ from ..errors import CorruptChunkError, ImsError, LinkTargetError, RemoteReadErr
 from ..format.attributes import parse_float, parse_int, read_text
 from ..format.chunks import stored_chunks
 from ..format.codecs import FILTERS, HDF5_BUILTIN_FILTERS
-from ..format.layout import ImsLayout, ImsWarning, Level, dataset_filters, parse_layout
+from ..format.layout import (
+    ImsLayout,
+    ImsWarning,
+    Level,
+    dataset_filters,
+    image_count,
+    image_groups,
+    parse_images,
+    parse_layout,
+)
 from ..format.links import Links, Located, stored_elsewhere
 from ..format.pyramid import halved_axes, next_level_size
 
@@ -113,6 +122,10 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
 
     ``deep``: also decode every chunk of every level, time point and channel, and report each
     chunk that cannot be read or decoded (this reads the whole file). ``path`` may be a URL.
+
+    A file of several images (tiles) is checked image by image; an image that cannot be read
+    at all (a tile whose linked file is missing) is one error naming its group, and the others
+    are checked as usual.
     """
     path = os.fspath(path)
     source = open_file(path)
@@ -129,12 +142,24 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
         links = links_of(source, f)
         try:
             try:
-                layout = parse_layout(f, path, links)
+                if image_count(f) > 1:
+                    entries = parse_images(f, path, links)
+                    layouts = [e.layout for e in entries]
+                else:
+                    entries, layouts = (), [parse_layout(f, path, links)]
             except ImsError as err:
                 return [Problem("error", path, err.reason)]
-            problems = [Problem("warning", path, note) for note in layout.warnings]
-            problems += _check(f, layout, _Data(links, source, file_size))
-            if deep:
+            problems = [Problem("error", e.group, e.error.reason) for e in entries if e.error is not None]
+            readable = [layout for layout in layouts if layout is not None]
+            for layout in readable:
+                where = layout.dataset_group if entries else path
+                problems += [Problem("warning", where, note) for note in layout.warnings]
+            problems += _check_root(f)
+            data = _Data(links, source, file_size)
+            for layout in readable:
+                problems += _check(f, layout, data)
+            problems += _check_thumbnail(f)
+            for layout in readable if deep else []:
                 problems += _check_chunks(f, layout)
             return problems
         except Exception as err:
@@ -168,7 +193,7 @@ class _Data:
         return self.sizes[file]
 
 
-def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
+def _check_root(f: h5py.File) -> Iterator[Problem]:
     yield from _text_attributes(f, "/", ROOT_TEXT)
     count = f.attrs.get("NumberOfDataSets")
     if count is None:
@@ -176,13 +201,20 @@ def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
     elif np.asarray(count).dtype != np.uint32:
         yield Problem("warning", "/", f"attribute NumberOfDataSets is {np.asarray(count).dtype}, Imaris writes uint32")
 
-    info = f.get("DataSetInfo")
+
+def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
+    """The checks of one image: its description group, pyramid and data."""
+    name = "/" + image_groups(f, layout.image)[1]
+    info = f.get(name)
     if not isinstance(info, h5py.Group):
-        yield Problem("error", "/DataSetInfo", "missing")
+        yield Problem("error", name, "missing")
     else:
         yield from _check_info(info, layout)
     yield from _check_pyramid(layout)
     yield from _check_data(layout, data)
+
+
+def _check_thumbnail(f: h5py.File) -> Iterator[Problem]:
     thumb = f.get("Thumbnail/Data")
     if not isinstance(thumb, h5py.Dataset):
         yield Problem("warning", "/Thumbnail/Data", "missing (Imaris shows no preview)")
@@ -191,21 +223,22 @@ def _check(f: h5py.File, layout: ImsLayout, data: _Data) -> Iterator[Problem]:
 
 
 def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
+    base = info.name
     image = info.get("Image")
     if not isinstance(image, h5py.Group):
-        yield Problem("error", "/DataSetInfo/Image", "missing")
+        yield Problem("error", f"{base}/Image", "missing")
     else:
         extents = ("ExtMin0", "ExtMin1", "ExtMin2", "ExtMax0", "ExtMax1", "ExtMax2")
-        yield from _text_attributes(image, "/DataSetInfo/Image", extents, ("X", "Y", "Z", "Unit"))
+        yield from _text_attributes(image, f"{base}/Image", extents, ("X", "Y", "Z", "Unit"))
         for name in extents:
             if read_text(image, name) is not None and parse_float(read_text(image, name)) is None:
-                yield Problem("error", "/DataSetInfo/Image", f"attribute {name} is not a number")
+                yield Problem("error", f"{base}/Image", f"attribute {name} is not a number")
         yield from _check_extents(image)
         size = tuple(parse_int(read_text(image, a)) for a in "ZYX")
         if None not in size and size != layout.levels[0].size:
-            yield Problem("error", "/DataSetInfo/Image", f"Z, Y, X = {size} but level 0 holds {layout.levels[0].size}")
+            yield Problem("error", f"{base}/Image", f"Z, Y, X = {size} but level 0 holds {layout.levels[0].size}")
     for ch in layout.channels:
-        where = f"/DataSetInfo/Channel {ch.number}"
+        where = f"{base}/Channel {ch.number}"
         group = info.get(f"Channel {ch.number}")
         if not isinstance(group, h5py.Group):
             yield Problem("warning", where, "missing (Imaris shows the channel without name or colour)")
@@ -213,17 +246,17 @@ def _check_info(info: h5py.Group, layout: ImsLayout) -> Iterator[Problem]:
             yield from _text_attributes(group, where, expected=("Color", "ColorRange"))
     time_info = info.get("TimeInfo")
     if not isinstance(time_info, h5py.Group):
-        yield Problem("warning", "/DataSetInfo/TimeInfo", "missing (Imaris shows no time stamps)")
+        yield Problem("warning", f"{base}/TimeInfo", "missing (Imaris shows no time stamps)")
     else:
         stamps = tuple(f"TimePoint{tp.number + 1}" for tp in layout.timepoints)
         yield from _text_attributes(
-            time_info, "/DataSetInfo/TimeInfo", expected=("DatasetTimePoints", "FileTimePoints", *stamps)
+            time_info, f"{base}/TimeInfo", expected=("DatasetTimePoints", "FileTimePoints", *stamps)
         )
         declared = parse_int(read_text(time_info, "DatasetTimePoints"))
         if declared is not None and declared != len(layout.timepoints):
             yield Problem(
                 "warning",
-                "/DataSetInfo/TimeInfo",
+                f"{base}/TimeInfo",
                 f"DatasetTimePoints is {declared}, the data has {len(layout.timepoints)}",
             )
 
@@ -250,14 +283,14 @@ def _check_pyramid(layout: ImsLayout) -> Iterator[Problem]:
         if sizes[r] != expected:
             yield Problem(
                 "error",
-                f"ResolutionLevel {layout.levels[r].number}",
+                f"{'' if not layout.image else layout.dataset_group + '/'}ResolutionLevel {layout.levels[r].number}",
                 f"size {sizes[r]} (z, y, x) does not follow from level {r - 1} {sizes[r - 1]}: expected {expected}",
             )
     last = sizes[-1]
     if int(np.prod(last)) > PYRAMID_LIMIT_VOXELS and any(halved_axes(last)):
         yield Problem(
             "error",
-            "/DataSet",
+            layout.dataset_group,
             f"the pyramid stops at {last} (z, y, x), {int(np.prod(last))} voxels: Imaris treats the file as "
             "lacking its resolution pyramid and rebuilds it on every open",
         )
@@ -385,7 +418,7 @@ def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
     with warnings.catch_warnings():
         # parse_layout warned about the same file a moment ago
         warnings.simplefilter("ignore", ImsWarning)
-        store = ImsStore(layout.path)
+        store = ImsStore(layout.path, image=layout.image)
     problems: list[Problem] = []
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

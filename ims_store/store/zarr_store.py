@@ -58,8 +58,9 @@ from ..errors import (
 )
 from ..format.chunks import ChunkIndex, index_dataset
 from ..format.codecs import RAW, decode_chunk, encode_chunk, plan_codecs
-from ..format.layout import ImsLayout, Level, parse_layout
+from ..format.layout import ImageEntry, ImsLayout, Level, image_count, parse_images, parse_layout
 from ..format.links import Links, stored_elsewhere
+from .collection import ImageCollection
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
 from .tiling import MIN_CHUNK_BYTES, Tiling, tiling
 
@@ -108,6 +109,11 @@ class ImsStore(Store):
         bytes, so that zarr, dask or a viewer pays its per-chunk cost once per group (default
         1 MiB; Imaris' own 1-2 MiB blocks are served as they are). 0 serves every HDF5 chunk
         as one zarr chunk. Passthrough mode always serves HDF5 chunks one to one.
+    image
+        Which image of a file of several (``NumberOfDataSets`` > 1: tiles, positions) to present,
+        alone, exactly as a file of one image is presented. Default: a file of one image is that
+        image; a file of several is an OME-NGFF ``bioformats2raw.layout`` collection of them
+        (image k at ``k/``, see `store.collection`).
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
 
@@ -131,6 +137,7 @@ class ImsStore(Store):
         read_ahead: int = DEFAULT_READ_AHEAD,
         follow_links: bool = True,
         min_chunk_bytes: int = MIN_CHUNK_BYTES,
+        image: int | None = None,
         read_only: bool = True,
     ) -> None:
         if not read_only:
@@ -150,17 +157,34 @@ class ImsStore(Store):
         self._lock = threading.RLock()  # every h5py call goes through it
         self._follow_links = follow_links
         self._min_chunk_bytes = min_chunk_bytes
+        self._image = image
         self._source = open_file(self._path, self._storage_options)
         self._linked = _LinkedFiles(self._source)
         self._links: Links | None = None
         self._h5: h5py.File | None = self._source.open_hdf5()
         _OPEN_STORES.add(self)
+        self._collection: ImageCollection | None = None
         try:
             with self._hdf5_reads("its metadata"):
-                self._layout = parse_layout(self._h5, self._path, self._file_links())
+                if image is None and image_count(self._h5) > 1:
+                    entries = parse_images(self._h5, self._path, self._file_links())
+                    self._collection = ImageCollection(entries, zarr_format, self._image_store)
+                else:
+                    self._layout = parse_layout(self._h5, self._path, self._file_links(), image=image or 0)
         except BaseException:
             self._release_hdf5()
             raise
+        if self._collection is not None:
+            # each image is served by a store of its own, which opens the file itself
+            self._release_hdf5()
+            self._layout = None  # type: ignore[assignment]
+            self._plans = []
+            self._metadata = self._collection.metadata
+            self._indexes = {}
+            self._index_loads = {}
+            self._read_ahead = read_ahead
+            self._ahead = None
+            return
         # what each level's metadata declares; decoded mode declares no codecs at all
         self._plans = [
             plan_codecs(level.filters, level.dtype) if chunk_mode == "passthrough" else RAW
@@ -190,8 +214,68 @@ class ImsStore(Store):
 
     @property
     def layout(self) -> ImsLayout:
-        """The parsed metadata model of the file."""
+        """The parsed metadata model of the image presented. A collection of several images has
+        none of its own: a `SelectionError` says so (see `images` and `image_store`)."""
+        if self._collection is not None:
+            raise SelectionError(
+                f"the file holds {len(self._collection.entries)} images, presented as a collection; "
+                "choose one with ImsStore(path, image=k) or store.image_store(k)",
+                self._path,
+            )
         return self._layout
+
+    @property
+    def image(self) -> int | None:
+        """The image presented (None: the file's only image, or the collection of them all)."""
+        return self._image
+
+    @property
+    def is_collection(self) -> bool:
+        """Whether the store presents several images (a ``bioformats2raw.layout`` collection)."""
+        return self._collection is not None
+
+    @property
+    def images(self) -> tuple[ImageEntry, ...]:
+        """The images presented, each with its layout or the error that keeps it from being read:
+        every image of a collection, else the one image.
+
+        >>> [(e.index, e.error is None) for e in ImsStore("tiles.ims").images]
+        [(0, True), (1, True)]
+        """
+        if self._collection is not None:
+            return self._collection.entries
+        return (ImageEntry(self._layout.image, self._layout.dataset_group, self._layout),)
+
+    def image_store(self, image: int) -> ImsStore:
+        """The store of one image alone: the collection's own for a collection, this store for
+        the image it presents, else a new store of that image. An image that cannot be read
+        raises its error; one that does not exist a `SelectionError`.
+
+        >>> ImsStore("tiles.ims").image_store(1).layout.image
+        1
+        """
+        if self._collection is None:
+            if isinstance(image, (int, np.integer)) and not isinstance(image, bool) and image == self._layout.image:
+                return self
+            if self._image is None:  # a file of one image
+                raise SelectionError(f"image {image!r} does not exist; the file has image 0 only", self._path)
+            return self._image_store(image)
+        entries = self._collection.entries
+        if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < len(entries):
+            raise SelectionError(
+                f"image {image!r} does not exist; the file has images 0..{len(entries) - 1}", self._path
+            )
+        entry = entries[int(image)]
+        if entry.error is not None:
+            raise entry.error
+        return self._collection.store(int(image))
+
+    def _image_store(self, image: int) -> ImsStore:
+        return type(self)(self._path, **{**self._options(), "image": image})
+
+    def _routed(self, key: str) -> tuple[ImsStore, str] | None:
+        """For a collection: the image store a key belongs to, and the key within it."""
+        return self._collection.split(key) if self._collection is not None else None
 
     @property
     def path(self) -> str:
@@ -230,7 +314,7 @@ class ImsStore(Store):
 
     def _args(self) -> tuple[Any, ...]:
         where = self._path if self._source.remote else os.path.abspath(self._path)
-        return (where, self._zarr_format, self._chunk_mode, self._follow_links, self._min_chunk_bytes)
+        return (where, self._zarr_format, self._chunk_mode, self._follow_links, self._min_chunk_bytes, self._image)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -243,7 +327,8 @@ class ImsStore(Store):
         return hash(self._args())
 
     def __repr__(self) -> str:
-        return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r})"
+        image = "" if self._image is None else f", image={self._image}"
+        return f"ImsStore({self._path!r}, zarr_format={self._zarr_format}, chunk_mode={self._chunk_mode!r}{image})"
 
     def _options(self) -> dict[str, Any]:
         """The keyword arguments this store was made with (a copy is made with the same)."""
@@ -254,6 +339,7 @@ class ImsStore(Store):
             "read_ahead": self._read_ahead,
             "follow_links": self._follow_links,
             "min_chunk_bytes": self._min_chunk_bytes,
+            "image": self._image,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -278,6 +364,8 @@ class ImsStore(Store):
             self._linked.close()
             if self._ahead is not None:
                 self._ahead.clear()
+            if self._collection is not None:
+                self._collection.close()
         super().close()
 
     @contextlib.contextmanager
@@ -386,6 +474,9 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
+        if self._collection is not None:
+            routed = self._routed(key)
+            return None if routed is None else await routed[0].get(routed[1], prototype, byte_range)
         ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         if ck is None:
             return None
@@ -403,6 +494,9 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return prototype.buffer.from_bytes(_slice(meta, byte_range))
+        if self._collection is not None:
+            routed = self._routed(key)
+            return None if routed is None else routed[0].get_sync(routed[1], prototype=prototype, byte_range=byte_range)
         ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         data = None if ck is None else self._chunk_bytes(ck, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
@@ -421,7 +515,9 @@ class ImsStore(Store):
         meta = self._metadata.get(key)
         if meta is not None:
             return len(meta)
-        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
+        if self._collection is not None and (routed := self._routed(key)) is not None:
+            return await routed[0].getsize(routed[1])
+        ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids) if self._collection is None else None
         if ck is not None:
             size = await asyncio.to_thread(self._served_size, ck)
             if size is not None:
@@ -432,6 +528,10 @@ class ImsStore(Store):
     # listing (chunk keys need each dataset's chunk index, built on first use)
 
     async def list(self) -> AsyncIterator[str]:
+        if self._collection is not None:
+            async for key in self.list_prefix(""):
+                yield key
+            return
         for key in self._metadata:
             yield key
         for key in self._chunk_keys():
@@ -443,6 +543,17 @@ class ImsStore(Store):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         prefix = prefix.rstrip("/")
+        if self._collection is not None:
+            own = self._collection.children(prefix)
+            if own is not None:
+                for child in own:
+                    yield child
+                return
+            routed = self._routed(prefix + "/")
+            if routed is not None:
+                async for child in routed[0].list_dir(routed[1]):
+                    yield child
+            return
         base = f"{prefix}/" if prefix else ""
         for child in self._candidate_children(prefix):
             if self._is_key(base + child) or any(True for _ in self._keys_under(f"{base}{child}/")):
@@ -451,6 +562,9 @@ class ImsStore(Store):
     def _is_key(self, key: str) -> bool:
         if key in self._metadata:
             return True
+        if self._collection is not None:
+            routed = self._routed(key)
+            return routed is not None and routed[0]._is_key(routed[1])
         ck = parse_chunk_key(key, self._layout, self._zarr_format, self._grids)
         return ck is not None and self._allocated(ck)
 
@@ -458,6 +572,13 @@ class ImsStore(Store):
         for key in self._metadata:
             if key.startswith(prefix):
                 yield key
+        if self._collection is not None:  # each image's keys, under k/
+            for image in self._collection.readable:
+                head = f"{image}/"
+                if head.startswith(prefix) or prefix.startswith(head):
+                    inner = prefix[len(head) :] if prefix.startswith(head) else ""
+                    yield from (head + key for key in self._collection.store(image)._keys_under(inner))
+            return
         # narrow the datasets to visit by the whole path components the prefix fixes
         parts = prefix.split("/")[:-1]
         if self._zarr_format == 3 and len(parts) >= 2:
@@ -685,7 +806,7 @@ class ImsStore(Store):
         >>> ImsStore("cells.ims").read_chunk(1, 0, 2, 0, 0, 0).shape
         (8, 64, 48)
         """
-        lvl = self._layout.level(level)
+        lvl = self.layout.level(level)
         ck = ChunkKey(lvl.index, self._layout.timepoint(timepoint).index, self._layout.channel(channel).index, z, y, x)
         if not all(0 <= i < n for i, n in zip((z, y, x), lvl.chunk_grid, strict=True)):
             raise SelectionError(
@@ -828,7 +949,7 @@ class ImsStore(Store):
         """One resolution level as a read-only zarr array of shape (t, c, z, y, x)."""
         import zarr
 
-        self._layout.level(level)
+        self.layout.level(level)
         return zarr.open_array(self, path=str(level), mode="r", zarr_format=self._zarr_format)
 
     def to_dask(self, level: int = 0, *, timepoint: int | None = None, channel: int | None = None) -> dask.array.Array:
@@ -844,7 +965,7 @@ class ImsStore(Store):
         import dask.array as da
         from dask.base import tokenize
 
-        lvl = self._layout.level(level)
+        lvl = self.layout.level(level)
         t = slice(None) if timepoint is None else self._layout.timepoint(timepoint).index
         c = slice(None) if channel is None else self._layout.channel(channel).index
         version = self._source.size() if self._source.remote else os.stat(self._path).st_mtime_ns

@@ -184,9 +184,20 @@ def to_ome_zarr(
 
 
 def _ims_to_ome_zarr(source: str | os.PathLike[str] | ImsStore, out: _Output, client: Any) -> Path:
+    image = source.image if isinstance(source, ImsStore) else None
     store = ImsStore(
-        source.path if isinstance(source, ImsStore) else source, zarr_format=out.fmt, chunk_mode="passthrough"
+        source.path if isinstance(source, ImsStore) else source,
+        zarr_format=out.fmt,
+        chunk_mode="passthrough",
+        image=image,
     )
+    if store.is_collection:
+        from .collection import collection_to_ome_zarr
+
+        def one(k: int, dst: Path) -> Path:
+            return _ims_to_ome_zarr(store.image_store(k), replace(out, path=dst, overwrite=False), client)
+
+        return collection_to_ome_zarr(store, out.path, one, out.overwrite)
     layout = store.layout
     if out.chunks_per_shard is not None:
         return _sharded_ims_to_ome_zarr(store, out, client)
