@@ -1,14 +1,16 @@
 """Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``
-(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py)."""
+(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py, and
+``tiles.ims``, a file of two images side by side)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims")
+EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims", "tiles.ims")
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +32,14 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tracks_file(folder / "tracks.ims")
     surfaces_file(folder / "surfaces.ims")
+    from ims_store import write_images
+
+    # two 8 x 64 x 64 tiles, the second 90 um further along x (ExtMin x 0 and 90)
+    tiles = [np.full((8, 64, 64), 100 * (k + 1), np.uint16) for k in range(2)]
+    write_images(
+        tiles, folder / "tiles.ims", axes="zyx", voxel_size=(1.0, 0.5, 0.5),
+        positions=[(0.5, 0.25, 0.25), (0.5, 0.25, 90.25)],
+    )  # fmt: skip
     return folder
 
 

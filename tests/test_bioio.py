@@ -294,17 +294,19 @@ def test_s3_object_with_fs_kwargs(synthetic_files: dict[str, Path]) -> None:
 
     path = synthetic_files["uint16-shuffle-gzip-3-levels"]
     server = S3Server()
+    fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
     try:
-        fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
-        fs.mkdir("bucket")
-        fs.put(str(path), f"bucket/{path.name}")
+        # a bucket of its own, removed after: moto keeps its buckets for the whole process
+        fs.mkdir("bioio-bucket")
+        fs.put(str(path), f"bioio-bucket/{path.name}")
         # bioio's fs_kwargs are the store's storage_options
-        img = BioImage(f"s3://bucket/{path.name}", fs_kwargs=server.storage_options)
+        img = BioImage(f"s3://bioio-bucket/{path.name}", fs_kwargs=server.storage_options)
         assert isinstance(img.reader, Reader)
         assert_image_equals_h5py(img, path)
-        with pytest.raises(ImsFileNotFoundError, match=r"s3://bucket/missing\.ims"):
-            BioImage("s3://bucket/missing.ims", fs_kwargs=server.storage_options)
+        with pytest.raises(ImsFileNotFoundError, match=r"s3://bioio-bucket/missing\.ims"):
+            BioImage("s3://bioio-bucket/missing.ims", fs_kwargs=server.storage_options)
     finally:
+        fs.rm("bioio-bucket", recursive=True)
         server.close()
 
 

@@ -3,6 +3,7 @@ counted."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import shutil
 import socket
@@ -91,10 +92,17 @@ def test_dask_reads_a_remote_level_in_few_requests(server: FileServer, files: Pa
 
 def test_without_read_ahead_every_chunk_is_one_request(server: FileServer, files: Path) -> None:
     path = files / "many-chunks.ims"
-    store = ImsStore(server.url(path.name), read_ahead=0)
+    store = ImsStore(server.url(path.name), read_ahead=0, min_chunk_bytes=0)  # a zarr chunk per HDF5 chunk
     opened = len(server.requests)
     np.testing.assert_array_equal(zarr.open_array(store, path="0", mode="r")[0, 0], h5py_level(path, 0, 0, 0))
     assert len(server.requests) - opened == 128
+    # small chunks served grouped: a group's chunks lie together in the file, one request each
+    grouped = ImsStore(server.url(path.name), read_ahead=0)
+    groups = math.prod(grouped.tiling(0).served_grid)
+    assert grouped.tiling(0).grouped and groups < 128
+    opened = len(server.requests)
+    np.testing.assert_array_equal(zarr.open_array(grouped, path="0", mode="r")[0, 0], h5py_level(path, 0, 0, 0))
+    assert len(server.requests) - opened == groups
 
 
 def test_a_plane_fetches_little_more_than_its_chunks(server: FileServer, files: Path) -> None:

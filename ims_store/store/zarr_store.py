@@ -310,7 +310,7 @@ class ImsStore(Store):
         >>> ImsStore("cells.ims").tiling(0).served_chunks
         (16, 128, 96)
         """
-        return self._tilings[self._layout.level(level).index]
+        return self._tilings[self.layout.level(level).index]
 
     def _args(self) -> tuple[Any, ...]:
         where = self._path if self._source.remote else os.path.abspath(self._path)
@@ -785,7 +785,15 @@ class ImsStore(Store):
         if self._ahead is None or not keys:
             yield from (self._decoded_chunk(ck) for ck in keys)
             return
-        indexes = [self._index(ck.level, ck.t, ck.c) for ck in keys]
+        index = self._index(keys[0].level, keys[0].t, keys[0].c)
+        span = self._span(keys, index) if len(keys) > 1 else None
+        if span is not None:  # one request for them all
+            fetched = self._cut(
+                keys, index, span[0], self._wait(keys[0], self._source.fetch(span[0], span[1] - span[0]))
+            )  # type: ignore[union-attr]
+            yield from (self._decoded_chunk(ck, stored) for ck, stored in zip(keys, fetched, strict=True))
+            return
+        indexes = [index] * len(keys)
         requests: list[Future[bytes | memoryview] | None] = [None] * len(keys)
         dataset, first = (keys[0].level, keys[0].t, keys[0].c), (keys[0].z, keys[0].y, keys[0].x)
         last = tuple(n - 1 for n in self._layout.levels[keys[0].level].chunk_grid)
@@ -818,8 +826,50 @@ class ImsStore(Store):
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
     async def _fetch_parts(self, ck: ChunkKey) -> list[bytes | memoryview | None]:
-        """The stored bytes of a served chunk's HDF5 chunks, requested together (see `_fetch`)."""
-        return list(await asyncio.gather(*(self._fetch(part) for part, _ in self._parts(ck))))
+        """The stored bytes of a served chunk's HDF5 chunks: one range request where they lie
+        together in the file (see `_span`), else requested together (see `_fetch`)."""
+        parts = [part for part, _ in self._parts(ck)]
+        if len(parts) > 1:
+            key = (ck.level, ck.t, ck.c)
+            index = self._indexes.get(key) or await asyncio.wrap_future(self._index_load(key))
+            span = self._span(parts, index)
+            if span is not None:
+                with self._read_errors(parts[0]):
+                    data = await asyncio.wrap_future(self._source.fetch(span[0], span[1] - span[0]))  # type: ignore[union-attr]
+                return self._cut(parts, index, span[0], data)
+        return list(await asyncio.gather(*(self._fetch(part) for part in parts)))
+
+    def _span(self, keys: list[ChunkKey], index: ChunkIndex) -> tuple[int, int] | None:
+        """The byte range (start, end) of a remote file that holds all these HDF5 chunks of one
+        dataset, where they lie together: each read by offset from this file (not a link's
+        target), written, and the range little more than their bytes. A group of a plane's
+        chunks usually does (HDF5 writes a plane's chunks one after the other); one request for
+        it is then one walk, whatever order the reads come in."""
+        if not index.direct or index.file is not None:
+            return None
+        located = [index.locate(k.z, k.y, k.x) for k in keys]
+        if any(
+            offset < 0 or self._oversized(size, k.level) for k, (offset, size, _) in zip(keys, located, strict=True)
+        ):
+            return None
+        for k, (offset, size, _) in zip(keys, located, strict=True):
+            self._check_extent(offset, size, k, index)
+        start = min(offset for offset, _, _ in located)
+        end = max(offset + size for offset, size, _ in located)
+        stored = sum(size for _, size, _ in located)
+        return (start, end) if end - start <= stored + stored // 4 + 65536 else None
+
+    @staticmethod
+    def _cut(
+        keys: list[ChunkKey], index: ChunkIndex, start: int, data: bytes | memoryview
+    ) -> list[bytes | memoryview | None]:
+        """The stored bytes of each chunk, out of a range fetched from ``start`` (see `_span`)."""
+        view = memoryview(data)
+        out: list[bytes | memoryview | None] = []
+        for k in keys:
+            offset, size, _ = index.locate(k.z, k.y, k.x)
+            out.append(view[offset - start : offset - start + size])
+        return out
 
     async def _fetch(self, ck: ChunkKey) -> bytes | memoryview | None:
         """A remote chunk's stored bytes, fetched on the file system's own event loop (so that

@@ -12,7 +12,7 @@ image stays in a file of its own beside the output, ``<stem>_image_<k>.ims``, an
 
 >>> import numpy as np
 >>> tiles = [np.zeros((8, 64, 64), np.uint16), np.ones((8, 64, 64), np.uint16)]
->>> out = write_images(tiles, "tiles.ims", axes="zyx", positions=[(0, 0, 0), (0, 0, 60)])
+>>> out = write_images(tiles, "row.ims", axes="zyx", positions=[(0, 0, 0), (0, 0, 60)])
 >>> from ims_store import ImsStore
 >>> [e.layout.extent_min[2] for e in ImsStore(out).images]
 [-0.5, 59.5]
