@@ -67,3 +67,31 @@ def assert_group_matches_h5py(group: object, path: Path) -> None:
                 assert data.shape[2:] == expected.shape
                 assert data.dtype == expected.dtype.newbyteorder("<"), (data.dtype, expected.dtype)
                 np.testing.assert_array_equal(data[t, c], expected, err_msg=f"level {level} t {t} c {c}")
+
+
+def assert_same_ims_content(a: Path, b: Path) -> None:
+    """Two HDF5 files hold the same things: the same groups, attributes, datasets and, for
+    chunked datasets, the same chunks with the same stored (compressed) bytes and filter masks;
+    where HDF5 put each in the file may differ."""
+
+    def walk(fa: h5py.Group, fb: h5py.Group, path: str) -> None:
+        assert sorted(fa.attrs) == sorted(fb.attrs), path
+        for key in fa.attrs:
+            assert np.array_equal(np.asarray(fa.attrs[key]), np.asarray(fb.attrs[key])), f"{path}@{key}"
+        if isinstance(fa, h5py.Dataset):
+            assert isinstance(fb, h5py.Dataset) and (fa.shape, fa.dtype, fa.chunks) == (fb.shape, fb.dtype, fb.chunks)
+            if fa.chunks is None:
+                assert np.array_equal(fa[()], fb[()]), path
+                return
+            chunks_a = {fa.id.get_chunk_info(i).chunk_offset for i in range(fa.id.get_num_chunks())}
+            chunks_b = {fb.id.get_chunk_info(i).chunk_offset for i in range(fb.id.get_num_chunks())}
+            assert chunks_a == chunks_b, path
+            for offset in sorted(chunks_a):
+                assert fa.id.read_direct_chunk(offset) == fb.id.read_direct_chunk(offset), (path, offset)
+            return
+        assert sorted(fa) == sorted(fb), path
+        for name in fa:
+            walk(fa[name], fb[name], f"{path}/{name}")
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        walk(fa, fb, "")
