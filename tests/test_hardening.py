@@ -360,7 +360,7 @@ import sys
 from ims_store import to_ome_zarr, write_ims
 import numpy as np
 if sys.argv[1] == "write":  # random voxels: quick to make, slow to compress, so the writing takes a while
-    write_ims(np.random.default_rng(3).integers(0, 4000, (32, 512, 512), "uint16"), sys.argv[2], axes="zyx", workers=1)
+    write_ims(np.random.default_rng(3).integers(0, 4000, (64, 512, 512), "uint16"), sys.argv[2], axes="zyx", workers=1)
 elif sys.argv[1] == "reencode":  # .ims -> .ims: the source is an Imaris file that must stay untouched
     write_ims(sys.argv[3], sys.argv[2], compression="lz4", workers=1)
 else:

@@ -800,7 +800,6 @@ class ImsStore(Store):
             )  # type: ignore[union-attr]
             yield from (self._decoded_chunk(ck, stored) for ck, stored in zip(keys, fetched, strict=True))
             return
-        indexes = [index] * len(keys)
         requests: list[Future[bytes | memoryview] | None] = [None] * len(keys)
         dataset, first = (keys[0].level, keys[0].t, keys[0].c), (keys[0].z, keys[0].y, keys[0].x)
         last = tuple(n - 1 for n in self._layout.levels[keys[0].level].chunk_grid)
@@ -811,7 +810,7 @@ class ImsStore(Store):
             )
             self._walked[dataset] = first
             for i in reversed(range(len(keys))) if down else range(len(keys)):
-                requests[i] = self._request(keys[i], indexes[i])
+                requests[i] = self._request(keys[i], index)
         for ck, request in zip(keys, requests, strict=True):
             yield self._decoded_chunk(ck, None if request is None else self._wait(ck, request))
 

@@ -109,7 +109,7 @@ def _read(tif: Any, path: str, series: int, level: int, axes: str | None) -> Tif
     if count == 0:
         raise SourceError("the TIFF file holds no image", path)
     if isinstance(series, bool) or not isinstance(series, (int, np.integer)) or not 0 <= series < count:
-        listed = "; ".join(f"{i}: {s.get_axes(True)} {s.get_shape(True)}" for i, s in enumerate(tif.series))
+        listed = "; ".join(f"{i}: {s.axes} {s.shape}" for i, s in enumerate(tif.series))
         raise SelectionError(f"series {series} does not exist; the file has series 0..{count - 1} ({listed})", path)
     chosen = tif.series[series]
     levels = chosen.levels
@@ -126,15 +126,16 @@ def _read(tif: Any, path: str, series: int, level: int, axes: str | None) -> Tif
             "multi-file OME-TIFF not found beside it, or an acquisition cut short)",
             "they are written as zeros",
         )
-    tiff_axes = chosen.get_axes(True)
-    letters = _tczyx_axes(tiff_axes, tuple(int(s) for s in chosen.get_shape(True)), axes, path)
+    # squeezed, as tifffile.imread shapes the image (tifffile >= 2026.11 has no other)
+    tiff_axes = chosen.axes
+    letters = _tczyx_axes(tiff_axes, tuple(int(s) for s in chosen.shape), axes, path)
     voxels = _TiffVoxels(path, int(series), int(level), tif)
     if len(voxels.shape) != len(letters):
         raise SourceError(f"level {level} of series {series} has shape {voxels.shape}, unlike level 0", path)
     meta = _ome_metadata(tif, series, path) if tif.is_ome else None
     if meta is None and tif.is_imagej:
         meta = _imagej_metadata(tif, path)
-    base = dict(zip(letters, (int(s) for s in chosen.get_shape(True)), strict=True))
+    base = dict(zip(letters, (int(s) for s in chosen.shape), strict=True))
     return TiffImage(voxels, letters, _fitted(meta or {}, dict(zip(letters, voxels.shape, strict=True)), base))
 
 
@@ -318,7 +319,7 @@ def _ome_pixels(root: Any, all_series: Sequence[Any], index: int, path: str) -> 
     if len(images) == len(all_series):
         return images[index][1]
     chosen = all_series[index]
-    shape = dict(zip(chosen.get_axes(False), chosen.get_shape(False), strict=True))
+    shape = dict(zip(chosen.axes, chosen.shape, strict=True))
     matches = [
         px
         for img, px in images

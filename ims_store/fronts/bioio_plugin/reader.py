@@ -15,8 +15,8 @@ summary of the file; the parsed `ImsLayout` itself is ``xarray_dask_data.attrs["
 (PhysicalPixelSizes(Z=1.0, Y=0.25, X=0.25), 1.5)
 >>> img.resolution_levels, img.resolution_level_dims[1]
 ((0, 1), (2, 3, 8, 64, 48))
->>> img.metadata["unit"], img.dimension_properties.X.unit
-('um', <Unit('micrometer')>)
+>>> img.metadata["unit"], str(img.dimension_properties.X.unit)
+('um', 'micrometer')
 """
 
 from __future__ import annotations
