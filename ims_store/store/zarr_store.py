@@ -201,7 +201,6 @@ class ImsStore(Store):
         self._indexes: dict[tuple[int, int, int], ChunkIndex] = {}
         self._index_loads: dict[tuple[int, int, int], Future[ChunkIndex]] = {}
         self._walk_lock = threading.Lock()
-        self._walked: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # per dataset: the last read's start
         self._read_ahead = read_ahead
         self._ahead = (
             ReadAhead(self._source.fetch, budget=read_ahead, end=self._source.size())  # type: ignore[union-attr]
@@ -786,9 +785,9 @@ class ImsStore(Store):
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
 
     def _decoded_chunks(self, keys: list[ChunkKey]) -> Iterator[bytes | bytearray | np.ndarray | None]:
-        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order), a remote file's
-        all asked for before the first is waited on, so that the read-ahead sees one walk: in the
-        direction the reads go (dask takes its tasks last first)."""
+        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order). A remote file's
+        are fetched in one request where they lie together (`_span`), else all asked for before
+        the first is waited on, so that the read-ahead sees them as one walk."""
         if self._ahead is None or not keys:
             yield from (self._decoded_chunk(ck) for ck in keys)
             return
@@ -800,17 +799,8 @@ class ImsStore(Store):
             )  # type: ignore[union-attr]
             yield from (self._decoded_chunk(ck, stored) for ck, stored in zip(keys, fetched, strict=True))
             return
-        requests: list[Future[bytes | memoryview] | None] = [None] * len(keys)
-        dataset, first = (keys[0].level, keys[0].t, keys[0].c), (keys[0].z, keys[0].y, keys[0].x)
-        last = tuple(n - 1 for n in self._layout.levels[keys[0].level].chunk_grid)
         with self._walk_lock:  # one read's requests together: another thread's would break the walk
-            # down: below the last read, or (the first read) ending where the dataset does
-            down = first < self._walked.get(dataset, first) or (
-                dataset not in self._walked and (keys[-1].z, keys[-1].y, keys[-1].x) == last and len(keys) > 1
-            )
-            self._walked[dataset] = first
-            for i in reversed(range(len(keys))) if down else range(len(keys)):
-                requests[i] = self._request(keys[i], index)
+            requests = [self._request(ck, index) for ck in keys]
         for ck, request in zip(keys, requests, strict=True):
             yield self._decoded_chunk(ck, None if request is None else self._wait(ck, request))
 
