@@ -69,6 +69,18 @@ def _variant_masked_noshuffle(p: Path) -> None:
     mask_first_chunk(p)
 
 
+def _variant_uint8_shuffle_only(p: Path) -> None:
+    # shuffle undone on 1-byte values gives back its input: what was read must not be served
+    # from a buffer the next read reuses (every chunk differs, so a reused one shows)
+    make_example_ims(
+        p, shape=(16, 96, 96), dtype="uint8", channels=2, timepoints=1, compression="none", chunks=(4, 32, 32)
+    )
+    for level in range(len(_levels_of(p))):
+        with h5py.File(p, "r") as f:
+            chunks = f[f"DataSet/ResolutionLevel {level}/TimePoint 0/Channel 0/Data"].chunks
+        rewrite_datasets(p, level, chunks=chunks, shuffle=True)
+
+
 VARIANTS: dict[str, Callable[[Path], object]] = {
     "uint8-gzip": lambda p: make_example_ims(p, shape=(20, 70, 90), dtype="uint8", channels=2, timepoints=1),
     "uint16-shuffle-gzip-3-levels": lambda p: make_example_ims(
@@ -120,4 +132,5 @@ VARIANTS: dict[str, Callable[[Path], object]] = {
     "fletcher32-unknown-filter": _variant_fletcher,
     "masked-chunk-shuffle": _variant_masked,
     "masked-chunk": _variant_masked_noshuffle,
+    "uint8-shuffle-only": _variant_uint8_shuffle_only,
 }

@@ -12,11 +12,12 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import h5py
@@ -24,6 +25,7 @@ import h5py
 from ..errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
 from ..format.layout import ImageEntry, ImsLayout, open_hdf5, parse_images, parse_layout
 from ..format.links import Links
+from .workers import run_blocking
 
 __all__ = [
     "WHOLE_FILE_LIMIT",
@@ -35,7 +37,7 @@ __all__ = [
     "read_images",
     "read_layout",
     "read_range",
-    "run_blocking",
+    "scratch_buffer",
 ]
 
 T = TypeVar("T")
@@ -103,19 +105,24 @@ class LocalFile:
                     self._retired.discard(fd)
                     os.close(fd)
 
-    def size(self) -> int:
+    @contextlib.contextmanager
+    def descriptor(self) -> Iterator[int]:
+        """The file's descriptor, for several reads in a row (see `read_range`): it stays open
+        until the block ends, whatever `close` does meanwhile."""
         fd = self._acquire()
         try:
-            return os.fstat(fd).st_size
+            yield fd
         finally:
             self._release(fd)
 
-    def read(self, offset: int, size: int) -> bytes:
-        fd = self._acquire()
-        try:
-            return read_range(fd, offset, size)
-        finally:
-            self._release(fd)
+    def size(self) -> int:
+        with self.descriptor() as fd:
+            return os.fstat(fd).st_size
+
+    def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+        """``size`` bytes at ``offset``, into new bytes or into ``into`` (see `read_range`)."""
+        with self.descriptor() as fd:
+            return read_range(fd, offset, size, into)
 
     def close(self) -> None:
         with self._lock:
@@ -368,20 +375,6 @@ def _checked(data: bytes, offset: int, size: int) -> bytes:
     return data
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def run_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-    """``function(*args, **kwargs)`` on a shared pool of threads (made on first use), as a future
-    that any thread or event loop can wait on."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(32, thread_name_prefix="ims-store")
-    return _pool.submit(function, *args, **kwargs)
-
-
 def links_of(
     source: LocalFile | RemoteFile,
     f: h5py.File,
@@ -408,11 +401,26 @@ def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | No
     return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
 
 
-def read_range(fd: int, offset: int, size: int) -> bytes:
-    """Read exactly ``size`` bytes at ``offset`` (positional, GIL-free, thread-safe).
+def read_range(fd: int, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+    """Read exactly ``size`` bytes at ``offset`` (positional, GIL-free, thread-safe): into new
+    bytes, or into the start of ``into`` (a writable buffer of at least ``size`` bytes, returned
+    as a memoryview of them).
+
+    Reading into a buffer that is used again spares the allocator: each fresh megabyte it hands
+    out costs page faults once it has given freed memory back to the kernel, which glibc does
+    for buffers of this size (bench_read: 10-15% of a read of 2 MiB chunks).
 
     Raises ``EOFError`` when the file ends first (a truncated copy).
     """
+    if into is not None and _preadv is not None:
+        view = memoryview(into).cast("B")[:size]
+        got = 0
+        while got < size:
+            n = _preadv(fd, [view[got:]], offset + got)
+            if not n:
+                raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+            got += n
+        return view
     data = os.pread(fd, size, offset)
     if len(data) == size:
         return data
@@ -425,6 +433,20 @@ def read_range(fd: int, offset: int, size: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+_preadv = getattr(os, "preadv", None)
+_scratch = threading.local()
+
+
+def scratch_buffer(size: int) -> Any:
+    """This thread's buffer of at least ``size`` bytes, for bytes used up before the thread
+    reads into it again (stored chunk bytes decoded at once: see `read_range`). It grows to the
+    largest size asked, one per thread."""
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _scratch.buffer = bytearray(size)
+    return buffer
 
 
 def read_layout(

@@ -45,8 +45,9 @@ import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from ..access.files import LocalFile, RemoteFile, links_of, open_file, run_blocking
+from ..access.files import LocalFile, RemoteFile, links_of, open_file, scratch_buffer
 from ..access.readahead import DEFAULT_READ_AHEAD, ReadAhead
+from ..access.workers import run_blocking, run_decoding
 from ..errors import (
     CorruptChunkError,
     LinkTargetError,
@@ -481,7 +482,8 @@ class ImsStore(Store):
             return None
         with _IN_FLIGHT.request():
             stored = await self._fetch_parts(ck) if self._source.remote else None
-            data = await asyncio.to_thread(self._chunk_bytes, ck, byte_range, stored)
+            # on the decoding threads (one per core), not zarr's executor: see access/workers.py
+            data = await asyncio.wrap_future(run_decoding(self._chunk_bytes, ck, byte_range, stored))
         return None if data is None else prototype.buffer.from_bytes(data)
 
     def get_sync(
@@ -728,7 +730,7 @@ class ImsStore(Store):
         written and the fill value is the one declared (zarr then fills it)."""
         level = self._layout.levels[ck.level]
         parts = self._parts(ck)
-        decoded = [self._decoded_chunk(p, None if stored is None else stored[i]) for i, (p, _) in enumerate(parts)]
+        decoded = list(self._decoded_chunks([p for p, _ in parts], stored))
         if all(raw is None for raw in decoded):
             return None
         tiles = self._tilings[ck.level]
@@ -765,8 +767,12 @@ class ImsStore(Store):
             raw = encode_chunk(raw, level.filters, level.dtype)
         return _slice(raw, byte_range)
 
-    def _decoded_chunk(self, ck: ChunkKey, stored: bytes | None = None) -> bytes | bytearray | np.ndarray | None:
-        """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if unallocated."""
+    def _decoded_chunk(
+        self, ck: ChunkKey, stored: bytes | memoryview | None = None, end: int | None = None
+    ) -> bytes | bytearray | np.ndarray | None:
+        """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if
+        unallocated. ``stored``: its stored bytes where fetched already; ``end``: the size of a
+        local file, where known (else asked)."""
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
         level = self._layout.levels[ck.level]
@@ -777,20 +783,40 @@ class ImsStore(Store):
             return self._read_with_hdf5(ck, index.why)
         if self._oversized(size, ck.level):
             return self._read_with_hdf5(ck, f"its stored size ({size} bytes) is more than ims_store reads by offset")
-        if stored is None:
+        scratch = None
+        if stored is None and self._ahead is None:
+            # where a filter is undone, the voxels land in a new buffer and the stored bytes can
+            # be read into this thread's scratch buffer (see `read_range`)
+            if any(not mask >> i & 1 for i in range(len(index.filters))):
+                scratch = scratch_buffer(size)
+            stored = self._read(offset, size, ck, index, end, scratch)
+        elif stored is None:
             stored = self._stored(ck, index)
         try:
-            return decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
+            raw = decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
+        if scratch is not None and np.may_share_memory(np.frombuffer(raw, np.uint8), np.frombuffer(scratch, np.uint8)):
+            raw = bytes(raw)  # a stage that kept its input (a shuffle of 1-byte values): not served from scratch
+        return raw
 
-    def _decoded_chunks(self, keys: list[ChunkKey]) -> Iterator[bytes | bytearray | np.ndarray | None]:
-        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order). A remote file's
-        are fetched in one request where they lie together (`_span`), else all asked for before
-        the first is waited on, so that the read-ahead sees them as one walk."""
-        if self._ahead is None or not keys:
-            yield from (self._decoded_chunk(ck) for ck in keys)
-            return
+    def _decoded_chunks(
+        self, keys: list[ChunkKey], stored: list[bytes | memoryview | None] | None = None
+    ) -> Iterator[bytes | bytearray | np.ndarray | None]:
+        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order); ``stored``:
+        their stored bytes where fetched already. A local file's size is asked once for them
+        all; a remote file's are fetched in one request where they lie together (`_span`), else
+        all asked for before the first is waited on, so that the read-ahead sees them as one walk."""
+        if stored is not None:
+            yield from (self._decoded_chunk(ck, data) for ck, data in zip(keys, stored, strict=True))
+        elif self._ahead is not None:
+            yield from self._decoded_remotely(keys)
+        elif keys:
+            index = self._index(keys[0].level, keys[0].t, keys[0].c)
+            end = self._source_of(index).size() if index.direct else None
+            yield from (self._decoded_chunk(ck, end=end) for ck in keys)
+
+    def _decoded_remotely(self, keys: list[ChunkKey]) -> Iterator[bytes | bytearray | np.ndarray | None]:
         index = self._index(keys[0].level, keys[0].t, keys[0].c)
         span = self._span(keys, index) if len(keys) > 1 else None
         if span is not None:  # one request for them all
@@ -912,10 +938,13 @@ class ImsStore(Store):
             return self._read(offset, size, ck, index)
         return self._wait(ck, future)
 
-    def _read(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex) -> bytes:
-        self._check_extent(offset, size, ck, index)
+    def _read(
+        self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, end: int | None = None, into: Any = None
+    ) -> bytes | memoryview:
+        """A local chunk's stored bytes (``into``: a buffer to read them into, see `read_range`)."""
+        self._check_extent(offset, size, ck, index, end)
         with self._read_errors(ck):
-            return self._source_of(index).read(offset, size)
+            return self._source_of(index).read(offset, size, into)  # type: ignore[call-arg]
 
     @contextlib.contextmanager
     def _read_errors(self, ck: ChunkKey) -> Iterator[None]:
@@ -931,10 +960,10 @@ class ImsStore(Store):
         except OSError as err:
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
 
-    def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex) -> None:
-        # a damaged chunk index must not make us read past the end of the file
-        source = self._source_of(index)
-        end = source.size()
+    def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, end: int | None = None) -> None:
+        # a damaged chunk index must not make us read past the end of the file (``end``: its size)
+        if end is None:
+            end = self._source_of(index).size()
         if offset < 0 or size < 0 or offset + size > end:
             where = "" if index.file is None else f" {index.file}, which an external link leads to"
             raise TruncatedFileError(

@@ -1,0 +1,90 @@
+"""The shared thread pools (decoding, waiting) and reading stored bytes into a reused buffer."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ims_store import ImsStore
+from ims_store.access.files import read_range, scratch_buffer
+from ims_store.access.workers import DECODE_THREADS, run_blocking, run_decoding
+
+DATA = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 1/Data"
+
+
+def test_decoding_runs_on_one_thread_per_core() -> None:
+    names = {run_decoding(lambda: threading.current_thread().name).result(timeout=30) for _ in range(50)}
+    assert DECODE_THREADS == len(os.sched_getaffinity(0))
+    assert 1 <= len(names) <= DECODE_THREADS
+    assert all(name.startswith("ims-store-decode") for name in names)
+
+
+def _read_in_child(path: str, queue: multiprocessing.Queue) -> None:
+    try:
+        got = zarr.open_array(ImsStore(path), path="0", mode="r")[0, 1]
+        waited = run_blocking(lambda: 7).result(timeout=30)
+        queue.put((got, waited))
+    except BaseException as err:  # reported to the parent rather than lost with the child
+        queue.put(err)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_a_forked_child_reads_with_pools_of_its_own(synthetic_files: dict[str, Path]) -> None:
+    """A pool inherited through fork has no threads behind it: the child must make its own (else
+    its first read would wait forever)."""
+    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    zarr.open_array(ImsStore(path), path="0", mode="r")[0, 1]  # the parent's pools exist now
+    run_blocking(lambda: None).result(timeout=30)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(str(path), queue))
+    child.start()
+    try:
+        found = queue.get(timeout=60)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert not isinstance(found, BaseException), found
+    got, waited = found
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(got, f[DATA][: got.shape[0], : got.shape[1], : got.shape[2]])
+    assert waited == 7
+
+
+@given(data=st.binary(min_size=0, max_size=5000), start=st.integers(0, 5000), size=st.integers(0, 5000))
+def test_read_range_into_a_buffer_reads_what_pread_reads(tmp_path_factory, data: bytes, start: int, size: int) -> None:
+    path = tmp_path_factory.mktemp("r") / "f.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buffer = bytearray(size + 3)
+        if start + size > len(data):
+            with pytest.raises(EOFError):
+                read_range(fd, start, size, buffer)
+            with pytest.raises(EOFError):
+                read_range(fd, start, size)
+        else:
+            got = read_range(fd, start, size, buffer)
+            assert bytes(got) == data[start : start + size] == read_range(fd, start, size)
+            assert bytes(buffer[:size]) == data[start : start + size]  # read into the buffer itself
+    finally:
+        os.close(fd)
+
+
+def test_scratch_buffers_are_one_per_thread_and_grow() -> None:
+    first = scratch_buffer(10)
+    assert scratch_buffer(5) is first
+    grown = scratch_buffer(len(first) + 1)
+    assert len(grown) >= len(first) + 1 and scratch_buffer(1) is grown
+    other = run_decoding(scratch_buffer, 10).result(timeout=30)
+    assert other is not grown
