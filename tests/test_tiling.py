@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ims_store import ImsStore
-from ims_store.store.tiling import MIN_CHUNK_BYTES, group_factors
+from ims_store.store.tiling import DASK_CHUNK_BYTES, MIN_CHUNK_BYTES, group_factors, tiling
 from ims_store.write.synthetic import make_example_ims
 
 CHUNKS = (4, 32, 32)  # 8 KiB of uint16: far below MIN_CHUNK_BYTES
@@ -147,12 +147,19 @@ async def test_getsize_is_the_served_size(small_chunks: Path) -> None:
 
 def test_to_dask_uses_the_tiling_and_equals_h5py(small_chunks: Path) -> None:
     store = ImsStore(small_chunks)
-    arr = store.to_dask(0, timepoint=0, channel=1)
-    assert arr.chunksize == tuple(min(s, n) for s, n in zip(store.tiling(0).served_chunks, SHAPE, strict=True))
-    with dask.config.set(scheduler="threads"):
-        np.testing.assert_array_equal(arr.compute(), h5py_level(small_chunks, 0, 0, 1))
-    single = ImsStore(small_chunks, min_chunk_bytes=0).to_dask(0)
-    assert single.chunksize == (1, 1, *CHUNKS)
+    level = store.layout.levels[0]
+    for chunk_bytes in (store.min_chunk_bytes, DASK_CHUNK_BYTES, 100_000, 0):
+        arr = store.to_dask(0, timepoint=0, channel=1, chunk_bytes=chunk_bytes)
+        served = tiling(level, chunk_bytes).served_chunks
+        assert all(s % c == 0 for s, c in zip(served, CHUNKS, strict=True))
+        assert arr.chunksize == tuple(min(s, n) for s, n in zip(served, SHAPE, strict=True))
+        with dask.config.set(scheduler="threads"):
+            np.testing.assert_array_equal(arr.compute(), h5py_level(small_chunks, 0, 0, 1))
+    assert store.to_dask(0).chunksize == store.to_dask(0, chunk_bytes=DASK_CHUNK_BYTES).chunksize
+    assert store.to_dask(0, chunk_bytes=0).chunksize == (1, 1, *CHUNKS)
+    assert store.to_dask(0).name != store.to_dask(0, chunk_bytes=0).name
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        store.to_dask(0, chunk_bytes=-1)
 
 
 def test_passthrough_serves_hdf5_chunks_one_to_one(small_chunks: Path) -> None:

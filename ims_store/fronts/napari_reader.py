@@ -64,7 +64,8 @@ def _image_layers(store: ImsStore, prefix: str) -> list[LayerData]:
     """The layers of one image: one per channel."""
     layers: list[LayerData] = []
     layout = store.layout
-    pyramid = [store.to_dask(level.index) for level in layout.levels]
+    # a viewer reads small regions one at a time: dask chunks of the store's own tile size
+    pyramid = [store.to_dask(level.index, chunk_bytes=store.min_chunk_bytes) for level in layout.levels]
     voxel = layout.levels[0].voxel_size
     translate = voxel_centre_origin(layout.extent_min, voxel)
     step = time_step(layout) or 1.0

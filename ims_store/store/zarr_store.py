@@ -63,7 +63,7 @@ from ..format.layout import ImageEntry, ImsLayout, Level, image_count, parse_ima
 from ..format.links import Links, stored_elsewhere
 from .collection import ImageCollection
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
-from .tiling import MIN_CHUNK_BYTES, Tiling, tiling
+from .tiling import DASK_CHUNK_BYTES, MIN_CHUNK_BYTES, Tiling, tiling
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -1027,12 +1027,22 @@ class ImsStore(Store):
         self.layout.level(level)
         return zarr.open_array(self, path=str(level), mode="r", zarr_format=self._zarr_format)
 
-    def to_dask(self, level: int = 0, *, timepoint: int | None = None, channel: int | None = None) -> dask.array.Array:
+    def to_dask(
+        self,
+        level: int = 0,
+        *,
+        timepoint: int | None = None,
+        channel: int | None = None,
+        chunk_bytes: int = DASK_CHUNK_BYTES,
+    ) -> dask.array.Array:
         """A level as a lazy dask array (t, c, z, y, x); selecting a time point or channel drops that axis.
 
-        One dask task per chunk of the decoded store's tiling (an HDF5 chunk, or a group of
-        small ones: see ``min_chunk_bytes``), decoded straight from the file (no zarr round
-        trip), so the threaded, process and distributed schedulers all read in parallel.
+        Each dask chunk groups whole HDF5 chunks of a plane, as the store's tiling does (see
+        ``min_chunk_bytes``), to at least ``chunk_bytes`` where the planes are that large
+        (default `DASK_CHUNK_BYTES`; 0: one HDF5 chunk each), decoded straight from the file
+        (no zarr round trip), so the threaded, process and distributed schedulers all read in
+        parallel. Pass a viewer's size (the store's ``min_chunk_bytes``) where small regions
+        are read one at a time, as napari does.
 
         >>> ImsStore("cells.ims").to_dask(1, timepoint=0, channel=2).shape
         (8, 64, 48)
@@ -1040,12 +1050,14 @@ class ImsStore(Store):
         import dask.array as da
         from dask.base import tokenize
 
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 0:
+            raise ValueError(f"chunk_bytes must be a number of bytes >= 0, not {chunk_bytes!r}")
         lvl = self.layout.level(level)
         t = slice(None) if timepoint is None else self._layout.timepoint(timepoint).index
         c = slice(None) if channel is None else self._layout.channel(channel).index
         version = self._source.size() if self._source.remote else os.stat(self._path).st_mtime_ns
-        name = "ims-store-" + tokenize(self._args(), version, self._source.size(), lvl.index)
-        chunks = tiling(lvl, self._min_chunk_bytes).served_chunks
+        chunks = tiling(lvl, chunk_bytes).served_chunks
+        name = "ims-store-" + tokenize(self._args(), version, self._source.size(), lvl.index, chunks)
         arr = da.from_array(LevelArray(self, lvl.index), chunks=(1, 1, *chunks), asarray=False, lock=False, name=name)
         return arr[t, c] if timepoint is not None or channel is not None else arr
 
