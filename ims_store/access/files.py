@@ -12,11 +12,10 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -105,24 +104,20 @@ class LocalFile:
                     self._retired.discard(fd)
                     os.close(fd)
 
-    @contextlib.contextmanager
-    def descriptor(self) -> Iterator[int]:
-        """The file's descriptor, for several reads in a row (see `read_range`): it stays open
-        until the block ends, whatever `close` does meanwhile."""
+    def size(self) -> int:
         fd = self._acquire()
         try:
-            yield fd
+            return os.fstat(fd).st_size
         finally:
             self._release(fd)
 
-    def size(self) -> int:
-        with self.descriptor() as fd:
-            return os.fstat(fd).st_size
-
     def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
         """``size`` bytes at ``offset``, into new bytes or into ``into`` (see `read_range`)."""
-        with self.descriptor() as fd:
+        fd = self._acquire()
+        try:
             return read_range(fd, offset, size, into)
+        finally:
+            self._release(fd)
 
     def close(self) -> None:
         with self._lock:

@@ -50,6 +50,7 @@ from ..access.readahead import DEFAULT_READ_AHEAD, ReadAhead
 from ..access.workers import run_blocking, run_decoding
 from ..errors import (
     CorruptChunkError,
+    ImsError,
     LinkTargetError,
     MalformedImsError,
     ReadOnlyError,
@@ -787,7 +788,7 @@ class ImsStore(Store):
         if stored is None and self._ahead is None:
             # where a filter is undone, the voxels land in a new buffer and the stored bytes can
             # be read into this thread's scratch buffer (see `read_range`)
-            if any(not mask >> i & 1 for i in range(len(index.filters))):
+            if ~mask & ((1 << len(index.filters)) - 1):  # a filter not skipped
                 scratch = scratch_buffer(size)
             stored = self._read(offset, size, ck, index, end, scratch)
         elif stored is None:
@@ -796,8 +797,9 @@ class ImsStore(Store):
             raw = decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
-        if scratch is not None and np.may_share_memory(np.frombuffer(raw, np.uint8), np.frombuffer(scratch, np.uint8)):
-            raw = bytes(raw)  # a stage that kept its input (a shuffle of 1-byte values): not served from scratch
+        if scratch is not None and not _owns_its_memory(raw, stored):
+            if np.may_share_memory(np.frombuffer(raw, np.uint8), np.frombuffer(scratch, np.uint8)):
+                raw = bytes(raw)  # a stage that kept its input (a shuffle of 1-byte values): not served from scratch
         return raw
 
     def _decoded_chunks(
@@ -943,22 +945,27 @@ class ImsStore(Store):
     ) -> bytes | memoryview:
         """A local chunk's stored bytes (``into``: a buffer to read them into, see `read_range`)."""
         self._check_extent(offset, size, ck, index, end)
-        with self._read_errors(ck):
+        try:  # (no context manager: this runs once per chunk, thousands of times per read)
             return self._source_of(index).read(offset, size, into)  # type: ignore[call-arg]
+        except (EOFError, OSError) as err:
+            raise self._read_error(ck, err) from err
 
     @contextlib.contextmanager
     def _read_errors(self, ck: ChunkKey) -> Iterator[None]:
         """A short or failed read of a chunk, as an error naming the chunk and the file."""
         try:
             yield
-        except EOFError as err:
-            raise TruncatedFileError(
+        except (EOFError, RemoteReadError, OSError) as err:
+            raise self._read_error(ck, err) from err
+
+    def _read_error(self, ck: ChunkKey, err: EOFError | OSError) -> ImsError:
+        if isinstance(err, EOFError):
+            return TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file ({err})", self._path
-            ) from err
-        except RemoteReadError as err:  # the network's or the server's doing, not the file's
-            raise RemoteReadError(f"{_describe(self._layout, ck)} cannot be fetched: {err.reason}", self._path) from err
-        except OSError as err:
-            raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path) from err
+            )
+        if isinstance(err, RemoteReadError):  # the network's or the server's doing, not the file's
+            return RemoteReadError(f"{_describe(self._layout, ck)} cannot be fetched: {err.reason}", self._path)
+        return CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path)
 
     def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, end: int | None = None) -> None:
         # a damaged chunk index must not make us read past the end of the file (``end``: its size)
@@ -1191,6 +1198,15 @@ class LevelArray:
             return
         block = np.frombuffer(raw, dtype=self.dtype).reshape(self.level.chunks)
         out[tuple(dst)] = block[tuple(src)]
+
+
+def _owns_its_memory(decoded: object, stored: object) -> bool:
+    """Whether a decoder's output surely has memory of its own (new bytes, or an array that
+    owns its data), so that it cannot be ``stored``'s scratch buffer (cheaper than comparing
+    the two buffers' bounds, once per chunk)."""
+    if decoded is stored:
+        return False
+    return type(decoded) is bytes or (type(decoded) is np.ndarray and decoded.base is None)  # type: ignore[union-attr]
 
 
 def _index_slice(index: Any, size: int) -> slice:
