@@ -3,11 +3,9 @@ close, files changed on disk, load and concurrency. Pixels are checked against h
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import zarr
 from helpers import h5py_counts, h5py_level
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serve_clients import connection_burst, keep_alive_seconds
 from test_serve import _request, _serve_output
 
 from ims_store.fronts.serve import ImsHTTPServer, make_server
@@ -575,27 +574,9 @@ def test_a_burst_of_connections_is_answered_at_once(lab: Path) -> None:
     here spread over three files the server has not opened yet."""
     server = make_server(lab, port=0)
     server.serve_in_thread(poll_interval=0.05)
-    host, port = server.server_address[:2]
-    go = threading.Barrier(100)
-    waits: list[float] = []
-    statuses: list[int] = []
-    names = ["times.ims", "sub/levels.ims", "PtK2Cell.ims"]
-
-    def fetch(i: int) -> None:
-        go.wait()
-        start = time.perf_counter()
-        conn = http.client.HTTPConnection(host, port, timeout=10)
-        conn.request("GET", f"/{names[i % 3]}/zarr.json")
-        statuses.append(conn.getresponse().status)
-        conn.close()
-        waits.append(time.perf_counter() - start)
-
-    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(100)]
+    keys = [f"/{name}/zarr.json" for name in ("times.ims", "sub/levels.ims", "PtK2Cell.ims")]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        statuses, waits = connection_burst(server.server_address[:2], keys)
     finally:
         server.shutdown()
         server.server_close()
@@ -604,16 +585,8 @@ def test_a_burst_of_connections_is_answered_at_once(lab: Path) -> None:
 
 
 def test_keep_alive_responses_are_not_delayed(server: ImsHTTPServer) -> None:
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=10)
     key = "/sub/levels.ims/zarr.json" if server.ngff == "0.5" else "/sub/levels.ims/.zattrs"  # type: ignore[attr-defined]
-    start = time.perf_counter()
-    for _ in range(100):
-        conn.request("GET", key)
-        response = conn.getresponse()
-        assert response.status == 200 and response.read()
-    conn.close()
-    assert time.perf_counter() - start < 2.0
+    assert keep_alive_seconds(server.server_address[:2], key) < 2.0
 
 
 # -- the command line ----------------------------------------------------------------------
