@@ -396,6 +396,10 @@ def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | No
     return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
 
 
+_preadv = getattr(os, "preadv", None)
+_scratch = threading.local()
+
+
 def read_range(fd: int, offset: int, size: int, into: Any = None) -> bytes | memoryview:
     """Read exactly ``size`` bytes at ``offset`` (positional, GIL-free, thread-safe): into new
     bytes, or into the start of ``into`` (a writable buffer of at least ``size`` bytes, returned
@@ -428,10 +432,6 @@ def read_range(fd: int, offset: int, size: int, into: Any = None) -> bytes | mem
         parts.append(more)
         got += len(more)
     return b"".join(parts)
-
-
-_preadv = getattr(os, "preadv", None)
-_scratch = threading.local()
 
 
 def scratch_buffer(size: int) -> Any:
