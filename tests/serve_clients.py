@@ -1,11 +1,15 @@
-"""How viewers load a server, as test clients: many requests on one connection, and a burst of
-connections opened together. Shared by the tests of one file served and of a folder served."""
+"""How viewers load a server, as test clients (many requests on one connection, a burst of
+connections opened together), and a port another program holds. Shared by the tests of one file
+served and of a folder served."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 
 def keep_alive_seconds(address: tuple[str, int], key: str, requests: int = 100) -> float:
@@ -46,3 +50,12 @@ def connection_burst(address: tuple[str, int], keys: list[str], count: int = 100
     for t in threads:
         t.join()
     return statuses, waits
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on, for as long as the block runs."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 from helpers import h5py_level
-from serve_clients import connection_burst, keep_alive_seconds
+from serve_clients import connection_burst, keep_alive_seconds, taken_port
 
 from ims_store import ImsStore
 from ims_store.fronts.serve import ImsHTTPServer, make_server, neuroglancer_state, viewer_links
@@ -197,17 +197,11 @@ def test_serve_command_prints_the_state_when_asked(real_files: dict[str, Path]) 
 
 
 def test_make_server_that_cannot_listen_raises_server_error(real_files: dict[str, Path]) -> None:
-    import socket
-
     from ims_store import ImsError, ServerError
 
     path = real_files["PtK2Cell.ims"]
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        with pytest.raises(ServerError) as err:
-            make_server(path, port=port)
+    with taken_port() as port, pytest.raises(ServerError) as err:
+        make_server(path, port=port)
     assert isinstance(err.value, ImsError) and isinstance(err.value, OSError)
     assert str(path) in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
 

@@ -18,7 +18,7 @@ import zarr
 from helpers import h5py_counts, h5py_level
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_clients import connection_burst, keep_alive_seconds
+from serve_clients import connection_burst, keep_alive_seconds, taken_port
 from test_serve import _request, _serve_output
 
 from ims_store.fronts.serve import ImsHTTPServer, make_server
@@ -402,16 +402,10 @@ def test_links_to_other_files_are_followed_only_when_told(tmp_path: Path) -> Non
 
 
 def test_a_folder_server_that_cannot_listen_raises_server_error(small_lab: Path) -> None:
-    import socket
-
     from ims_store import ServerError
 
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        with pytest.raises(ServerError) as err:
-            make_server(small_lab, port=port)
+    with taken_port() as port, pytest.raises(ServerError) as err:
+        make_server(small_lab, port=port)
     assert str(small_lab) in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
 
 
