@@ -67,3 +67,46 @@ def test_zarr_open_gives_the_root_group(real_files: dict[str, Path], zarr_format
     root = zarr.open(ImsStore(path, zarr_format=zarr_format), mode="r")  # the entry point of the README
     assert isinstance(root, zarr.Group)
     assert_group_matches_h5py(root, path)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_chunks_read_one_after_another_keep_their_voxels(synthetic_files: dict[str, Path], name: str) -> None:
+    # a chunk is read into the thread's scratch buffer and decoded from there; where decoding
+    # gives its input back (no filter, shuffle of 1-byte values), what is handed out must not be
+    # that buffer, which the next read in the thread overwrites
+    path = synthetic_files[name]
+    store = ImsStore(path)
+    level = store.layout.levels[0]
+    image = h5py_level(path, 0, 0, 0)
+    positions = list(np.ndindex(*level.chunk_grid))
+    kept = [store.read_chunk(0, 0, 0, *pos) for pos in positions]
+    for pos, chunk in zip(positions, kept, strict=True):
+        region = tuple(slice(p * n, (p + 1) * n) for p, n in zip(pos, level.chunks, strict=True))
+        expected = image[region]
+        np.testing.assert_array_equal(chunk[tuple(slice(0, s) for s in expected.shape)], expected, err_msg=str(pos))
+
+
+def test_a_run_of_chunks_whose_read_fails_is_read_again_chunk_by_chunk(
+    synthetic_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks next to each other in the file are read together; where that read fails (the file
+    # changed after its size was checked), each chunk's own read decides: here they succeed
+    from ims_store.access.files import LocalFile
+
+    read_ranges = LocalFile.read_ranges
+    failed = []
+
+    def first_then_fail(self: LocalFile, offsets: list[int], sizes: list[int]):  # type: ignore[no-untyped-def]
+        views = read_ranges(self, offsets, sizes)
+        yield next(views)
+        if len(offsets) > 1:
+            failed.append(offsets)
+            raise OSError("the disk went away")
+        yield from views
+
+    monkeypatch.setattr(LocalFile, "read_ranges", first_then_fail)
+    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    store = ImsStore(path)
+    np.testing.assert_array_equal(store.to_dask(0, timepoint=1, channel=1).compute(), h5py_level(path, 0, 1, 1))
+    np.testing.assert_array_equal(zarr.open_array(store, path="0", mode="r")[1, 0], h5py_level(path, 0, 1, 0))
+    assert failed

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import threading
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -15,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ims_store import ImsStore
-from ims_store.access.files import read_range, scratch_buffer
+from ims_store.access import files
+from ims_store.access.files import LocalFile, read_range, scratch_buffer
 from ims_store.access.workers import DECODE_THREADS, run_blocking, run_decoding
 
 DATA = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 1/Data"
@@ -92,3 +94,56 @@ def test_scratch_buffers_are_one_per_thread_and_grow() -> None:
     assert len(grown) >= len(first) + 1 and scratch_buffer(1) is grown
     other = run_decoding(scratch_buffer, 10).result(timeout=30)
     assert other is not grown
+
+
+@given(
+    data=st.binary(min_size=1, max_size=3000),
+    cuts=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 400), st.booleans()), max_size=12),
+    limit=st.sampled_from([1, 64, 700, 1 << 20]),
+)
+def test_read_ranges_gives_each_range_and_reads_neighbours_together(
+    tmp_path_factory, data: bytes, cuts: list[tuple[int, int, bool]], limit: int
+) -> None:
+    """Ranges in order, some right after the one before (``True``), some anywhere: each view
+    holds the bytes of its range, and a range is read with the one before it when it follows
+    it in the file and their read stays within the limit."""
+    path = tmp_path_factory.mktemp("r") / "f.bin"
+    path.write_bytes(data)
+    offsets: list[int] = []
+    sizes: list[int] = []
+    for start, size, follows in cuts:
+        offset = offsets[-1] + sizes[-1] if follows and offsets else start % len(data)
+        if offset >= len(data):
+            break
+        offsets.append(offset)
+        sizes.append(min(size, len(data) - offset))
+    reads = []
+    preadv = files._preadv
+    source = LocalFile(str(path))
+    with (
+        mock.patch.object(files, "_preadv", lambda fd, views, at: reads.append(at) or preadv(fd, views, at)),
+        mock.patch.object(files, "MERGED_READ_BYTES", limit),
+    ):
+        got = [bytes(view) for view in source.read_ranges(offsets, sizes)]  # each copied before the next is taken
+    source.close()
+    assert got == [data[o : o + n] for o, n in zip(offsets, sizes, strict=True)]
+    runs: list[list[int]] = []  # [start, stop] of each read, found independently
+    for o, n in zip(offsets, sizes, strict=True):
+        if runs and o == runs[-1][1] and o + n - runs[-1][0] <= limit:
+            runs[-1][1] += n
+        else:
+            runs.append([o, o + n])
+    assert reads == [start for start, _ in runs]
+
+
+def test_read_ranges_past_the_end_of_the_file_raise_eof(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789")
+    source = LocalFile(str(path))
+    ranges = source.read_ranges([0, 5, 8], [4, 2, 4])  # apart: three reads, the last short
+    assert bytes(next(ranges)) == b"0123" and bytes(next(ranges)) == b"56"
+    with pytest.raises(EOFError):
+        next(ranges)
+    with pytest.raises(EOFError):  # neighbours read together: the read of both falls short
+        list(source.read_ranges([0, 4], [4, 8]))
+    source.close()

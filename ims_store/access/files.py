@@ -15,7 +15,7 @@ import asyncio
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from ..format.links import Links
 from .workers import run_blocking
 
 __all__ = [
+    "MERGED_READ_BYTES",
     "WHOLE_FILE_LIMIT",
     "LocalFile",
     "RemoteFile",
@@ -43,6 +44,11 @@ T = TypeVar("T")
 
 # HDF5 reads its metadata in many small pieces; blocks of this size make them few requests
 REMOTE_BLOCK_SIZE = 4 * 1024 * 1024
+
+# `LocalFile.read_ranges` reads chunks that lie one after the other in the file in one call of
+# at most this size: enough to save thousands of calls on small chunks, small enough that the
+# bytes read are still in the CPU's cache when they are decoded (a chunk larger is read alone)
+MERGED_READ_BYTES = 512 * 1024
 
 # a server that ignores byte ranges (python -m http.server) answers every request with the whole
 # file: a file up to this size is then read once and served from memory (with a warning); a
@@ -116,6 +122,33 @@ class LocalFile:
         fd = self._acquire()
         try:
             return read_range(fd, offset, size, into)
+        finally:
+            self._release(fd)
+
+    def read_ranges(self, offsets: Sequence[int], sizes: Sequence[int]) -> Iterator[memoryview]:
+        """The bytes at each ``offsets[i]``, ``sizes[i]`` long, in order, as views of this
+        thread's scratch buffer (see `scratch_buffer`): valid until the next one is taken.
+
+        Ranges that follow each other in the file are read together, `MERGED_READ_BYTES` at
+        most at a time: a chunk read costs a system call and a hand-back of the GIL whatever its
+        size, and chunks of 64 KiB are read a few thousand times per level.
+
+        Raises ``EOFError`` when the file ends first (see `read_range`).
+        """
+        fd = self._acquire()
+        try:
+            i, n = 0, len(offsets)
+            while i < n:
+                start = offsets[i]
+                stop, j = start + sizes[i], i + 1
+                while j < n and offsets[j] == stop and stop + sizes[j] - start <= MERGED_READ_BYTES:
+                    stop += sizes[j]
+                    j += 1
+                run = read_range(fd, start, stop - start, scratch_buffer(stop - start))
+                for k in range(i, j):
+                    at = offsets[k] - start
+                    yield run[at : at + sizes[k]]
+                i = j
         finally:
             self._release(fd)
 

@@ -17,6 +17,7 @@ already is served one to one, as before.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -89,11 +90,25 @@ class Tiling:
         """The zarr chunk grid (z, y, x)."""
         return tuple(-(-n // g) for n, g in zip(self.grid, self.group, strict=True))  # type: ignore[return-value]
 
+    def box(self, z: int, y: int, x: int) -> tuple[range, range, range]:
+        """The HDF5 chunks of served chunk (z, y, x): their positions along each axis of the
+        HDF5 grid (chunks past the level's grid, at its far edges, left out)."""
+        return tuple(  # type: ignore[return-value]
+            range(i * g, min((i + 1) * g, n)) for i, g, n in zip((z, y, x), self.group, self.grid, strict=True)
+        )
+
+    @functools.cached_property
+    def places(self) -> tuple[list[slice], list[slice], list[slice]]:
+        """Where each HDF5 chunk lies within a served chunk, along each axis (in voxels)."""
+        return tuple(  # type: ignore[return-value]
+            [slice(i * n, (i + 1) * n) for i in range(g)] for n, g in zip(self.chunks, self.group, strict=True)
+        )
+
     def parts(self, z: int, y: int, x: int) -> Iterator[tuple[Shape3, Shape3]]:
         """The HDF5 chunks of served chunk (z, y, x), in file order (z, then y, then x): each as
-        its position in the HDF5 grid and its position (in HDF5 chunks) within the served chunk.
-        Chunks past the level's grid (at its far edges) are left out."""
-        ranges = [range(i * g, min((i + 1) * g, n)) for i, g, n in zip((z, y, x), self.group, self.grid, strict=True)]
+        its position in the HDF5 grid and its position (in HDF5 chunks) within the served chunk
+        (see `box`)."""
+        ranges = self.box(z, y, x)
         for pos in itertools.product(*ranges):
             yield pos, tuple(p - r.start for p, r in zip(pos, ranges, strict=True))  # type: ignore[misc]
 

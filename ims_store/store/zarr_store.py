@@ -60,7 +60,7 @@ from ..errors import (
 )
 from ..format.chunks import ChunkIndex, index_dataset
 from ..format.codecs import RAW, decode_chunk, encode_chunk, plan_codecs
-from ..format.layout import ImageEntry, ImsLayout, Level, image_count, parse_images, parse_layout
+from ..format.layout import Filter, ImageEntry, ImsLayout, Level, image_count, parse_images, parse_layout
 from ..format.links import Links, stored_elsewhere
 from .collection import ImageCollection
 from .keys import ChunkKey, ZarrFormat, build_metadata, chunk_key, parse_chunk_key
@@ -730,24 +730,29 @@ class ImsStore(Store):
         """A served chunk of several HDF5 chunks, decoded into place; None if none of them was
         written and the fill value is the one declared (zarr then fills it)."""
         level = self._layout.levels[ck.level]
-        parts = self._parts(ck)
-        decoded = list(self._decoded_chunks([p for p, _ in parts], stored))
-        if all(raw is None for raw in decoded):
-            return None
         tiles = self._tilings[ck.level]
+        index = self._index(ck.level, ck.t, ck.c)
+        box = tiles.box(ck.z, ck.y, ck.x)
         # what no HDF5 chunk covers lies past the image's edge, which zarr crops away; unwritten
         # chunks are the fill value, as declared. (No fill where every chunk is there: a 1 MiB
         # memset costs a tenth of the decoding.)
-        whole = len(parts) == math.prod(tiles.group) and all(raw is not None for raw in decoded)
-        if whole:
-            out = np.empty(tiles.served_chunks, level.dtype)
-        else:
-            out = np.full(tiles.served_chunks, level.fill_value, level.dtype)
-        for (_, place), raw in zip(parts, decoded, strict=True):
-            if raw is not None:
-                region = tuple(slice(p * n, (p + 1) * n) for p, n in zip(place, level.chunks, strict=True))
-                out[region] = np.frombuffer(raw, level.dtype).reshape(level.chunks)
-        return out.reshape(-1).view(np.uint8)
+        whole = tuple(map(len, box)) == tiles.group and (
+            not index.listed or bool((index.offsets[_slices(box)] >= 0).all())
+        )
+        out = None
+        places = itertools.product(*(axis[: len(r)] for axis, r in zip(tiles.places, box, strict=True)))
+        # each chunk is copied as it is decoded, while its voxels are still in the CPU's cache
+        for region, raw in zip(places, self._decoded_box(ck, box, stored), strict=True):
+            if raw is None:
+                continue
+            if out is None:
+                out = (
+                    np.empty(tiles.served_chunks, level.dtype)
+                    if whole
+                    else np.full(tiles.served_chunks, level.fill_value, level.dtype)
+                )
+            out[region] = np.frombuffer(raw, level.dtype).reshape(level.chunks)
+        return None if out is None else out.reshape(-1).view(np.uint8)
 
     def _one_chunk_bytes(
         self, ck: ChunkKey, byte_range: ByteRequest | None, stored: bytes | memoryview | None = None
@@ -769,11 +774,10 @@ class ImsStore(Store):
         return _slice(raw, byte_range)
 
     def _decoded_chunk(
-        self, ck: ChunkKey, stored: bytes | memoryview | None = None, end: int | None = None
+        self, ck: ChunkKey, stored: bytes | memoryview | None = None
     ) -> bytes | bytearray | np.ndarray | None:
         """A chunk's voxels as raw bytes (the whole HDF5 chunk, padding included); None if
-        unallocated. ``stored``: its stored bytes where fetched already; ``end``: the size of a
-        local file, where known (else asked)."""
+        unallocated. ``stored``: its stored bytes where fetched already."""
         index = self._index(ck.level, ck.t, ck.c)
         offset, size, mask = index.locate(ck.z, ck.y, ck.x)
         level = self._layout.levels[ck.level]
@@ -790,33 +794,87 @@ class ImsStore(Store):
             # be read into this thread's scratch buffer (see `read_range`)
             if ~mask & ((1 << len(index.filters)) - 1):  # a filter not skipped
                 scratch = scratch_buffer(size)
-            stored = self._read(offset, size, ck, index, end, scratch)
+            stored = self._read(offset, size, ck, index, into=scratch)
         elif stored is None:
             stored = self._stored(ck, index)
+        return self._decoded_bytes(
+            ck, stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level), scratch is not None
+        )
+
+    def _decoded_bytes(
+        self,
+        ck: ChunkKey,
+        stored: Any,
+        filters: tuple[Filter, ...],
+        mask: int,
+        dtype: np.dtype,
+        nbytes: int,
+        scratch: bool,
+    ) -> bytes | bytearray | np.ndarray:
+        """A chunk's stored bytes decoded (a damaged chunk raises `CorruptChunkError`); where
+        they are in this thread's ``scratch`` buffer, never a view of them."""
         try:
-            raw = decode_chunk(stored, index.filters, mask, level.dtype, self._chunk_nbytes(ck.level))
+            raw = decode_chunk(stored, filters, mask, dtype, nbytes)
         except Exception as err:  # zlib/libdeflate errors, ValueError, ...: the stored bytes are damaged
             raise CorruptChunkError(f"{_describe(self._layout, ck)} cannot be decoded ({err})", self._path) from err
-        if scratch is not None and not _owns_its_memory(raw, stored):
-            if np.may_share_memory(np.frombuffer(raw, np.uint8), np.frombuffer(scratch, np.uint8)):
-                raw = bytes(raw)  # a stage that kept its input (a shuffle of 1-byte values): not served from scratch
+        if scratch and not _owns_its_memory(raw, stored):
+            if np.may_share_memory(np.frombuffer(raw, np.uint8), np.frombuffer(stored, np.uint8)):
+                raw = bytes(raw)  # a stage that kept its input (no filter, a shuffle of 1-byte values)
         return raw
 
-    def _decoded_chunks(
-        self, keys: list[ChunkKey], stored: list[bytes | memoryview | None] | None = None
+    def _decoded_box(
+        self, ck: ChunkKey, box: tuple[range, range, range], stored: list[bytes | memoryview | None] | None = None
     ) -> Iterator[bytes | bytearray | np.ndarray | None]:
-        """`_decoded_chunk` of several HDF5 chunks of one dataset (in file order); ``stored``:
-        their stored bytes where fetched already. A local file's size is asked once for them
-        all; a remote file's are fetched in one request where they lie together (`_span`), else
-        all asked for before the first is waited on, so that the read-ahead sees them as one walk."""
+        """`_decoded_chunk` of a box of HDF5 chunks of ``ck``'s dataset (positions ``box`` along
+        z, y, x), in C order, which is file order for most writers. ``stored``: their stored
+        bytes where fetched already. A local file's are read a run at a time (`_decoded_locally`);
+        a remote file's are fetched in one request where they lie together (`_span`), else all
+        asked for before the first is waited on, so that the read-ahead sees them as one walk."""
+        if stored is None and self._ahead is None:
+            index = self._index(ck.level, ck.t, ck.c)
+            if index.direct:
+                return self._decoded_locally(ck, box, index)
+        keys = [ChunkKey(ck.level, ck.t, ck.c, *pos) for pos in itertools.product(*box)]
         if stored is not None:
-            yield from (self._decoded_chunk(ck, data) for ck, data in zip(keys, stored, strict=True))
-        elif self._ahead is not None:
-            yield from self._decoded_remotely(keys)
-        elif keys:
-            index = self._index(keys[0].level, keys[0].t, keys[0].c)
-            end = self._source_of(index).size() if index.direct else None
-            yield from (self._decoded_chunk(ck, end=end) for ck in keys)
+            return (self._decoded_chunk(k, data) for k, data in zip(keys, stored, strict=True))
+        if self._ahead is not None:
+            return self._decoded_remotely(keys)
+        return (self._decoded_chunk(k) for k in keys)
+
+    def _decoded_locally(
+        self, ck: ChunkKey, box: tuple[range, range, range], index: ChunkIndex
+    ) -> Iterator[bytes | bytearray | np.ndarray | None]:
+        """`_decoded_box` of a local dataset read by offset: the chunks' places and sizes
+        checked in one pass, then each run of chunks that pass read together (see
+        `LocalFile.read_ranges`); any other chunk (never written, oversized, past the end of the
+        file) goes through `_decoded_chunk`, which says what is wrong with it."""
+        source = self._source_of(index)
+        level = self._layout.levels[ck.level]
+        nbytes = self._chunk_nbytes(ck.level)
+        at = _slices(box)
+        offsets, sizes = index.offsets[at].ravel(), index.sizes[at].ravel()
+        fits = (_within(offsets, sizes, source.size()) & ~self._oversized(sizes, ck.level)).tolist()
+        offsets, sizes, masks = offsets.tolist(), sizes.tolist(), index.masks[at].ravel().tolist()
+        keys = [ChunkKey(ck.level, ck.t, ck.c, *pos) for pos in itertools.product(*box)]
+        i, n = 0, len(keys)
+        while i < n:
+            if not fits[i]:
+                yield self._decoded_chunk(keys[i])
+                i += 1
+                continue
+            j = i + 1
+            while j < n and fits[j]:
+                j += 1
+            # a run is decoded to its end before anything else (a fall-back chunk) may use this
+            # thread's scratch buffer, which its views are in
+            k = i
+            try:
+                for data in source.read_ranges(offsets[i:j], sizes[i:j]):  # type: ignore[union-attr]
+                    yield self._decoded_bytes(keys[k], data, index.filters, masks[k], level.dtype, nbytes, True)
+                    k += 1
+            except (EOFError, OSError):  # (the file changed since it was checked) each read alone names its chunk
+                yield from (self._decoded_chunk(key) for key in keys[k:j])
+            i = j
 
     def _decoded_remotely(self, keys: list[ChunkKey]) -> Iterator[bytes | bytearray | np.ndarray | None]:
         index = self._index(keys[0].level, keys[0].t, keys[0].c)
@@ -940,11 +998,9 @@ class ImsStore(Store):
             return self._read(offset, size, ck, index)
         return self._wait(ck, future)
 
-    def _read(
-        self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, end: int | None = None, into: Any = None
-    ) -> bytes | memoryview:
+    def _read(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, into: Any = None) -> bytes | memoryview:
         """A local chunk's stored bytes (``into``: a buffer to read them into, see `read_range`)."""
-        self._check_extent(offset, size, ck, index, end)
+        self._check_extent(offset, size, ck, index)
         try:  # (no context manager: this runs once per chunk, thousands of times per read)
             return self._source_of(index).read(offset, size, into)  # type: ignore[call-arg]
         except (EOFError, OSError) as err:
@@ -967,11 +1023,9 @@ class ImsStore(Store):
             return RemoteReadError(f"{_describe(self._layout, ck)} cannot be fetched: {err.reason}", self._path)
         return CorruptChunkError(f"{_describe(self._layout, ck)} cannot be read ({err})", self._path)
 
-    def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex, end: int | None = None) -> None:
-        # a damaged chunk index must not make us read past the end of the file (``end``: its size)
-        if end is None:
-            end = self._source_of(index).size()
-        if offset < 0 or size < 0 or offset + size > end:
+    def _check_extent(self, offset: int, size: int, ck: ChunkKey, index: ChunkIndex) -> None:
+        end = self._source_of(index).size()
+        if not _within(offset, size, end):
             where = "" if index.file is None else f" {index.file}, which an external link leads to"
             raise TruncatedFileError(
                 f"{_describe(self._layout, ck)} lies past the end of the file{where} (bytes {offset}..{offset + size} "
@@ -979,10 +1033,10 @@ class ImsStore(Store):
                 self._path,
             )
 
-    def _oversized(self, size: int, level: int) -> bool:
+    def _oversized(self, size: Any, level: int) -> Any:
         """Whether a stored chunk is larger than any deflate or shuffle output of its voxels: HDF5
         reads it (an LZ4 chunk of tiny blocks may be; a damaged index claims anything), so that
-        a claim is never what decides how much is read here."""
+        a claim is never what decides how much is read here. (Sizes may be an array.)"""
         return size > 2 * self._chunk_nbytes(level) + 65536
 
     def _read_with_hdf5(self, ck: ChunkKey, why: str) -> np.ndarray:
@@ -1175,38 +1229,45 @@ class LevelArray:
         out = np.empty([b - a for a, b in bounds], dtype=self.dtype)  # every voxel is set below
         (t0, t1), (c0, c1), *space = bounds
         chunks = self.level.chunks
-        ranges = [range(a // n, -(-b // n)) for (a, b), n in zip(space, chunks, strict=True)]
-        for t in range(t0, t1):
+        box = tuple(range(a // n, -(-b // n)) for (a, b), n in zip(space, chunks, strict=True))
+        # along each axis, for each chunk the region touches: the part of it taken, and where it goes
+        spans = [
+            [(max(a, i * n), min(b, (i + 1) * n), i * n) for i in r]
+            for (a, b), n, r in zip(space, chunks, box, strict=True)
+        ]
+        taken = [[slice(lo - origin, hi - origin) for lo, hi, origin in axis] for axis in spans]
+        placed = [[slice(lo - a, hi - a) for lo, hi, _ in axis] for axis, (a, _) in zip(spans, space, strict=True)]
+        for t in range(t0, t1) if out.size else ():
             for c in range(c0, c1):
-                keys = [ChunkKey(self.level.index, t, c, *pos) for pos in itertools.product(*ranges)]
-                for ck, raw in zip(keys, self.store._decoded_chunks(keys), strict=True):
-                    self._copy_chunk(out[t - t0, c - c0], ck, raw, space)
+                dest = out[t - t0, c - c0]
+                decoded = self.store._decoded_box(ChunkKey(self.level.index, t, c, 0, 0, 0), box)
+                for src, dst, raw in zip(itertools.product(*taken), itertools.product(*placed), decoded, strict=True):
+                    if raw is None:  # never written: the level's fill value
+                        dest[dst] = self.level.fill_value
+                    else:
+                        dest[dst] = np.frombuffer(raw, dtype=self.dtype).reshape(chunks)[src]
         squeeze = tuple(0 if not isinstance(k, slice) else slice(None) for k in key)
         return out[squeeze]
 
-    def _copy_chunk(
-        self, out: np.ndarray, ck: ChunkKey, raw: bytes | bytearray | np.ndarray | None, space: list[tuple[int, int]]
-    ) -> None:
-        grid = (ck.z, ck.y, ck.x)
-        src, dst = [], []
-        for i, ((a, b), n) in enumerate(zip(space, self.level.chunks, strict=True)):
-            lo, hi = max(a, grid[i] * n), min(b, (grid[i] + 1) * n)
-            src.append(slice(lo - grid[i] * n, hi - grid[i] * n))
-            dst.append(slice(lo - a, hi - a))
-        if raw is None:  # never written: the level's fill value
-            out[tuple(dst)] = self.level.fill_value
-            return
-        block = np.frombuffer(raw, dtype=self.dtype).reshape(self.level.chunks)
-        out[tuple(dst)] = block[tuple(src)]
+
+def _slices(box: tuple[range, ...]) -> tuple[slice, ...]:
+    return tuple(slice(r.start, r.stop) for r in box)
+
+
+def _within(offset: Any, size: Any, end: int) -> Any:
+    """Whether a stored chunk lies inside a file of ``end`` bytes (arrays of offsets and sizes:
+    an array of answers): a damaged chunk index must not make us read past its end."""
+    return (offset >= 0) & (size >= 0) & (offset + size <= end)
 
 
 def _owns_its_memory(decoded: object, stored: object) -> bool:
-    """Whether a decoder's output surely has memory of its own (new bytes, or an array that
-    owns its data), so that it cannot be ``stored``'s scratch buffer (cheaper than comparing
-    the two buffers' bounds, once per chunk)."""
-    if decoded is stored:
+    """Whether a decoder's output surely has memory of its own (new bytes or bytearray, as
+    libdeflate returns, or an array that owns its data), so that it cannot be ``stored``'s
+    scratch buffer (cheaper than comparing the two buffers' bounds, once per chunk)."""
+    if decoded is stored or decoded is getattr(stored, "obj", None):
         return False
-    return type(decoded) is bytes or (type(decoded) is np.ndarray and decoded.base is None)  # type: ignore[union-attr]
+    kind = type(decoded)
+    return kind is bytes or kind is bytearray or (kind is np.ndarray and decoded.base is None)  # type: ignore[union-attr]
 
 
 def _index_slice(index: Any, size: int) -> slice:
