@@ -1129,16 +1129,20 @@ class _InFlight:
     zarr does not cancel the other chunk requests of a read that failed: a program that catches
     the error and ends leaves them running on zarr's event loop thread, and Python then destroys
     their tasks mid-way ("Task was destroyed but it is pending!") while h5py's exit handler runs.
-    At exit, the process waits for them, `WAIT_AT_EXIT` seconds at most."""
+    At exit, the process waits for them, and then for the tasks on the loops they ran on (zarr's
+    tasks that awaited them finish a few loop turns later), `WAIT_AT_EXIT` seconds at most."""
 
     def __init__(self) -> None:
         self._count = 0
         self._settled = threading.Condition()
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
         with self._settled:
             self._count += 1
+            self._loops.add(loop)
         try:
             yield
         finally:
@@ -1147,11 +1151,25 @@ class _InFlight:
                 self._settled.notify_all()
 
     def settle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         with self._settled:
-            busy = self._count
             self._settled.wait_for(lambda: not self._count, timeout)
-        if busy:
-            time.sleep(0.05)  # zarr's loop then finishes the tasks that awaited them
+            loops = list(self._loops)
+        for loop in loops:
+            left = deadline - time.monotonic()
+            if left <= 0 or loop.is_closed() or not loop.is_running():
+                continue
+            with contextlib.suppress(Exception):  # a loop stopped meanwhile: nothing left to wait for
+                asyncio.run_coroutine_threadsafe(_others_done(left), loop).result(left + 1)
+
+
+async def _others_done(timeout: float) -> None:
+    """Return once no other task of the running loop is pending, or after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and any(task is not me and not task.done() for task in asyncio.all_tasks()):
+        await asyncio.sleep(0.005)
 
 
 #: seconds the process waits at exit for chunk requests still under way (see `_InFlight`)
