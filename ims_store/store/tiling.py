@@ -18,9 +18,7 @@ already is served one to one, as before.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,14 +101,6 @@ class Tiling:
         return tuple(  # type: ignore[return-value]
             [slice(i * n, (i + 1) * n) for i in range(g)] for n, g in zip(self.chunks, self.group, strict=True)
         )
-
-    def parts(self, z: int, y: int, x: int) -> Iterator[tuple[Shape3, Shape3]]:
-        """The HDF5 chunks of served chunk (z, y, x), in file order (z, then y, then x): each as
-        its position in the HDF5 grid and its position (in HDF5 chunks) within the served chunk
-        (see `box`)."""
-        ranges = self.box(z, y, x)
-        for pos in itertools.product(*ranges):
-            yield pos, tuple(p - r.start for p, r in zip(pos, ranges, strict=True))  # type: ignore[misc]
 
     def served_present(self, present: np.ndarray) -> np.ndarray:
         """Which served chunks hold at least one present HDF5 chunk, from a (z, y, x) grid of flags."""

@@ -668,17 +668,14 @@ class ImsStore(Store):
                 raise LinkTargetError(f"{path}: {problem}", self._path)
         return index
 
-    def _parts(self, ck: ChunkKey) -> list[tuple[ChunkKey, tuple[int, int, int]]]:
-        """The HDF5 chunks of a served chunk, each with its place (in chunks) within it."""
-        return [
-            (ChunkKey(ck.level, ck.t, ck.c, *pos), place)
-            for pos, place in self._tilings[ck.level].parts(ck.z, ck.y, ck.x)
-        ]
+    def _box(self, ck: ChunkKey) -> tuple[range, range, range]:
+        """The HDF5 chunks of a served chunk, as positions along each axis (see `Tiling.box`)."""
+        return self._tilings[ck.level].box(ck.z, ck.y, ck.x)
 
     def _allocated(self, ck: ChunkKey) -> bool:
         """Whether any HDF5 chunk of a served chunk was written."""
         index = self._index(ck.level, ck.t, ck.c)
-        return not index.listed or any(index.offsets[p.z, p.y, p.x] >= 0 for p, _ in self._parts(ck))
+        return not index.listed or bool(_written(index, self._box(ck)).any())
 
     def _chunk_nbytes(self, level: int) -> int:
         lvl = self._layout.levels[level]
@@ -718,7 +715,7 @@ class ImsStore(Store):
     ) -> bytes | bytearray | np.ndarray | memoryview | None:
         """The bytes served for a chunk key, in the form its array's metadata declares.
 
-        ``stored``: the stored bytes of its HDF5 chunks (see `_parts`) when they were fetched
+        ``stored``: the stored bytes of its HDF5 chunks (see `_box`) when they were fetched
         already (remote files).
         """
         if self._tilings[ck.level].grouped:
@@ -732,13 +729,11 @@ class ImsStore(Store):
         level = self._layout.levels[ck.level]
         tiles = self._tilings[ck.level]
         index = self._index(ck.level, ck.t, ck.c)
-        box = tiles.box(ck.z, ck.y, ck.x)
+        box = self._box(ck)
         # what no HDF5 chunk covers lies past the image's edge, which zarr crops away; unwritten
         # chunks are the fill value, as declared. (No fill where every chunk is there: a 1 MiB
         # memset costs a tenth of the decoding.)
-        whole = tuple(map(len, box)) == tiles.group and (
-            not index.listed or bool((index.offsets[_slices(box)] >= 0).all())
-        )
+        whole = tuple(map(len, box)) == tiles.group and (not index.listed or bool(_written(index, box).all()))
         out = None
         places = itertools.product(*(axis[: len(r)] for axis, r in zip(tiles.places, box, strict=True)))
         # each chunk is copied as it is decoded, while its voxels are still in the CPU's cache
@@ -834,7 +829,7 @@ class ImsStore(Store):
             index = self._index(ck.level, ck.t, ck.c)
             if index.direct:
                 return self._decoded_locally(ck, box, index)
-        keys = [ChunkKey(ck.level, ck.t, ck.c, *pos) for pos in itertools.product(*box)]
+        keys = _keys(ck, box)
         if stored is not None:
             return (self._decoded_chunk(k, data) for k, data in zip(keys, stored, strict=True))
         if self._ahead is not None:
@@ -855,7 +850,7 @@ class ImsStore(Store):
         offsets, sizes = index.offsets[at].ravel(), index.sizes[at].ravel()
         fits = (_within(offsets, sizes, source.size()) & ~self._oversized(sizes, ck.level)).tolist()
         offsets, sizes, masks = offsets.tolist(), sizes.tolist(), index.masks[at].ravel().tolist()
-        keys = [ChunkKey(ck.level, ck.t, ck.c, *pos) for pos in itertools.product(*box)]
+        keys = _keys(ck, box)
         i, n = 0, len(keys)
         while i < n:
             if not fits[i]:
@@ -910,7 +905,7 @@ class ImsStore(Store):
     async def _fetch_parts(self, ck: ChunkKey) -> list[bytes | memoryview | None]:
         """The stored bytes of a served chunk's HDF5 chunks: one range request where they lie
         together in the file (see `_span`), else requested together (see `_fetch`)."""
-        parts = [part for part, _ in self._parts(ck)]
+        parts = _keys(ck, self._box(ck))
         if len(parts) > 1:
             key = (ck.level, ck.t, ck.c)
             index = self._indexes.get(key) or await asyncio.wrap_future(self._index_load(key))
@@ -1270,6 +1265,16 @@ class LevelArray:
 
 def _slices(box: tuple[range, ...]) -> tuple[slice, ...]:
     return tuple(slice(r.start, r.stop) for r in box)
+
+
+def _keys(ck: ChunkKey, box: tuple[range, range, range]) -> list[ChunkKey]:
+    """The HDF5 chunks of a box of ``ck``'s dataset (positions along z, y, x), in C order."""
+    return [ChunkKey(ck.level, ck.t, ck.c, *pos) for pos in itertools.product(*box)]
+
+
+def _written(index: ChunkIndex, box: tuple[range, range, range]) -> np.ndarray:
+    """Which chunks of a box were written (meaningful where the index is ``listed``)."""
+    return index.offsets[_slices(box)] >= 0
 
 
 def _within(offset: Any, size: Any, end: int) -> Any:
