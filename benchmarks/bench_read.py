@@ -334,6 +334,7 @@ def bench_real(repeats: int) -> None:
     print(f"{'file':22s} {'MB':>6s} {'h5py ms':>8s} {'zarr ms':>8s} {'vs h5py':>8s} {'dask ms':>8s} {'vs h5py':>8s}")
     for path in real_files():
         layout = ImsStore(path).layout
+        levels = [level.index for level in layout.levels]
         parts = [
             (layout.data_path(level.index, t.index, c.index), level.size)
             for level in layout.levels
@@ -345,20 +346,19 @@ def bench_real(repeats: int) -> None:
             with h5py.File(path, "r") as f:
                 return [f[name][:z, :y, :x] for name, (z, y, x) in parts]
 
-        def via_zarr(path: Path = path, layout: object = layout) -> list[np.ndarray]:
+        def via_zarr(path: Path = path, levels: list[int] = levels) -> list[np.ndarray]:
             group = zarr.open_group(ImsStore(path), mode="r")
-            return [group[str(level.index)][...] for level in layout.levels]  # type: ignore[attr-defined]
+            return [group[str(level)][...] for level in levels]
 
-        def via_dask(path: Path = path, layout: object = layout) -> list[np.ndarray]:
+        def via_dask(path: Path = path, levels: list[int] = levels) -> list[np.ndarray]:
             store = ImsStore(path)
-            levels = [store.to_dask(level.index) for level in layout.levels]  # type: ignore[attr-defined]
-            return list(dask.compute(*levels, scheduler="threads"))
+            return list(dask.compute(*(store.to_dask(level) for level in levels), scheduler="threads"))
 
         h5_time, expected = best_of(repeats, h5)
         timed = {name: best_of(repeats, fn) for name, fn in {"zarr": via_zarr, "dask": via_dask}.items()}
-        for name, (_, levels) in timed.items():  # every (t, c) of every level equals h5py's read
-            got = [volume for level in levels for per_t in level for volume in per_t]
-            if len(got) != len(expected) or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=False)):
+        for name, (_, read) in timed.items():  # every (t, c) of every level equals h5py's read
+            got = [volume for level in read for per_t in level for volume in per_t]
+            if len(got) != len(expected) or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
                 raise SystemExit(f"{path.name}: {name} read differs from h5py's")
         mb = sum(a.nbytes for a in expected) / 1e6
         row = f"{path.name:22s} {mb:6.1f} {h5_time * 1000:8.1f}"
