@@ -203,3 +203,45 @@ def test_no_crash_at_exit_after_failed_remote_reads(failing_files: dict[str, Pat
         _check_runs({kind: server.url(path.name) for kind, path in failing_files.items()}, REMOTE_MODES, REMOTE_RUNS)
     finally:
         server.close()
+
+
+# an application's own event loop, on a thread of its own, reads through the store and keeps a
+# long-lived task of its own (a server's, say) running when the program ends; the first exit
+# handler registered runs last, after the store's: it prints how long the exit handlers took
+_OWN_LOOP_CHILD = """
+import atexit, sys, time
+atexit.register(lambda: print("exit handlers", time.perf_counter() - ended, flush=True))
+import asyncio, threading
+from zarr.core.buffer import default_buffer_prototype
+from ims_store import ImsStore
+
+loop = asyncio.new_event_loop()
+threading.Thread(target=loop.run_forever, daemon=True).start()
+
+async def read():
+    store = ImsStore(sys.argv[1])
+    return await store.get("0/c/0/0/0/0/0", default_buffer_prototype())
+
+async def serve_forever():
+    await asyncio.sleep(3600)
+
+assert asyncio.run_coroutine_threadsafe(read(), loop).result(60) is not None
+asyncio.run_coroutine_threadsafe(serve_forever(), loop)
+ended = time.perf_counter()
+"""
+
+
+def test_a_loop_that_runs_on_does_not_hold_up_exit_after_reads_that_succeeded(real_files: dict[str, Path]) -> None:
+    """The exit wait is for a failed read's abandoned tasks: after reads that all succeeded, a
+    loop still running tasks of its own at exit is not waited for (it was, `WAIT_AT_EXIT`
+    seconds, on every exit)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _OWN_LOOP_CHILD, str(real_files["PtK2Cell.ims"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_child_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    took = float(proc.stdout.split("exit handlers")[1])
+    assert took < ims_store.store.zarr_store.WAIT_AT_EXIT / 2, proc.stdout

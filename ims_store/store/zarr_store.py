@@ -1124,13 +1124,17 @@ class _InFlight:
     zarr does not cancel the other chunk requests of a read that failed: a program that catches
     the error and ends leaves them running on zarr's event loop thread, and Python then destroys
     their tasks mid-way ("Task was destroyed but it is pending!") while h5py's exit handler runs.
-    At exit, the process waits for them, and then for the tasks on the loops they ran on (zarr's
-    tasks that awaited them finish a few loop turns later), `WAIT_AT_EXIT` seconds at most."""
+    At exit, the process waits for them, and then for the other tasks of the loops they ran on
+    (zarr's tasks that awaited them finish a few loop turns later), `WAIT_AT_EXIT` seconds at
+    most. Only where that can be needed: on every loop a request ran on if some were still under
+    way, else only where one failed. A loop that keeps running with long-lived tasks of its own
+    (an application's server) must not hold up every exit."""
 
     def __init__(self) -> None:
         self._count = 0
         self._settled = threading.Condition()
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._failed: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
@@ -1140,6 +1144,10 @@ class _InFlight:
             self._loops.add(loop)
         try:
             yield
+        except BaseException:
+            with self._settled:
+                self._failed.add(loop)
+            raise
         finally:
             with self._settled:
                 self._count -= 1
@@ -1148,8 +1156,9 @@ class _InFlight:
     def settle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._settled:
+            busy = self._count > 0
             self._settled.wait_for(lambda: not self._count, timeout)
-            loops = list(self._loops)
+            loops = list(self._loops if busy else self._failed)
         for loop in loops:
             left = deadline - time.monotonic()
             if left <= 0 or loop.is_closed() or not loop.is_running():
