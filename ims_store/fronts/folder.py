@@ -271,6 +271,13 @@ class ImageFolder:
             return self._opener(image.path)
         except ResourceLimitError as err:
             raise _Unreadable(self._describe_error(err), image.name, status=503) from err
+        except OutsideFolderError as err:
+            if self._locate(image.name) != (image.path, stamp):
+                # the name was swapped for a link leading out while the file was opened:
+                # nothing is here now (404), and nothing is remembered of the file
+                raise _Unreadable("not found", image.name, status=404) from err
+            image.error, image.stamp = self._describe_error(err), stamp  # a link of its own leads out
+            raise _Unreadable(image.error, image.name) from err
         except Exception as err:  # any other failure is this file's: the server stays up
             image.error, image.stamp = self._describe_error(err), stamp
             raise _Unreadable(image.error, image.name) from err
@@ -388,12 +395,18 @@ class ImageFolder:
         if not key:
             yield None
             return
+        served = False  # an error raised while the request reads the store is the request's
         try:
             with self.lease(name) as store:
+                served = True
                 yield None if store is None else (store, key)
         except _Unreadable as err:
+            if served:
+                raise
             yield Document(f"{err}\n".encode(), "text/plain; charset=utf-8", status=err.status)
         except ResourceLimitError as err:  # the process's, not the file's: try again later
+            if served:
+                raise
             yield Document(f"{self._describe_error(err)}\n".encode(), "text/plain; charset=utf-8", status=503)
 
     def _index_document(self, request: Request) -> Document:

@@ -32,7 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from ..errors import NotImarisError, ServerError
+from ..errors import NotImarisError, ResourceLimitError, ServerError
 from ..store.zarr_store import ImsStore
 from .folder import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_OPEN, ImageFolder
 from .resolver import Document, Request, Resolver, SingleStore, served_store
@@ -531,6 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
                             return
                         whole = store.get_sync(store_key)
                         target = None if whole is None else Document(whole.to_bytes(), _content_type(store_key))
+            except ResourceLimitError as err:  # no descriptor left: the process's, not the file's
+                self._error(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "1"}, send_body, f"{err.reason}\n")
+                return
             except Exception:  # a damaged chunk: the client gets an error, the server keeps serving
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, send_body=send_body)
                 return
