@@ -9,9 +9,10 @@ comparing the opened descriptor with the checked file.
 
 >>> import os
 >>> root = os.path.realpath(".")
->>> inside(root, "cells.ims") == os.path.join(root, "cells.ims")
+>>> _ = open("notes.txt", "w").write("a note")
+>>> inside(root, "notes.txt") == os.path.join(root, "notes.txt")
 True
->>> inside(root, "/") is None
+>>> inside(root, "..") is None
 True
 """
 
@@ -55,7 +56,10 @@ def open_inside(root: str, path: str | os.PathLike[str]) -> int:
     it was opened), ``OSError`` when it cannot be opened (missing, no permission, no descriptors
     left). The caller closes the descriptor.
 
-    >>> fd = open_inside(os.path.realpath("."), "cells.ims")
+    >>> _ = open("notes.txt", "w").write("a note")
+    >>> fd = open_inside(os.path.realpath("."), "notes.txt")
+    >>> os.read(fd, 6)
+    b'a note'
     >>> os.close(fd)
     """
     real = inside(root, path)

@@ -559,9 +559,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--idle-timeout",
         type=float,
-        default=300.0,
+        default=30.0,
         metavar="SECONDS",
-        help="a folder's files are opened on first request and closed after this long unused (default 300)",
+        help="a folder's files are opened on first request and closed after this long unused, "
+        "so that another program may replace them (default 30)",
     )
     serve.add_argument(
         "--max-open",

@@ -55,7 +55,9 @@ from .viewers import viewer_links
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_OPEN", "MAX_DEPTH", "ImageFolder"]
 
-DEFAULT_IDLE_TIMEOUT = 300.0  # seconds a file stays open without a request
+# seconds a file stays open without a request: short, because a file held open cannot be
+# renamed over or deleted on Windows (Imaris saving it fails until the server lets go of it)
+DEFAULT_IDLE_TIMEOUT = 30.0
 _INDEX_NAMES = ("", "index.html", "index.json")
 _BANNER_FILES = 20  # files listed by name when the server starts (the index lists them all)
 
@@ -95,7 +97,7 @@ class ImageFolder:
     ngff
         The NGFF version the stores present (for the viewer links of the index).
     idle_timeout
-        Seconds a file stays open without a request (default 300).
+        Seconds a file stays open without a request (default 30).
     max_open
         Files open at most at once (default 32): opening one more closes the least recently used
         of those no request is reading.
