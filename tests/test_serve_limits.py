@@ -495,6 +495,11 @@ def test_one_file_served_is_read_afresh_when_replaced(tmp_path: Path) -> None:
         after = zarr.open_array(server.url + "0", mode="r")
         assert after.shape == (1, 2, 6, 40, 30)
         np.testing.assert_array_equal(after[0, 1], h5py_level(path, 0, 0, 1))
+        (tmp_path / "broken.ims").write_bytes(b"half written")
+        os.replace(tmp_path / "broken.ims", path)  # not served from the old store: 500
+        assert [_request(server, "GET", "/0/zarr.json")[0].status for _ in range(2)] == [500, 500]
+        os.replace(_small(tmp_path / "good.ims"), path)
+        assert json.loads(_request(server, "GET", "/0/zarr.json")[1])["shape"] == [1, 1, 4, 24, 24]
     finally:
         _stop(server)
 

@@ -102,6 +102,7 @@ class SingleStore:
 
     def __init__(self, store: ImsStore, reopen: Callable[[], ImsStore] | None = None) -> None:
         self._reopen = reopen
+        self._failed: tuple[Stamp, Exception] | None = None  # the file that could not be reopened
         self._lock = threading.Lock()
         self._current = Shared(store, self._stamp(store.path) if reopen is not None else None)
 
@@ -135,8 +136,17 @@ class SingleStore:
             if self._reopen is not None:
                 stamp = self._stamp(shared.store.path)
                 if stamp is not None and stamp != shared.stamp:
-                    # a file that cannot be opened now (half written) raises: the old store stays
-                    fresh = Shared(self._reopen(), stamp)
+                    # the old store is not served for a changed file (its chunk index would be
+                    # stale): a file that cannot be opened now (half written) raises, and is
+                    # tried again only once it changes again
+                    if self._failed is not None and self._failed[0] == stamp:
+                        raise self._failed[1]
+                    try:
+                        fresh = Shared(self._reopen(), stamp)
+                    except Exception as err:
+                        self._failed = (stamp, err)
+                        raise
+                    self._failed = None
                     shared.retire()
                     shared = self._current = fresh
             shared.users += 1
