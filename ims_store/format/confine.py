@@ -43,7 +43,12 @@ def inside(root: str, path: str | os.PathLike[str]) -> str | None:
 
 
 def identity(fd: int) -> tuple[int, int]:
-    """The (device, inode) of an open descriptor: which file it is, whatever its name."""
+    """The (device, inode) of an open descriptor: which file it is, whatever its name.
+
+    >>> with open("notes.txt", "w") as a, open("notes.txt") as b:
+    ...     identity(a.fileno()) == identity(b.fileno())
+    True
+    """
     info = os.fstat(fd)
     return info.st_dev, info.st_ino
 

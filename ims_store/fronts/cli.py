@@ -280,7 +280,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         ngff=args.ngff,
-        allow_origins=args.allow_origin,
+        allow_origins=[origin for origin in args.allow_origin if origin],
         allow_hosts=args.allow_host,
         follow_links=args.follow_links,
         idle_timeout=args.idle_timeout,
@@ -533,6 +533,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also let web pages from ORIGIN (https://host[:port]) read the server; '*': any page. Repeatable. "
         "By default only neuroglancer's and vizarr's pages and pages of this machine (localhost) may",
     )
+    # the option --allow-origin replaced (its '' meant "no CORS header", now the default for other pages)
+    serve.add_argument("--cors", dest="allow_origin", action="append", help=argparse.SUPPRESS)
     serve.add_argument(
         "--allow-host",
         action="append",

@@ -61,7 +61,11 @@ class Limits:
     ``header_seconds``) for the budget, else 503. ``connections``: connections served at once
     (one thread each); the next is answered 503 and closed. ``header_seconds``: time a client
     has to send a request's headers once it started it; ``idle_seconds``: time a connection may
-    stay silent (between requests, or within a read or write)."""
+    stay silent (between requests, or within a read or write).
+
+    >>> Limits(request_bytes=64 * 1024 * 1024, connections=16).memory_bytes // (1024 * 1024)
+    512
+    """
 
     def __init__(
         self,
