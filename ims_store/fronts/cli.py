@@ -524,7 +524,9 @@ def _parser() -> argparse.ArgumentParser:
         help="address to listen on: 127.0.0.1 (default, this machine only), ::1, 0.0.0.0 or :: (every address)",
     )
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free one)")
-    serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
+    serve.add_argument(
+        "--ngff", choices=("0.5", "0.4"), default="0.5", help="0.5: OME-NGFF on zarr v3 (default); 0.4: on zarr v2"
+    )
     serve.add_argument(
         "--allow-origin",
         action="append",
