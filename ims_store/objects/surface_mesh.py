@@ -17,7 +17,7 @@ that disagree): what does not fit the layout raises `MalformedObjectsError` rath
 >>> with h5py.File("megasurfaces.ims", "r") as f:
 ...     mesh = read_mega_surface(f["Scene8/Content/MegaSurfaces0"], 0)
 >>> mesh
-Surface(t=0, vertices=1058, triangles=2112)
+Surface(t=0, vertices=774, triangles=1544)
 >>> mesh.vertices.min(axis=0).round(1), mesh.vertices.max(axis=0).round(1)
 (array([1.3, 2.3, 3.3]), array([4.7, 5.7, 6.7]))
 """
