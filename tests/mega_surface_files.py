@@ -29,7 +29,9 @@ class Ellipsoid:
     origin: tuple[float, float, float] = (1.0, 2.0, 3.0)
     voxel: tuple[float, float, float] = (0.2, 0.25, 0.4)
     size: tuple[int, int, int] = (20, 16, 12)
-    sampling: list[tuple[int, int, int]] = field(default_factory=lambda: [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 2), (2, 1, 2)])
+    sampling: list[tuple[int, int, int]] = field(
+        default_factory=lambda: [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 2), (2, 1, 2)]
+    )
     time: int = 0
     split_finest: int = 1
     """How many blocks the finest level is split over."""
@@ -69,14 +71,18 @@ def encode(value: np.ndarray, gradient: np.ndarray) -> tuple[np.ndarray, np.ndar
     u = np.take_along_axis(normal, ((axis + 1) % 3)[..., None], -1)[..., 0]
     v = np.take_along_axis(normal, ((axis + 2) % 3)[..., None], -1)[..., 0]
     to_byte = lambda w: np.round(np.clip(w, -1, 1) * 127 + 127).astype(np.uint16)  # noqa: E731
-    return (coded | (face.astype(np.uint16) << 13)).astype(np.uint16), (to_byte(u) | (to_byte(v) << 8)).astype(np.uint16)
+    return (coded | (face.astype(np.uint16) << 13)).astype(np.uint16), (to_byte(u) | (to_byte(v) << 8)).astype(
+        np.uint16
+    )
 
 
 def finest_cells(shape: Ellipsoid) -> tuple[np.ndarray, np.ndarray]:
     """The cells the finest level holds (the surface's cells and their neighbours, in the grid)
     and which of them lie wholly inside."""
     values = shape.dense()
-    corner_values = np.stack([values[x : x + shape.size[0], y : y + shape.size[1], z : z + shape.size[2]] for x, y, z in CORNERS], -1)
+    corner_values = np.stack(
+        [values[x : x + shape.size[0], y : y + shape.size[1], z : z + shape.size[2]] for x, y, z in CORNERS], -1
+    )
     crossing = (corner_values > 0).any(-1) & (corner_values <= 0).any(-1)
     near = crossing.copy()
     for axis in range(3):
@@ -211,7 +217,9 @@ def write_mega_surfaces(group: h5py.Group, shapes: list[Ellipsoid], *, width: in
                 split_begin = len(split_rows)
                 split_rows.append(len(node_words))
                 path = (part, part + 1) if parts > 1 else (0, 0)
-                block_rows.append((parent, *path, split_begin, split_begin + 1, node_begin, leaf_begin, leaf_begin, position))
+                block_rows.append(
+                    (parent, *path, split_begin, split_begin + 1, node_begin, leaf_begin, leaf_begin, position)
+                )
                 start += sizes[part]
         # the finest blocks have no children: their SplitOffset range is empty
         for b in range(len(block_rows) - shape.split_finest, len(block_rows)):

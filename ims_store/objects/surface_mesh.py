@@ -97,9 +97,7 @@ def read_mega_surface(group: h5py.Group, index: int) -> Surface:
     assert surfaces is not None
     count = len(surfaces["ID"])
     if not 0 <= index < count:
-        raise SelectionError(
-            f"{objects.where} holds surfaces 0..{count - 1}, not surface {index}", objects.label
-        )
+        raise SelectionError(f"{objects.where} holds surfaces 0..{count - 1}, not surface {index}", objects.label)
     row = {name: column[index] for name, column in surfaces.items()}
     size = np.array([int(row[f"Size{a}"]) for a in "XYZ"], np.int64)
     low = np.array([float(row[f"ExtendMin{a}"]) for a in "XYZ"])
@@ -108,9 +106,8 @@ def read_mega_surface(group: h5py.Group, index: int) -> Surface:
     if (size < 1).any() or not (np.isfinite(low).all() and np.isfinite(high).all()) or (high < low).any():
         raise objects.error(f"{what} has Size {size.tolist()} and extents {low.tolist()}..{high.tolist()}")
     if int(row["DataCountPerChildNode"]) != _DATA_PER_CHILD:
-        raise objects.error(
-            f"{what} has DataCountPerChildNode {int(row['DataCountPerChildNode'])}; only {_DATA_PER_CHILD} is understood"
-        )
+        count_per_child = int(row["DataCountPerChildNode"])
+        raise objects.error(f"{what} has DataCountPerChildNode {count_per_child}; only {_DATA_PER_CHILD} is understood")
     threshold = float(row["Threshold"]) * _SCALE
     if not 0 < threshold < _SCALE - 1:
         raise objects.error(f"{what} has Threshold {float(row['Threshold'])}, outside 0..1")
@@ -119,7 +116,9 @@ def read_mega_surface(group: h5py.Group, index: int) -> Surface:
     vertices, triangles = _triangulate(cells, points, values, size)
     voxel = (high - low) / size
     world = low + vertices * voxel
-    return Surface(int(row["ID_Time"]), world, _vertex_normals(vertices, world, triangles, points, normals, size), triangles)
+    return Surface(
+        int(row["ID_Time"]), world, _vertex_normals(vertices, world, triangles, points, normals, size), triangles
+    )
 
 
 def _finest_cells(objects: ObjectGroup, row: dict[str, Any], size: np.ndarray, what: str) -> _Cells:
@@ -129,12 +128,17 @@ def _finest_cells(objects: ObjectGroup, row: dict[str, Any], size: np.ndarray, w
     assert levels is not None and blocks is not None
     level_begin, level_end = int(row["LevelInfoBegin"]), int(row["LevelInfoEnd"])
     block_begin, block_end = int(row["BlockInfoBegin"]), int(row["BlockInfoEnd"])
-    objects.index_ranges(f"SurfaceModel ({what})", np.array([level_begin]), np.array([level_end]), len(levels["SamplingX"]), "LevelInfo")
-    objects.index_ranges(f"SurfaceModel ({what})", np.array([block_begin]), np.array([block_end]), len(blocks["NodeBegin"]), "BlockInfo")
+    objects.index_ranges(
+        f"SurfaceModel ({what})", np.array([level_begin]), np.array([level_end]), len(levels["SamplingX"]), "LevelInfo"
+    )
+    objects.index_ranges(
+        f"SurfaceModel ({what})", np.array([block_begin]), np.array([block_end]), len(blocks["NodeBegin"]), "BlockInfo"
+    )
     n_levels = int(row["NumberOfLevels"])
     if n_levels < 1 or level_end - level_begin != n_levels or block_end <= block_begin:
         raise objects.error(
-            f"{what} has {n_levels} levels, LevelInfo rows [{level_begin}, {level_end}) and BlockInfo rows [{block_begin}, {block_end})"
+            f"{what} has {n_levels} levels, LevelInfo rows [{level_begin}, {level_end})"
+            f" and BlockInfo rows [{block_begin}, {block_end})"
         )
     sampling = np.stack([levels[f"Sampling{a}"][level_begin:level_end] for a in "XYZ"], axis=1)
     if not np.isin(sampling, (1, 2)).all():
@@ -152,10 +156,14 @@ def _finest_cells(objects: ObjectGroup, row: dict[str, Any], size: np.ndarray, w
     stored = int(data.shape[0]) * int(data.shape[1])
     for name in ("Node", "Leaf"):
         objects.index_ranges(
-            "BlockInfo", blocks[f"{name}Begin"][block_begin:block_end], blocks[f"{name}End"][block_begin:block_end], stored, "BlockData (as one run of int64)"
+            "BlockInfo",
+            blocks[f"{name}Begin"][block_begin:block_end],
+            blocks[f"{name}End"][block_begin:block_end],
+            stored,
+            "BlockData (as one run of int64)",
         )
     origins = np.zeros((1, 3), np.int64)  # the root node at grid position 0
-    words = np.zeros((0, _WORDS_PER_CHILD), np.uint16)
+    above = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # the level above: each node's block, child nodes
     for level in range(n_levels):
         members = [b for b in range(block_end - block_begin) if depth[b] == level]
         if not members:
@@ -176,9 +184,14 @@ def _finest_cells(objects: ObjectGroup, row: dict[str, Any], size: np.ndarray, w
         present, split, data_offset, child_offset = _node_fields(nodes)
         if (split & ~present).any():
             raise objects.error(f"{what} level {level}: a node subdivides a child it holds no data for")
-        _check_offsets(objects, present, data_offset, np.concatenate(owner), _DATA_PER_CHILD, f"{what} level {level} data")
+        _check_offsets(
+            objects, present, data_offset, np.concatenate(owner), _DATA_PER_CHILD, f"{what} level {level} data"
+        )
         # child-node offsets count from the start of the child block the node's children go to
-        part = [np.searchsorted(cuts_of[b], np.arange(len(w)), side="right") for b, w in zip(members, node_words, strict=True)]
+        part = [
+            np.searchsorted(cuts_of[b], np.arange(len(w)), side="right")
+            for b, w in zip(members, node_words, strict=True)
+        ]
         pairs = np.stack([np.concatenate(owner), np.concatenate(part)], axis=1)
         segment = np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
         _check_offsets(objects, split, child_offset, segment, 1, f"{what} level {level} child-node")
@@ -186,31 +199,39 @@ def _finest_cells(objects: ObjectGroup, row: dict[str, Any], size: np.ndarray, w
         node_of, corner = np.nonzero(bits)
         outside = (_CORNERS[corner] >= sampling[level]).any(axis=1)
         if outside.any():
-            raise objects.error(f"{what} level {level}: child {int(corner[outside][0])} lies outside the sampling {sampling[level].tolist()}")
+            child = int(corner[outside][0])
+            raise objects.error(
+                f"{what} level {level}: child {child} lies outside the sampling {sampling[level].tolist()}"
+            )
         leaf = np.concatenate(data_words)
         if len(leaf) * 4 != len(node_of) * _WORDS_PER_CHILD:
-            raise objects.error(f"{what} level {level} holds {len(leaf)} int64 of data for {len(node_of)} children ({len(node_of) * 4} expected)")
+            raise objects.error(
+                f"{what} level {level} holds {len(leaf)} int64 of data for {len(node_of)} children"
+                f" ({len(node_of) * 4} expected)"
+            )
         children = origins[node_of] + _CORNERS[corner] * child_span[level]
         if level == n_levels - 1:
             if split.any():
                 raise objects.error(f"{what}: its finest level subdivides a cell")
             if (children >= size).any():
-                raise objects.error(f"{what}: a finest cell lies at {children[(children >= size).any(axis=1)][0].tolist()}, outside its Size {size.tolist()}")
+                at = children[(children >= size).any(axis=1)][0].tolist()
+                raise objects.error(f"{what}: a finest cell lies at {at}, outside its Size {size.tolist()}")
             words = leaf.astype("<i8").view("<u2").reshape(-1, _WORDS_PER_CHILD)
             return _Cells(children, words)
         split_bits = (split[node_of] >> corner.astype(np.uint64)) & np.uint64(1)
         origins = children[split_bits.astype(bool)]
-        above = (np.concatenate(owner), np.array([bin(int(m)).count("1") for m in split.tolist()], np.int64))
+        above = (np.concatenate(owner), _popcount(split))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _block_tree(
     objects: ObjectGroup, blocks: dict[str, Any], begin: int, end: int, what: str
 ) -> tuple[list[int], list[list[int]], list[np.ndarray]]:
-    """The octree level each block holds, each block's child blocks and its ``SplitOffset`` cuts. The first block
-    is the root's; every other names a parent block before it (``ParentBlockIndex``, counted from
-    the surface's first block), and the children of the parent's nodes [cut[j-1], cut[j]) are the
-    nodes of its j-th child block."""
+    """The octree level each block holds, each block's child blocks and its ``SplitOffset`` cuts.
+
+    The first block is the root's; every other names a parent block before it
+    (``ParentBlockIndex``, counted from the surface's first block), and the children of the
+    parent's nodes [cut[j-1], cut[j]) are the nodes of its j-th child block."""
     parents = blocks["ParentBlockIndex"][begin:end]
     depth = [0]
     for b in range(1, end - begin):
@@ -237,18 +258,25 @@ def _block_tree(
         nodes = int(blocks["NodeEnd"][begin + b] - blocks["NodeBegin"][begin + b])
         if len(cuts) != kids or int(cuts[-1]) != nodes or (np.diff(cuts) < 0).any() or int(cuts[0]) < 0:
             raise objects.error(
-                f"{what}: block {b}'s SplitOffset {cuts.tolist()} does not split its {nodes} nodes among {kids} child blocks"
+                f"{what}: block {b}'s SplitOffset {cuts.tolist()} does not split its {nodes} nodes"
+                f" among {kids} child blocks"
             )
         cuts_of.append(cuts)
     return depth, kids_of, cuts_of
 
 
 def _check_split(
-    objects: ObjectGroup, members: list[int], node_counts: list[int], above: tuple[np.ndarray, np.ndarray],
-    kids_of: list[list[int]], cuts_of: list[np.ndarray], what: str,
+    objects: ObjectGroup,
+    members: list[int],
+    node_counts: list[int],
+    above: tuple[np.ndarray, np.ndarray],
+    kids_of: list[list[int]],
+    cuts_of: list[np.ndarray],
+    what: str,
 ) -> None:
-    """The nodes of each block of ``level`` are the children of its parent block's nodes its cut
-    gives it (``above``: the level above's block of each node and number of child nodes)."""
+    """The nodes of each block of a level (``members``, holding ``node_counts``) are the child
+    nodes of the parent block's nodes its cut gives it (``above``: the level above's block of each
+    node and that node's number of child nodes)."""
     owner, children = above
     got = dict(zip(members, node_counts, strict=True))
     for parent in np.unique(owner).tolist():
@@ -262,7 +290,8 @@ def _check_split(
         actual = [got.get(b, -1) for b in kids_of[parent]]
         if expected.tolist() != actual:
             raise objects.error(
-                f"{what}: block {parent}'s nodes have {expected.tolist()} child nodes per child block, its child blocks hold {actual}"
+                f"{what}: block {parent}'s nodes have {expected.tolist()} child nodes per child block,"
+                f" its child blocks hold {actual}"
             )
 
 
@@ -288,12 +317,24 @@ def _node_fields(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     next level and where those begin (24 bits, in nodes). Offsets count from the block's start."""
     high, low = nodes >> np.uint64(32), nodes & np.uint64(0xFFFFFFFF)
     mask24 = np.uint64(0xFFFFFF)
-    return high >> np.uint64(24), low >> np.uint64(24), (high & mask24).astype(np.int64), (low & mask24).astype(np.int64)
+    return (
+        high >> np.uint64(24),
+        low >> np.uint64(24),
+        (high & mask24).astype(np.int64),
+        (low & mask24).astype(np.int64),
+    )
 
 
-def _check_offsets(objects: ObjectGroup, masks: np.ndarray, offsets: np.ndarray, owner: np.ndarray, per: int, what: str) -> None:
+def _popcount(masks: np.ndarray) -> np.ndarray:
+    """The number of set bits of each 8-bit mask."""
+    return np.unpackbits(masks.astype(np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
+
+
+def _check_offsets(
+    objects: ObjectGroup, masks: np.ndarray, offsets: np.ndarray, owner: np.ndarray, per: int, what: str
+) -> None:
     """Each node's offset must be where the children of the block's nodes before it end."""
-    counts = np.array([bin(int(m)).count("1") for m in masks.tolist()], np.int64) * per
+    counts = _popcount(masks) * per
     expected = np.zeros(len(counts), np.int64)
     for b in np.unique(owner):
         rows = np.flatnonzero(owner == b)
@@ -361,7 +402,9 @@ def _decode_normals(face: np.ndarray, words: np.ndarray) -> np.ndarray:
     return normals
 
 
-def _triangulate(cells: _Cells, points: np.ndarray, field: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _triangulate(
+    cells: _Cells, points: np.ndarray, field: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes over the finest cells, a chunk of the grid at a time: vertices in grid
     units (float64 x, y, z) and triangles."""
     from skimage.measure import marching_cubes
@@ -445,7 +488,12 @@ def _merge_chunk_seams(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.
 
 
 def _vertex_normals(
-    vertices: np.ndarray, world: np.ndarray, triangles: np.ndarray, points: np.ndarray, normals: np.ndarray, size: np.ndarray
+    vertices: np.ndarray,
+    world: np.ndarray,
+    triangles: np.ndarray,
+    points: np.ndarray,
+    normals: np.ndarray,
+    size: np.ndarray,
 ) -> np.ndarray:
     """Each vertex's normal: the stored normals of its edge's two samples (``vertices`` in grid
     units), interpolated as the vertex is; where a sample holds none, the area-weighted mean of
