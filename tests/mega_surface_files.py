@@ -35,6 +35,8 @@ class Ellipsoid:
     time: int = 0
     split_finest: int = 1
     """How many blocks the finest level is split over."""
+    stored_normals: bool = True
+    """False: samples carry face 0 (no normal), as the background samples of real files do."""
 
     def world(self, grid: np.ndarray) -> np.ndarray:
         return np.asarray(self.origin) + grid * np.asarray(self.voxel)
@@ -149,6 +151,8 @@ def build_surface(shape: Ellipsoid, coarse_leaves: bool = True) -> dict:
                     value_words = normal_words = np.full(8, EMPTY, np.uint16)
                 else:
                     value_words, normal_words = encode(shape.field(corners), shape.gradient(corners))
+                    if not shape.stored_normals:
+                        value_words = value_words & np.uint16(0x1FFF)
                 level_data.append(np.concatenate([value_words, normal_words]).astype("<u2"))
                 if holders[level][child]:
                     child_mask |= 1 << c

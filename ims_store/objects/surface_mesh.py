@@ -25,6 +25,7 @@ Surface(t=0, vertices=774, triangles=1544)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import h5py
@@ -65,7 +66,7 @@ _LEVEL = {"SamplingX": "int", "SamplingY": "int", "SamplingZ": "int"}
 _DATA_PER_CHILD = 8
 _WORDS_PER_CHILD = 16
 _EMPTY = 0xFFFF  # every word of a child that lies wholly inside the surface
-_SCALE = 8192  # the 13-bit value is field / 8192; Threshold is on the same scale
+_SCALE = 8192  # the 13-bit values' range: Threshold is a fraction of it (4096.5 / 8192 in real files)
 # corner c (and child c of a node) sits at x = c & 1, y = (c >> 1) & 1, z = (c >> 2) & 1
 _CORNERS = np.array([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], np.int64)
 _CHUNK = 64  # cells per axis meshed at a time: bounds the dense arrays to 65**3 samples
@@ -103,7 +104,8 @@ def read_mega_surface(group: h5py.Group, index: int) -> Surface:
     low = np.array([float(row[f"ExtendMin{a}"]) for a in "XYZ"])
     high = np.array([float(row[f"ExtendMax{a}"]) for a in "XYZ"])
     what = f"surface {index} (ID {int(row['ID'])})"
-    if (size < 1).any() or not (np.isfinite(low).all() and np.isfinite(high).all()) or (high < low).any():
+    too_large = (size > 2**20).any()  # grid positions are numbered with int64
+    if too_large or (size < 1).any() or not (np.isfinite(low).all() and np.isfinite(high).all()) or (high < low).any():
         raise objects.error(f"{what} has Size {size.tolist()} and extents {low.tolist()}..{high.tolist()}")
     if int(row["DataCountPerChildNode"]) != _DATA_PER_CHILD:
         count_per_child = int(row["DataCountPerChildNode"])
@@ -413,21 +415,23 @@ def _triangulate(
     coords = np.stack(np.unravel_index(points, tuple(shape), order="F"), axis=1)
     # a sample belongs to every chunk whose box (cells [o, o + C), samples [o, o + C]) holds it
     sample_chunks, sample_rows = _chunk_members(coords)
-    cell_chunk = cells.origin // _CHUNK
+    grid_of_chunks = tuple(size // _CHUNK + 1)
+    chunks, cell_groups = _groups(_chunk_keys(cells.origin // _CHUNK, grid_of_chunks))
+    known, sample_groups = _groups(_chunk_keys(sample_chunks, grid_of_chunks))
     vertex_parts, triangle_parts = [], []
     count = 0
-    for chunk in np.unique(cell_chunk, axis=0):
-        origin = chunk * _CHUNK
+    for key, cell_rows in zip(chunks.tolist(), cell_groups, strict=True):
+        origin = np.array(np.unravel_index(key, grid_of_chunks, order="F")) * _CHUNK
         extent = np.minimum(size - origin, _CHUNK)
-        mine = (cell_chunk == chunk).all(axis=1)
         volume = np.full(tuple(extent + 1), _OUTSIDE, np.float32)
-        rows = sample_rows[(sample_chunks == chunk).all(axis=1)]
+        # every finest cell's corners are samples, so its chunk has samples
+        rows = sample_rows[sample_groups[int(np.searchsorted(known, key))]]
         local = coords[rows] - origin
         volume[local[:, 0], local[:, 1], local[:, 2]] = field[rows]
         if not volume.min() < 0 < volume.max() or min(volume.shape) < 2:
             continue
         finest = np.zeros(tuple(extent), bool)
-        at = cells.origin[mine] - origin
+        at = cells.origin[cell_rows] - origin
         finest[at[:, 0], at[:, 1], at[:, 2]] = True
         vertices, triangles, _, _ = marching_cubes(volume, 0.0, method="lewiner")
         triangles = triangles[:, ::-1]  # skimage winds them clockwise seen from the larger values
@@ -442,6 +446,18 @@ def _triangulate(
     vertices = np.concatenate(vertex_parts)
     triangles = np.concatenate(triangle_parts).astype(np.int64)
     return _merge_chunk_seams(vertices, triangles)
+
+
+def _chunk_keys(chunks: np.ndarray, grid_of_chunks: tuple[int, ...]) -> np.ndarray:
+    return np.ravel_multi_index((chunks[:, 0], chunks[:, 1], chunks[:, 2]), grid_of_chunks, order="F")
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct ``keys`` (sorted) and, for each, the indices holding it."""
+    order = np.argsort(keys, kind="stable")
+    distinct, starts = np.unique(keys[order], return_index=True)
+    bounds = [*starts.tolist(), len(keys)]
+    return distinct, [order[a:b] for a, b in pairwise(bounds)]
 
 
 def _chunk_members(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
