@@ -25,6 +25,7 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +39,9 @@ __all__ = [
     "WriteError",
     "atomic_output",
     "check_output",
+    "check_stop",
     "progress_bar",
+    "request_stop",
     "scratch_folder",
     "stale_temporaries",
 ]
@@ -98,6 +101,12 @@ def _within(inner: Path, outer: os.stat_result) -> bool:
     return False
 
 
+def _named(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a last component to name temporaries after (``.`` and ``..`` made absolute)."""
+    path = Path(path)
+    return path if path.name not in ("", ".", "..") else Path(os.path.abspath(path))
+
+
 def check_output(
     path: str | os.PathLike[str], overwrite: bool, inputs: Iterable[Any] = (), *, replaced: bool = True
 ) -> Path:
@@ -115,7 +124,7 @@ def check_output(
     ...     print(err.reason)
     is the input cells.ims (the same file); write the output elsewhere
     """
-    path = Path(path)
+    path = _named(path)
     target = _stat(path)
     parent = _stat(path.parent)
     for source in _local_inputs(inputs):
@@ -194,7 +203,7 @@ def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     >>> stale_temporaries("cells.ome.zarr")
     []
     """
-    path = Path(path)
+    path = _named(path)
     found = []
     try:
         entries = list(path.parent.iterdir())
@@ -208,6 +217,36 @@ def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
         if m and m.group("host") == _HOST and not _alive(int(m.group("pid"))):
             found.append(entry)
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# stopping: a signal handler's exception can be lost (raised inside a __del__ or a weakref
+# callback, Python prints it and goes on), so the command line also sets a flag that the
+# writers' loops and the final rename look at
+
+_STOP = threading.Event()
+
+
+def request_stop(stop: bool = True) -> None:
+    """Ask every write under way to stop (``False``: clear the request). The command line's
+    SIGINT / SIGTERM handlers call it besides raising; writers then raise `KeyboardInterrupt`
+    at their next `check_stop`, and no output is renamed into place.
+
+    >>> request_stop(); request_stop(False)
+    """
+    if stop:
+        _STOP.set()
+    else:
+        _STOP.clear()
+
+
+def check_stop() -> None:
+    """Raise `KeyboardInterrupt` if `request_stop` was called: writers call it between blocks.
+
+    >>> check_stop()
+    """
+    if _STOP.is_set():
+        raise KeyboardInterrupt("stop requested")
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +277,7 @@ def atomic_output(
     >>> Path("result.txt").read_text()
     'done'
     """
-    path = Path(path)
+    path = _named(path)
     sources = _local_inputs(inputs)
     if merge:
         check_output(path, overwrite, sources, replaced=False)
@@ -253,12 +292,16 @@ def atomic_output(
             raise WriteError("is a folder but not a zarr (no zarr.json or .zgroup); refusing to replace it", path)
     if not path.parent.is_dir():
         raise WriteError(f"folder {path.parent} does not exist", path)
-    for stale in stale_temporaries(path):
+    # merged into a folder that exists, the temporary folder lies inside it: its parent may be
+    # anyone's (the export of ``.``), the folder is the user's choice
+    beside = path / path.name if merge and path.is_dir() else path
+    for stale in stale_temporaries(beside):
         _remove(stale)
-    tmp = _temporary(path, suffix=suffix)
+    tmp = _temporary(beside, suffix=suffix)
     try:
         try:
             yield tmp
+            check_stop()
             if merge:
                 _merge(tmp, path, overwrite, sources)
             elif path.is_dir() and not path.is_symlink():

@@ -589,34 +589,43 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """While a command runs, SIGTERM (``kill``, a job scheduler's stop) unwinds as Ctrl-C does:
-    the output under way is removed. Only the main thread can install a handler (a `main`
-    called from another thread keeps the process's); Windows delivers SIGTERM only from within
-    the process (``signal.raise_signal``), which the handler then covers too."""
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+def _stop_on_signals() -> Iterator[None]:
+    """While a command runs, Ctrl-C (SIGINT) and SIGTERM (``kill``, a job scheduler's stop)
+    stop it and remove the output under way: the handlers raise, as Python's own SIGINT handler
+    does, and also `request_stop`, because an exception raised inside a ``__del__`` or a weakref
+    callback is lost. Only the main thread can install handlers (a `main` called from another
+    thread keeps the process's); Windows has both signals, SIGTERM only from within the
+    process."""
+    from ..access.outputs import request_stop
+
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminated(signum: int, frame: object) -> None:
-        raise _Terminated()
+    def stop(signum: int, frame: object) -> None:
+        request_stop()
+        raise _Terminated() if signum != signal.SIGINT else KeyboardInterrupt()
 
-    try:
-        previous = signal.signal(signal.SIGTERM, terminated)
-    except (OSError, ValueError):  # (an embedding that owns the signals)
-        yield
-        return
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) is signal.SIG_IGN:  # (started with it ignored: keep so)
+            continue
+        with contextlib.suppress(OSError, ValueError):  # (an embedding that owns the signals)
+            previous[number] = signal.signal(number, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        request_stop(False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
     try:
-        with _terminate_as_interrupt():
+        with _stop_on_signals():
             status = int(args.func(args))
         # flush here, inside the try: a reader that went away (``| head``) shows up now
         sys.stdout.flush()

@@ -99,6 +99,7 @@ def keep_beside_image(
     *,
     image: int = 0,
     changed: str | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """Copy into ``target`` (a new Imaris file of one image, open for writing) what image
     ``image`` of the Imaris file ``source`` holds beside its image; returns what was copied.
@@ -108,7 +109,8 @@ def keep_beside_image(
     ``DataSetInfo`` groups ``target`` lacks or holds as empty defaults (``Log``), and the
     attributes ``target`` lacks in the groups both have. What ``target`` already holds is never
     replaced otherwise. ``changed``: how the new image's geometry differs from the source's
-    (`geometry_change`); then nothing is copied and an `ImsWarning` names what is left out.
+    (`geometry_change`); then nothing is copied and an `ImsWarning` names what is left out
+    (and ``name``, the new file's name for messages: default ``target``'s).
     The analysis objects of a file of several images are not tied to one of them: they are
     copied only from a file of one.
     """
@@ -124,7 +126,7 @@ def keep_beside_image(
             if changed is not None:
                 if objects:
                     warnings.warn(
-                        f"{source}: {', '.join(objects)} left out of {target.filename}: the conversion changes "
+                        f"{source}: {', '.join(objects)} left out of {name or target.filename}: the conversion changes "
                         f"the image's geometry ({changed}), which the objects' coordinates refer to",
                         ImsWarning,
                         stacklevel=3,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..access.outputs import atomic_output, check_output, progress_bar
+from ..access.outputs import atomic_output, check_output, check_stop, progress_bar
 from ..errors import MissingDependencyError, SelectionError
 from ..format.codecs import RAW, CodecPlan
 from ..format.layout import ImsLayout
@@ -350,6 +350,7 @@ def _on_threads(jobs: list[ChunkKey], write: _Writer, root: Path, workers: int, 
                 if not running:
                     return
                 done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                check_stop()
                 for future in done:
                     count = future.result()  # the first failure raises here
                     if bar is not None:
@@ -372,6 +373,7 @@ def _on_cluster(client: Any, jobs: list[ChunkKey], write: _Writer, root: Path) -
     futures = client.map(_run_batch, batches, write=shared, root=root, pure=False)
     try:
         for future in futures:  # in order (distributed's as_completed wants a default client)
+            check_stop()
             yield future.result()
     finally:  # a failure or an interruption: what has not run yet never will
         client.cancel(futures)

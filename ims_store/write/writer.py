@@ -144,7 +144,7 @@ def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress
             raise WriteError(f"writing failed: {err}", path) from err
 
 
-def _keep_beside(plan: _Plan, f: h5py.File) -> None:
+def _keep_beside(plan: _Plan, f: h5py.File, label: str) -> None:
     """What the Imaris source holds beside its image, where the new image has its geometry."""
     store, level = plan.source.ims  # type: ignore[misc]
     changed = geometry_change(
@@ -156,7 +156,7 @@ def _keep_beside(plan: _Plan, f: h5py.File) -> None:
         timepoints=plan.timepoints,
         channels=plan.channels,
     )
-    keep_beside_image(store.path, f, image=store.layout.image, changed=changed)
+    keep_beside_image(store.path, f, image=store.layout.image, changed=changed, name=label)
 
 
 def _slabs(z_chunks: Sequence[int], minimum: int, maximum: int) -> list[tuple[int, int]]:
@@ -280,7 +280,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
             )
             write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
             if plan.source.ims is not None:
-                _keep_beside(plan, f)
+                _keep_beside(plan, f, label)
     finally:
         sink.close()
         if bar is not None:
