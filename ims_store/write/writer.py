@@ -141,7 +141,8 @@ def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress
         except ImsError:
             raise
         except (OSError, ValueError, RuntimeError, TypeError) as err:
-            raise WriteError(f"writing failed: {err}", path) from err
+            # (HDF5's messages run over several lines: one line, as every error)
+            raise WriteError(f"writing failed: {' '.join(str(err).split())}", path) from err
 
 
 def _keep_beside(plan: _Plan, f: h5py.File, label: str) -> None:
