@@ -14,6 +14,7 @@ failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -334,6 +335,38 @@ def _write_zarr(out: _Output, metadata: dict[str, bytes], jobs: list[ChunkKey], 
                 bar.close()
 
 
+class _Guard:
+    """Lets jobs write only until `close`, which returns once none writes any more.
+
+    The pool's own shutdown cannot promise that: an interruption that lands while `submit`
+    starts a thread leaves that thread unknown to the pool, and it would go on writing into a
+    temporary folder being removed."""
+
+    def __init__(self, write: _Writer) -> None:
+        self._write = write
+        self._lock = threading.Condition()
+        self._writing = 0
+        self._closed = False
+
+    def __call__(self, keys: list[ChunkKey], root: Path) -> int:
+        with self._lock:
+            if self._closed:
+                return 0
+            self._writing += 1
+        try:
+            return self._write(keys, root)
+        finally:
+            with self._lock:
+                self._writing -= 1
+                self._lock.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            while self._writing:
+                self._lock.wait(0.1)
+
+
 def _on_threads(jobs: list[ChunkKey], write: _Writer, root: Path, workers: int, bar: Any) -> None:
     """``write`` of each job on ``workers`` threads, a few jobs queued per thread. The first
     failure, or an interruption (Ctrl-C), cancels the jobs not started and waits for those under
@@ -342,21 +375,23 @@ def _on_threads(jobs: list[ChunkKey], write: _Writer, root: Path, workers: int, 
     once on every platform (Windows does not interrupt a blocked wait)."""
     queued = iter(jobs)
     running: set[Future[int]] = set()
-    with ThreadPoolExecutor(workers, thread_name_prefix="ims-store-convert") as pool:
-        try:
-            while True:
-                while len(running) < 4 * workers and (ck := next(queued, None)) is not None:
-                    running.add(pool.submit(write, [ck], root))
-                if not running:
-                    return
-                done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                check_stop()
-                for future in done:
-                    count = future.result()  # the first failure raises here
-                    if bar is not None:
-                        bar.update(count)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    guard = _Guard(write)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ims-store-convert")
+    try:
+        while True:
+            while len(running) < 4 * workers and (ck := next(queued, None)) is not None:
+                running.add(pool.submit(guard, [ck], root))
+            if not running:
+                return
+            done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            check_stop()
+            for future in done:
+                count = future.result()  # the first failure raises here
+                if bar is not None:
+                    bar.update(count)
+    finally:
+        guard.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _on_cluster(client: Any, jobs: list[ChunkKey], write: _Writer, root: Path) -> Iterator[int]:
