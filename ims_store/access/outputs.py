@@ -181,7 +181,7 @@ def _alive(pid: int) -> bool:
 def _alive_windows(pid: int) -> bool:  # pragma: no cover - Windows only
     import ctypes
 
-    kernel = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    kernel = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     handle = kernel.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
         return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process
