@@ -99,6 +99,23 @@ def test_ims_to_ims_keeps_objects_log_and_times(real_files: dict[str, Path], tmp
     assert _digest(source) == before
 
 
+def test_a_remote_ims_source_keeps_its_objects_too(tmp_path: Path) -> None:
+    """The source opened over HTTP: what lies beside its image is read through the same URL."""
+    from http_files import FileServer
+    from object_files import tracks_file
+
+    served = tmp_path / "served"
+    served.mkdir()
+    tracks_file(served / "tracks.ims")
+    server = FileServer(served)
+    try:
+        out = write_ims(server.url("tracks.ims"), tmp_path / "copy.ims")
+    finally:
+        server.close()
+    with h5py.File(served / "tracks.ims", "r") as a, h5py.File(out, "r") as b:
+        assert _h5_items(b, "Scene8") == _h5_items(a, "Scene8")
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [(["--level", "1"], "resolution level 1"), (["--voxel-size", "1,0.5,0.5"], "voxel size")],

@@ -25,6 +25,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import h5py
 
@@ -100,6 +101,7 @@ def keep_beside_image(
     image: int = 0,
     changed: str | None = None,
     name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Copy into ``target`` (a new Imaris file of one image, open for writing) what image
     ``image`` of the Imaris file ``source`` holds beside its image; returns what was copied.
@@ -110,11 +112,12 @@ def keep_beside_image(
     attributes ``target`` lacks in the groups both have. What ``target`` already holds is never
     replaced otherwise. ``changed``: how the new image's geometry differs from the source's
     (`geometry_change`); then nothing is copied and an `ImsWarning` names what is left out
-    (and ``name``, the new file's name for messages: default ``target``'s).
+    (and ``name``, the new file's name for messages: default ``target``'s). ``source`` may be
+    any URL `ImsStore` opens, with its ``storage_options``.
     The analysis objects of a file of several images are not tied to one of them: they are
     copied only from a file of one.
     """
-    source_file = open_file(source)
+    source_file = open_file(source, storage_options)
     try:
         with source_file.open_hdf5() as f:
             count = int(f.attrs.get("NumberOfDataSets", [1])[0]) if "NumberOfDataSets" in f.attrs else 1

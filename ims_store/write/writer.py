@@ -157,7 +157,9 @@ def _keep_beside(plan: _Plan, f: h5py.File, label: str) -> None:
         timepoints=plan.timepoints,
         channels=plan.channels,
     )
-    keep_beside_image(store.path, f, image=store.layout.image, changed=changed, name=label)
+    keep_beside_image(
+        store.path, f, image=store.layout.image, changed=changed, name=label, storage_options=store.storage_options
+    )
 
 
 def _slabs(z_chunks: Sequence[int], minimum: int, maximum: int) -> list[tuple[int, int]]:
