@@ -592,3 +592,36 @@ def test_sigterm_handler_is_installed_only_in_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert seen == [2, before]
+
+
+# --------------------------------------------------------------------------------------------
+# the library's writers refuse an output that is their input as the commands do
+
+
+@pytest.mark.parametrize("writer", ["write_ims", "write_images", "write_images-link", "to_ome_zarr", "to_nifti"])
+def test_every_writing_function_refuses_its_input_as_output(tmp_path: Path, writer: str) -> None:
+    from ims_store import OutputIsInputError, to_nifti, write_images
+    from ims_store.write.sources import open_source
+
+    source = write_ims(np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16), tmp_path / "in.ims", axes="zyx")
+    zarr_in = to_ome_zarr(source, tmp_path / "in.ome.zarr")
+    link = tmp_path / {"to_ome_zarr": "alias.ome.zarr", "to_nifti": "alias.nii.gz"}.get(writer, "alias.ims")
+    os.link(source, link) if writer == "to_nifti" else link.symlink_to(source)
+    before = {p: _digest(p) for p in (source, *sorted(q for q in zarr_in.rglob("*") if q.is_file()))}
+    calls = {
+        "write_ims": lambda: write_ims(open_source(ImsStore(source)), link, overwrite=True),
+        "write_images": lambda: write_images([source, source], link, overwrite=True),
+        "write_images-link": lambda: write_images([source], tmp_path / "in", link=True, overwrite=True),
+        "to_ome_zarr": lambda: to_ome_zarr(ImsStore(source), link, overwrite=True),
+        "to_nifti": lambda: to_nifti(source, link, overwrite=True),
+    }
+    if writer == "write_images-link":  # its image files are outputs too: in_image_0.ims is made the input
+        link.unlink()
+        (tmp_path / "in_image_0.ims").symlink_to(source)
+    with pytest.raises(OutputIsInputError, match="is the input"):
+        calls[writer]()
+    # an output inside an input folder, from the library (a zarr group's folder)
+    with pytest.raises(OutputIsInputError, match="lies inside the input"):
+        write_ims(zarr_in, zarr_in / "inner.ims")
+    assert {p: _digest(p) for p in before} == before
+    assert not [p for p in tmp_path.rglob(".*") if ".part" in p.name or ".scratch" in p.name]
