@@ -129,8 +129,9 @@ def test_a_conversion_that_changes_the_geometry_leaves_the_objects_out_and_says_
     assert proc.returncode == 0, proc.stderr
     assert "ImsWarning" in proc.stderr and "Scene, Scene8" in proc.stderr and reason in proc.stderr, proc.stderr
     assert "changed.ims" in proc.stderr and ".part" not in proc.stderr, proc.stderr  # names the output, not its temp
-    with h5py.File(out, "r") as f:
+    with h5py.File(out, "r") as f, h5py.File(source, "r") as g:
         assert not {"Scene", "Scene8", "DataSetTimes"} & set(f)
+        assert _h5_items(f, "DataSetInfo/Log") == _h5_items(g, "DataSetInfo/Log")  # the history stays true
     assert list_objects(out) == []
 
 
@@ -171,7 +172,9 @@ def test_keep_beside_image_copies_what_the_writer_lacks_and_nothing_it_wrote(tmp
         assert f["DataSetInfo/Log"].attrs["Entry0"].tobytes() == b"<Entry>filtered</Entry>"
         assert f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"][0, 0, 0] == 1
     with h5py.File(target, "r+") as f, pytest.warns(ImsWarning, match="Scene8 left out of target.ims"):
-        assert keep_beside_image(source, f, changed="another size", name="target.ims") == []
+        del f["Scene8"], f["DataSetInfo/Log"]
+        assert keep_beside_image(source, f, changed="another size", name="target.ims") == ["DataSetInfo/Log"]
+        assert "Scene8" not in f
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ tracks, surfaces, statistics), the times they refer to (``DataSetTimes``), the p
 (``DataSetInfo/Log``), and attributes of its own in ``DataSetInfo`` (microscope, objective,
 wavelengths...). A new file written from an ``.ims`` (`write_ims`, ``ims-store convert a.ims
 b.ims``) is rewritten from the image, and `keep_beside_image` copies all of that over with
-HDF5's object copy, when the new image has the source's geometry; the objects' coordinates and
-time indexes refer to it, so when a conversion changes it (another level, a crop, other voxel
-sizes or extents, fewer time points or channels) nothing is copied and an `ImsWarning` says what
-was left out and why.
+HDF5's object copy. The objects' coordinates and time indexes refer to the source's geometry,
+so when a conversion changes it (another level, a crop, other voxel sizes or extents, fewer
+time points or channels) they and ``DataSetTimes`` are left out and an `ImsWarning` says so and
+why; the descriptions and the log are copied whatever the geometry.
 
 >>> import h5py
 >>> from ims_store import write_ims
@@ -111,11 +111,12 @@ def keep_beside_image(
     ``DataSetInfo`` groups ``target`` lacks or holds as empty defaults (``Log``), and the
     attributes ``target`` lacks in the groups both have. What ``target`` already holds is never
     replaced otherwise. ``changed``: how the new image's geometry differs from the source's
-    (`geometry_change`); then nothing is copied and an `ImsWarning` names what is left out
-    (and ``name``, the new file's name for messages: default ``target``'s). ``source`` may be
-    any URL `ImsStore` opens, with its ``storage_options``.
-    The analysis objects of a file of several images are not tied to one of them: they are
-    copied only from a file of one.
+    (`geometry_change`); then the root groups (the objects, ``DataSetTimes``) are left out and
+    an `ImsWarning` names them (``name``: the new file's name for messages, default
+    ``target``'s), while the ``DataSetInfo`` descriptions and the log, true whatever the
+    geometry, are still copied. The analysis objects of a file of several images are not tied to
+    one of them: they are left out the same way. ``source`` may be any URL `ImsStore` opens,
+    with its ``storage_options``.
     """
     source_file = open_file(source, storage_options)
     try:
@@ -124,17 +125,17 @@ def keep_beside_image(
             info_name = "DataSetInfo" + (str(image) if image else "")
             beside = _beside(f, info_name)
             objects = [n for n in beside if "/" not in n]
-            if count > 1 and objects:
-                changed = changed or f"the source holds {count} images, whose analysis objects no single one owns"
-            if changed is not None:
+            reason = changed and f"the conversion changes the image's geometry ({changed}), which they refer to"
+            if count > 1 and not reason:
+                reason = f"the source holds {count} images, and no single one owns them"
+            if reason:
                 if objects:
                     warnings.warn(
-                        f"{source}: {', '.join(objects)} left out of {name or target.filename}: the conversion changes "
-                        f"the image's geometry ({changed}), which the objects' coordinates refer to",
+                        f"{source}: {', '.join(objects)} left out of {name or target.filename}: {reason}",
                         ImsWarning,
                         stacklevel=3,
                     )
-                return []
+                beside = [n for n in beside if "/" in n]  # the descriptions and the log stay true
             copied = _copy(f, target, info_name, beside)
     finally:
         source_file.close()
