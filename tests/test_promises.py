@@ -513,6 +513,22 @@ def test_a_cleanup_that_fails_does_not_hide_the_write_error(tmp_path: Path, monk
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp))
 
 
+def test_a_rename_that_fails_is_a_write_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step, the rename into place, is a write like the others (a file system that went
+    away, a rename Windows refuses)."""
+
+    def refused(src: object, dst: object) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+
+    monkeypatch.setattr(outputs.os, "replace", refused)
+    with pytest.raises(WriteError, match="Permission denied") as err:
+        write_ims(np.zeros((2, 8, 8), np.uint8), tmp_path / "out.ims", axes="zyx")
+    assert err.value.path == str(tmp_path / "out.ims")
+    assert _leftovers(tmp_path, set()) == []
+
+
 # --------------------------------------------------------------------------------------------
 # temporaries of a writer killed outright
 
