@@ -183,9 +183,10 @@ def test_keep_beside_image_copies_what_the_writer_lacks_and_nothing_it_wrote(tmp
 STOPPED_WITHIN = 1.5
 """Seconds from the signal to the command's last word (``interrupted``, ``terminated``): the
 write is stopped and its temporary removed by then (about one is wanted; this machine is shared)."""
-EXITED_WITHIN = 4.0
+EXITED_WITHIN = 10.0
 """Seconds from the signal to the process's exit: the interpreter's own shutdown (modules, HDF5)
-comes on top, about 0.8 s on a loaded two-core machine after any command, ``info`` too."""
+comes on top, 0.8 s after any command (``info`` too) on a two-core machine at load 11, several
+seconds at load 20: a bound against a process that goes on working, not a speed target."""
 
 posix_signals = pytest.mark.skipif(
     sys.platform == "win32", reason="a child process cannot be sent SIGINT / SIGTERM on Windows"
@@ -264,12 +265,15 @@ def test_ctrl_c_and_sigterm_stop_a_write_at_once_and_leave_nothing(
             continue
         landed += 1
         assert _leftovers(tmp_path, set()) == [], (delay, err)
-        assert exited < EXITED_WITHIN, f"{name}: {exited:.2f} s from the signal to the exit"
+        if options is not None:
+            assert said < STOPPED_WITHIN, f"{name}: {said:.2f} s from the signal to the command's last word"
+        assert exited < EXITED_WITHIN, (
+            f"{name}: {exited:.2f} s from the signal to the exit ({said:.2f} s to its last word)"
+        )
         if options is None:
             # Python's own exit on an uncaught KeyboardInterrupt: by SIGINT (POSIX), after the traceback
             assert status == -signal.SIGINT and err.strip().endswith("KeyboardInterrupt"), (status, err)
         else:
-            assert said < STOPPED_WITHIN, f"{name}: {said:.2f} s from the signal to the command's last word"
             expected = (130, "interrupted") if sig == signal.SIGINT else (143, "terminated")
             assert (status, err.strip().splitlines()[-1]) == (expected[0], f"ims-store convert: {expected[1]}"), err
     assert landed >= 2, f"only {landed} signals reached {name} while it was written"
