@@ -12,10 +12,11 @@
                     [--idle-timeout SECONDS] [--max-open N] [--max-request-mib MIB]
     ims-store validate FILE.ims [--strict] [--deep]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
-    ims-store demo [--output FILE.ims] [--zarr-format 2|3]
+    ims-store demo [--output FILE.ims [--overwrite]] [--zarr-format 2|3]
 
 Bad input gives a one-line error naming the file and a non-zero exit status; ``--debug``
-shows the traceback.
+shows the traceback. Ctrl-C and SIGTERM stop any command at once (status 130 / 143), leaving
+nothing of an output behind.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -403,7 +406,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             channel_names=["DAPI", "GFP", "mCherry"],
             channel_colors=[(0.0, 0.4, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.3)],
             time_stamps=[0.0, 1.5],
-            overwrite=bool(args.output),
+            overwrite=args.overwrite,
         )
         print()
         print("2. What the file holds (ims-store info):")
@@ -622,6 +625,7 @@ def _parser() -> argparse.ArgumentParser:
         "OME-Zarr tree.",
     )
     demo.add_argument("--output", help="keep the example file at this path (default: a temporary directory)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     demo.add_argument(
         "--zarr-format",
         type=int,
@@ -633,11 +637,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that it unwinds the same way."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While a command runs, Ctrl-C (SIGINT) and SIGTERM (``kill``, a job scheduler's stop)
+    stop it and remove the output under way: the handlers raise, as Python's own SIGINT handler
+    does, and also `request_stop`, because an exception raised inside a ``__del__`` or a weakref
+    callback is lost. Only the main thread can install handlers (a `main` called from another
+    thread keeps the process's); Windows has both signals, SIGTERM only from within the
+    process."""
+    from ..access.outputs import request_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        request_stop()
+        raise _Terminated() if signum != signal.SIGINT else KeyboardInterrupt()
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) is signal.SIG_IGN:  # (started with it ignored: keep so)
+            continue
+        with contextlib.suppress(OSError, ValueError):  # (an embedding that owns the signals)
+            previous[number] = signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        request_stop(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
     try:
-        status = int(args.func(args))
+        with _stop_on_signals():
+            status = int(args.func(args))
         # flush here, inside the try: a reader that went away (``| head``) shows up now
         sys.stdout.flush()
         return status
@@ -662,6 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ims-store {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"ims-store {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"ims-store {args.command}: interrupted", file=sys.stderr)
         return 130

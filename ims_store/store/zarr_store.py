@@ -290,6 +290,11 @@ class ImsStore(Store):
         return self._path
 
     @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options a remote file is opened with (a copy; empty for a local file)."""
+        return dict(self._storage_options)
+
+    @property
     def zarr_format(self) -> ZarrFormat:
         return self._zarr_format
 
