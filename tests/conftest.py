@@ -88,6 +88,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for name in needed:
         if find_real_file(name) is None:
             _unavailable(name)
+    missing = [call for mark in item.iter_markers("posix_only") for call in mark.args if not posix_call_exists(call)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}, which this platform lacks (a twin of this test runs everywhere)")
+
+
+def posix_call_exists(call: str) -> bool:
+    """Whether this platform has ``call``: a module attribute (``"os.fork"``, ``"signal.SIGKILL"``,
+    ``"resource.setrlimit"``) or a path (``"/proc/self/fd"``)."""
+    if call.startswith("/"):
+        return Path(call).exists()
+    import importlib
+
+    module, _, name = call.partition(".")
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return False
+    for part in name.split("."):
+        if not hasattr(found, part):
+            return False
+        found = getattr(found, part)
+    return True
 
 
 @pytest.fixture(scope="session")

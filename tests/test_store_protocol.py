@@ -182,7 +182,7 @@ def test_close_releases_file(real_files: dict[str, Path]) -> None:
     store = ImsStore(real_files["PtK2Cell.ims"])
     store.get_sync("0/c/0/0/0/0/0")
     store.close()
-    assert store._h5 is None and store._source._fd is None
+    assert store._h5 is None and not store._source.is_open
     assert store.get_sync("0/c/0/0/0/0/0") is not None
 
 

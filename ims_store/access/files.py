@@ -1,4 +1,5 @@
-"""Where an Imaris file's bytes come from: a local path (``os.pread``) or any fsspec URL.
+"""Where an Imaris file's bytes come from: a local path (``os.pread``, or per-thread file handles
+where the OS has no positional reads) or any fsspec URL.
 
 The HDF5 metadata is parsed through h5py either way (for a remote file, through an fsspec file
 object with a large block cache, so that the many small reads HDF5 makes cost few requests);
@@ -14,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import h5py
@@ -28,12 +31,18 @@ from .workers import run_blocking
 
 __all__ = [
     "MERGED_READ_BYTES",
+    "PORTABLE_READS_VARIABLE",
     "WHOLE_FILE_LIMIT",
     "LocalFile",
     "RemoteFile",
+    "file_url_path",
     "is_remote",
     "links_of",
+    "local_path",
+    "location",
     "open_file",
+    "output_path",
+    "portable_reads",
     "read_images",
     "read_layout",
     "read_range",
@@ -60,18 +69,134 @@ WHOLE_FILE_LIMIT = 512 * 1024 * 1024
 # received with 0.08-0.13 s of CPU instead of 0.18-0.20 s with this)
 HTTP_READ_BUFSIZE = 4 * 1024 * 1024
 
+# a URL scheme (RFC 3986): a letter, then letters, digits, "+", "-", "."
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...)."""
+    """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...).
+
+    >>> is_remote("s3://bucket/cells.ims"), is_remote(r"C:\\data\\cells.ims"), is_remote("file:///data/cells.ims")
+    (True, False, False)
+    """
+    return local_path(path) is None
+
+
+def local_path(path: str | os.PathLike[str], *, windows: bool | None = None) -> str | None:
+    """The path on this machine that ``path`` names, or None when it is a URL of another file
+    system (``s3://``, ``https://``...): the one place ims_store tells paths from URLs.
+
+    A path is taken as typed (``C:\\data\\cells.ims``, ``\\\\server\\share\\cells.ims``,
+    ``/data/cells.ims``, ``cells.ims``); a ``file:`` URL is turned into the path it names (see
+    `file_url_path`). A drive letter is never taken for a URL scheme. ``windows``: parse as on
+    Windows or not (default: as this OS does).
+
+    >>> local_path("file:///data/my%20cells.ims", windows=False)
+    '/data/my cells.ims'
+    >>> local_path("file:///C:/data/cells.ims", windows=True)
+    'C:\\\\data\\\\cells.ims'
+    >>> local_path("https://host/cells.ims") is None
+    True
+    """
     text = os.fspath(path)
-    return "://" in text and not text.startswith("file://")
+    scheme, colon, _ = text.partition(":")
+    if not colon or len(scheme) < 2 or not _SCHEME.fullmatch(scheme):  # a path, or a drive letter
+        return text
+    if scheme.lower() == "file":
+        return file_url_path(text, windows=windows)
+    if scheme.lower() == "local" and text[len(scheme) :].startswith("://"):  # fsspec's alias of file://
+        return file_url_path("file" + text[len(scheme) :], windows=windows)
+    return None if "://" in text else text  # "name:with-colon.ims" is a relative path
+
+
+def location(path: str | os.PathLike[str]) -> str:
+    """``path`` as ims_store opens it: the local path it names (a ``file:`` URL turned into its
+    path), or a remote URL unchanged (see `local_path`).
+
+    >>> location("file://localhost/data/cells.ims") == os.path.normpath("/data/cells.ims")
+    True
+    >>> location("s3://bucket/cells.ims")
+    's3://bucket/cells.ims'
+    """
+    text = os.fspath(path)
+    local = local_path(text)
+    return text if local is None else local
+
+
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """The path an output is written to: a path as typed, or the path a ``file:`` URL names
+    (see `location`).
+
+    >>> output_path("file:///data/my%20cells.ims") == Path("/data/my cells.ims")
+    True
+    """
+    return Path(location(path))
+
+
+def file_url_path(url: str, *, windows: bool | None = None) -> str:
+    """The path a ``file:`` URL names (RFC 8089), percent-escapes decoded: what `Path.as_uri`
+    writes, read back. ``file:///C:/data/x.ims`` and ``file://localhost/C:/data/x.ims`` name
+    ``C:\\data\\x.ims`` on Windows; ``file://server/share/x.ims`` (and ``file:////server/share``)
+    the share ``\\\\server\\share\\x.ims``. ``windows``: parse as on Windows or not (default:
+    as this OS does). Elsewhere a URL naming another host cannot be read: an `ImsError`.
+
+    >>> file_url_path("file:///C:/my%20data/cells.ims", windows=True)
+    'C:\\\\my data\\\\cells.ims'
+    >>> file_url_path("file://server/share/cells.ims", windows=True)
+    '\\\\\\\\server\\\\share\\\\cells.ims'
+    >>> file_url_path("file://localhost/data/cells.ims", windows=False)
+    '/data/cells.ims'
+    """
+    import urllib.parse
+
+    if windows is None:
+        windows = os.name == "nt"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "file":
+        raise ImsError("is not a file: URL", url)
+    host = urllib.parse.unquote(parts.netloc)
+    path = urllib.parse.unquote(parts.path)
+    if host.lower() == "localhost":
+        host = ""
+    if not host and path.startswith("//") and not path.startswith("///"):  # file:////server/share/...
+        host, _, rest = path[2:].partition("/")
+        path = "/" + rest
+    if windows:
+        from pathlib import PureWindowsPath
+
+        if host:
+            return str(PureWindowsPath(f"//{host}{path}"))
+        if len(path) >= 3 and path[0] == "/" and path[2] in ":|" and path[1].isalpha():  # /C:/... (or /C|/...)
+            path = path[1] + ":" + path[3:]
+        return str(PureWindowsPath(path))
+    if host:
+        raise ImsError(f"names a file on another host ({host}); open it through a mounted path", url)
+    return path
+
+
+#: set to 1 to read local files through per-thread handles (``seek`` + ``readinto``) even where
+#: the OS has positional reads: the path Windows takes, for tests and benchmarks on Linux
+PORTABLE_READS_VARIABLE = "IMS_STORE_PORTABLE_READS"
+
+
+def portable_reads() -> bool:
+    """Whether local files are read through per-thread handles rather than ``os.pread``: where
+    the OS has no positional reads (Windows), or where `PORTABLE_READS_VARIABLE` asks for it
+    (read when a `LocalFile` is made).
+
+    >>> portable_reads() == (not hasattr(os, "pread") or os.environ.get("IMS_STORE_PORTABLE_READS") == "1")
+    True
+    """
+    return not hasattr(os, "pread") or os.environ.get(PORTABLE_READS_VARIABLE, "") == "1"
 
 
 class LocalFile:
-    """A file on this machine: positional reads on one descriptor, shared by every thread.
+    """A file on this machine: positional reads on one descriptor shared by every thread
+    (``os.pread``), or, where the OS has none (see `portable_reads`), one handle per thread.
 
-    `close` never pulls the descriptor from under a read in flight (the number could be reused by
-    another file, and the read would return its bytes): the last read to finish closes it.
+    `close` never pulls a descriptor from under a read in flight (the number could be reused by
+    another file, and the read would return its bytes): the last read to finish closes it. A
+    read after `close` opens the file again.
     """
 
     remote = False
@@ -82,6 +207,21 @@ class LocalFile:
         self._readers: dict[int, int] = {}  # descriptor -> reads in flight on it
         self._retired: set[int] = set()  # closed by `close`, still in use by reads
         self._lock = threading.Lock()
+        self._handles: _ThreadHandles | None = _ThreadHandles(path) if portable_reads() else None
+
+    @property
+    def portable(self) -> bool:
+        """Whether this file is read through per-thread handles (see `portable_reads`)."""
+        return self._handles is not None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a descriptor or handle of this file is open (none after `close` until the next
+        read, except one a read in flight still holds)."""
+        if self._handles is not None:
+            return self._handles.is_open
+        with self._lock:
+            return self._fd is not None or bool(self._retired)
 
     def open_hdf5(self) -> h5py.File:
         return open_hdf5(self.label)
@@ -111,6 +251,8 @@ class LocalFile:
                     os.close(fd)
 
     def size(self) -> int:
+        if self._handles is not None:
+            return self._handles.size()
         fd = self._acquire()
         try:
             return os.fstat(fd).st_size
@@ -119,6 +261,8 @@ class LocalFile:
 
     def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
         """``size`` bytes at ``offset``, into new bytes or into ``into`` (see `read_range`)."""
+        if self._handles is not None:
+            return self._handles.read(offset, size, into)
         fd = self._acquire()
         try:
             return read_range(fd, offset, size, into)
@@ -135,24 +279,21 @@ class LocalFile:
 
         Raises ``EOFError`` when the file ends first (see `read_range`).
         """
+        if self._handles is not None:
+            # each read takes this thread's handle anew: the generator may be suspended while
+            # its consumer closes the file
+            yield from _merged_reads(self._handles.read, offsets, sizes)
+            return
         fd = self._acquire()
         try:
-            i, n = 0, len(offsets)
-            while i < n:
-                start = offsets[i]
-                stop, j = start + sizes[i], i + 1
-                while j < n and offsets[j] == stop and stop + sizes[j] - start <= MERGED_READ_BYTES:
-                    stop += sizes[j]
-                    j += 1
-                run = read_range(fd, start, stop - start, scratch_buffer(stop - start))
-                for k in range(i, j):
-                    at = offsets[k] - start
-                    yield run[at : at + sizes[k]]
-                i = j
+            yield from _merged_reads(lambda at, n, into: read_range(fd, at, n, into), offsets, sizes)
         finally:
             self._release(fd)
 
     def close(self) -> None:
+        if self._handles is not None:
+            self._handles.close()
+            return
         with self._lock:
             if self._fd is not None:
                 if self._fd in self._readers:
@@ -166,6 +307,125 @@ class LocalFile:
             self.close()
         except Exception:  # interpreter shutdown
             pass
+
+
+def _merged_reads(
+    read: Callable[[int, int, Any], bytes | memoryview], offsets: Sequence[int], sizes: Sequence[int]
+) -> Iterator[memoryview]:
+    """`LocalFile.read_ranges` with ``read(offset, size, into)``."""
+    i, n = 0, len(offsets)
+    while i < n:
+        start = offsets[i]
+        stop, j = start + sizes[i], i + 1
+        while j < n and offsets[j] == stop and stop + sizes[j] - start <= MERGED_READ_BYTES:
+            stop += sizes[j]
+            j += 1
+        run = read(start, stop - start, scratch_buffer(stop - start))
+        for k in range(i, j):
+            at = offsets[k] - start
+            yield run[at : at + sizes[k]]  # type: ignore[misc]
+        i = j
+
+
+class _Handle:
+    """One thread's file object on a file, and the lock `close` takes to close it (only ever
+    contended by `close`: no two threads read through one handle)."""
+
+    __slots__ = ("closed", "file", "lock", "thread")
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by _ThreadHandles.close
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()
+        self.closed = False
+
+
+class _ThreadHandles:
+    """Positional reads without ``pread``: each thread reads through a handle of its own
+    (``seek`` + ``readinto`` on an unbuffered file object, which hold no lock of Python's and
+    release the GIL), so that no two threads share a file position or wait for one another.
+
+    The handles are kept here to be closed with the file; the handle of a thread that has ended
+    is closed when another thread opens one.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._open: list[_Handle] = []
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return bool(self._open)
+
+    def _handle(self) -> _Handle:
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is not None and not handle.closed:
+            return handle
+        handle = _Handle(self.path)
+        with self._lock:
+            ended = [h for h in self._open if not h.thread.is_alive()]
+            self._open = [h for h in self._open if h.thread.is_alive()]
+            self._open.append(handle)
+        for h in ended:
+            _close_handle(h)
+        self._local.handle = handle
+        return handle
+
+    def size(self) -> int:
+        while True:
+            handle = self._handle()
+            with handle.lock:
+                if not handle.closed:  # else closed by `close` since it was taken: open another
+                    return os.fstat(handle.file.fileno()).st_size
+
+    def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+        """``size`` bytes at ``offset`` through this thread's handle (see `read_range`)."""
+        while True:
+            handle = self._handle()
+            with handle.lock:
+                if not handle.closed:  # else closed by `close` since it was taken: open another
+                    return _read_at(handle.file, offset, size, into)
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._open = self._open, []
+        for handle in handles:
+            _close_handle(handle)
+
+
+def _close_handle(handle: _Handle) -> None:
+    with handle.lock:  # waits for a read in flight on it
+        handle.closed = True
+        handle.file.close()
+
+
+def _read_at(file: io.FileIO, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+    """`read_range` through a file object of this thread's own: ``seek``, then ``readinto``."""
+    file.seek(offset)
+    if into is None:
+        data = file.read(size)
+        if len(data) != size:
+            got = len(data)
+            parts = [data]
+            while got < size:
+                more = file.read(size - got)
+                if not more:
+                    raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
+    view = memoryview(into).cast("B")[:size]
+    got = 0
+    while got < size:
+        n = file.readinto(view[got:])
+        if not n:
+            raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+        got += n
+    return view
 
 
 class RemoteFile:
@@ -424,9 +684,8 @@ def links_of(
 def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:
     """The byte source for ``path``: local, or remote when it is a URL."""
     text = os.fspath(path)
-    if is_remote(text):
-        return RemoteFile(text, storage_options)
-    return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
+    local = local_path(text)
+    return RemoteFile(text, storage_options) if local is None else LocalFile(local)
 
 
 _preadv = getattr(os, "preadv", None)

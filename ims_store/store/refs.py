@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from ..access.files import output_path
 from ..access.outputs import atomic_output
 from ..errors import ImsError
 from .keys import ChunkKey, chunk_key
@@ -115,6 +116,7 @@ def write_references(
 ) -> Path:
     """`make_references` written as JSON (atomically) to ``output``."""
     refs = make_references(path, zarr_format=zarr_format, url=url, image=image)
-    with atomic_output(Path(output), overwrite) as tmp:
+    output = output_path(output)
+    with atomic_output(output, overwrite) as tmp:
         tmp.write_text(json.dumps(refs))
     return Path(output)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..access.files import output_path
 from ..access.outputs import WriteError, atomic_output, progress_bar
 from ..errors import MissingDependencyError, SelectionError
 from ..format.codecs import RAW, CodecPlan
@@ -176,7 +177,7 @@ def to_ome_zarr(
             raise ValueError("sharding needs zarr v3: use ngff_version='0.5'")
         if codec == "copy":
             raise ValueError("sharded chunks are re-encoded: use codec 'zstd', 'zlib' or 'none' with sharding")
-    out = _Output(Path(path), fmt, codec, codec_level, overwrite, progress, workers, shard)  # type: ignore[arg-type]
+    out = _Output(output_path(path), fmt, codec, codec_level, overwrite, progress, workers, shard)  # type: ignore[arg-type]
     with dask_client(client) as cluster:
         if not _is_ims(source):
             return _generic_to_ome_zarr(open_source(source), out)
@@ -444,7 +445,7 @@ def to_nifti(
         nifti.header.set_zooms((*nifti.header.get_zooms()[:3], step if step > 0 else 1.0))
     nifti.header.set_qform(affine, code=1)
     nifti.header.set_sform(affine, code=1)
-    target = Path(path)
+    target = output_path(path)
     with atomic_output(target, overwrite) as tmp, _as_write_error(target):
         # nibabel picks gzip from the name, so the temporary file keeps the destination's suffixes
         named = tmp.with_name(tmp.name + "".join(target.suffixes))

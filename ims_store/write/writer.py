@@ -32,6 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..access.files import output_path
 from ..access.outputs import DestinationExistsError, WriteError, atomic_output, progress_bar
 from ..errors import ImsError
 from ..format.attributes import write_text
@@ -115,7 +116,7 @@ def write_ims(
     >>> [lvl.size for lvl in read_layout(out).levels]
     [(20, 300, 200), (20, 150, 100)]
     """
-    path = Path(path)
+    path = output_path(path)
     if not overwrite and (path.exists() or path.is_symlink()):  # before any reading, however long
         raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
     src = open_source(
