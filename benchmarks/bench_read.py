@@ -47,9 +47,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from unittest import mock
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import dask
 import dask.array

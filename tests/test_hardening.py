@@ -478,7 +478,8 @@ except WriteError as err:
 """
 
 
-@pytest.mark.posix_only("resource.setrlimit", "signal.SIGXFSZ")  # its twin, everywhere: test_full_disk_gives_a_clear_error_and_cleans_up
+# its twin, everywhere: test_full_disk_gives_a_clear_error_and_cleans_up
+@pytest.mark.posix_only("resource.setrlimit", "signal.SIGXFSZ")
 def test_a_real_write_failure_through_hdf5_is_a_clear_error(tmp_path: Path) -> None:
     """No mocking: the operating system refuses the bytes past 2 MiB, and the error comes up through HDF5."""
     target = tmp_path / "limited.ims"

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from unittest import mock
 
-import h5py
 import numpy as np
 import pytest
 import zarr
@@ -282,7 +281,7 @@ def test_close_during_reads_serves_only_this_files_bytes(read_path: str, synthet
     def read(i: int) -> bool:
         if i % 10 == 0:
             store.close()
-            decoys.append(open(decoy, "rb"))  # noqa: SIM115 - held open: it takes a number just freed
+            decoys.append(open(decoy, "rb"))  # held open: it takes a number just freed
         return np.array_equal(zarr.open_array(store, path="0", mode="r")[5, 1], expected)
 
     try:
@@ -309,6 +308,35 @@ def test_the_handle_of_an_ended_thread_is_closed(tmp_path: Path) -> None:
     assert source.read(2, 3) == b"234"
     assert all(handle.closed for handle in seen[:-1])  # the ended threads' (the last ended too: closed by this read)
     assert len(source._handles._open) == 1  # only this thread's is kept
+    source.close()
+    assert not source.is_open
+
+
+def test_close_does_not_wait_for_a_read_in_flight(tmp_path: Path) -> None:
+    """A thread stopped mid-read (a daemon thread at exit) must not hold up `close`: the handle
+    is closed by the read when it ends, and a read after `close` takes a new one."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789")
+    with mock.patch.dict(os.environ, {PORTABLE_READS_VARIABLE: "1"}):
+        source = LocalFile(str(path))
+    reading, finish = threading.Event(), threading.Event()
+    read_at = files._read_at
+
+    def slow(fh, at, n, into):  # type: ignore[no-untyped-def]
+        reading.set()
+        assert finish.wait(60)
+        return read_at(fh, at, n, into)
+
+    with mock.patch.object(files, "_read_at", slow), ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(source.read, 3, 4)
+        assert reading.wait(60)
+        handle = source._handles._open[0]  # type: ignore[union-attr]
+        source.close()  # returns at once
+        assert source.is_open and not handle.closed  # still in use
+        finish.set()
+        assert pending.result(timeout=60) == b"3456"
+    assert handle.closed and not source.is_open
+    assert source.read(0, 2) == b"01"  # opened again
     source.close()
     assert not source.is_open
 
@@ -362,7 +390,8 @@ def test_a_loaded_library_comes_first_and_others_are_left_out(tmp_path: Path) ->
     package = _layout(tmp_path, ["h5py/.dylibs/libhdf5.310.dylib"])
     loaded = ["/usr/lib/libc.so.6", "/opt/h5py/libhdf5_hl.so.310", "/opt/h5py/libhdf5.so.310", r"C:\py\h5py\hdf5.dll"]
     found = hdf5lib.candidates(package_dir=str(package), loaded=loaded)
-    assert found == ["/opt/h5py/libhdf5.so.310", r"C:\py\h5py\hdf5.dll", os.path.realpath(package / ".dylibs/libhdf5.310.dylib")]
+    bundled = os.path.realpath(package / ".dylibs/libhdf5.310.dylib")
+    assert found == ["/opt/h5py/libhdf5.so.310", r"C:\py\h5py\hdf5.dll", bundled]
 
 
 def test_only_h5pys_own_copy_of_the_library_is_taken(tmp_path: Path) -> None:

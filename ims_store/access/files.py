@@ -328,16 +328,41 @@ def _merged_reads(
 
 
 class _Handle:
-    """One thread's file object on a file, and the lock `close` takes to close it (only ever
-    contended by `close`: no two threads read through one handle)."""
+    """One thread's file object on a file. ``lock`` guards only its flags, never a read: `close`
+    never waits for a read (a daemon thread stopped mid-read at exit would hold it forever), and
+    a handle retired by `close` while a read is in flight on it is closed by that read."""
 
-    __slots__ = ("closed", "file", "lock", "thread")
+    __slots__ = ("busy", "closed", "file", "lock", "retired", "thread")
 
     def __init__(self, path: str) -> None:
-        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by _ThreadHandles.close
+        self.file = open(path, "rb", buffering=0)  # closed by `retire` or by the read in flight then
         self.lock = threading.Lock()
         self.thread = threading.current_thread()
-        self.closed = False
+        self.busy = self.retired = self.closed = False
+
+    def take(self) -> bool:
+        """Mark a read begun; False once `retire` has been called (take another handle)."""
+        with self.lock:
+            if self.retired:
+                return False
+            self.busy = True
+            return True
+
+    def give_back(self) -> None:
+        """Mark the read ended: close the file if `retire` was called meanwhile."""
+        with self.lock:
+            self.busy = False
+            if self.retired and not self.closed:
+                self.closed = True
+                self.file.close()
+
+    def retire(self) -> None:
+        """Close the file now, or when the read in flight on it ends."""
+        with self.lock:
+            self.retired = True
+            if not self.busy and not self.closed:
+                self.closed = True
+                self.file.close()
 
 
 class _ThreadHandles:
@@ -353,53 +378,52 @@ class _ThreadHandles:
         self.path = path
         self._local = threading.local()
         self._open: list[_Handle] = []
+        self._retiring: list[_Handle] = []  # retired by `close` while a read was in flight on them
         self._lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
         with self._lock:
-            return bool(self._open)
+            return any(not h.closed for h in self._open + self._retiring)
 
-    def _handle(self) -> _Handle:
+    def _taken(self) -> _Handle:
+        """This thread's handle, marked busy (opened first where it has none, or `close` retired it)."""
         handle: _Handle | None = getattr(self._local, "handle", None)
-        if handle is not None and not handle.closed:
+        if handle is not None and handle.take():
             return handle
         handle = _Handle(self.path)
+        handle.take()
         with self._lock:
             ended = [h for h in self._open if not h.thread.is_alive()]
             self._open = [h for h in self._open if h.thread.is_alive()]
             self._open.append(handle)
         for h in ended:
-            _close_handle(h)
+            h.retire()
         self._local.handle = handle
         return handle
 
     def size(self) -> int:
-        while True:
-            handle = self._handle()
-            with handle.lock:
-                if not handle.closed:  # else closed by `close` since it was taken: open another
-                    return os.fstat(handle.file.fileno()).st_size
+        handle = self._taken()
+        try:
+            return os.fstat(handle.file.fileno()).st_size
+        finally:
+            handle.give_back()
 
     def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
         """``size`` bytes at ``offset`` through this thread's handle (see `read_range`)."""
-        while True:
-            handle = self._handle()
-            with handle.lock:
-                if not handle.closed:  # else closed by `close` since it was taken: open another
-                    return _read_at(handle.file, offset, size, into)
+        handle = self._taken()
+        try:
+            return _read_at(handle.file, offset, size, into)
+        finally:
+            handle.give_back()
 
     def close(self) -> None:
         with self._lock:
             handles, self._open = self._open, []
         for handle in handles:
-            _close_handle(handle)
-
-
-def _close_handle(handle: _Handle) -> None:
-    with handle.lock:  # waits for a read in flight on it
-        handle.closed = True
-        handle.file.close()
+            handle.retire()
+        with self._lock:
+            self._retiring = [h for h in self._retiring + handles if not h.closed]
 
 
 def _read_at(file: io.FileIO, offset: int, size: int, into: Any = None) -> bytes | memoryview:

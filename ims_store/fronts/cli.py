@@ -442,7 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     objects.add_argument("file", type=_path_argument, help="the .ims file (or a URL)")
     objects.add_argument("--json", action="store_true", help="print the list as JSON")
-    objects.add_argument("--export", metavar="DIR", type=_path_argument, help="write every object into this folder (made if missing)")
+    objects.add_argument(
+        "--export", metavar="DIR", type=_path_argument, help="write every object into this folder (made if missing)"
+    )
     objects.add_argument(
         "--format", choices=("auto", "csv", "parquet"), default="auto", help="tables' format (default: auto)"
     )
@@ -569,7 +571,9 @@ def _parser() -> argparse.ArgumentParser:
         "multi-channel, multi-level .ims file, open it through ImsStore and print the virtual "
         "OME-Zarr tree.",
     )
-    demo.add_argument("--output", type=_path_argument, help="keep the example file at this path (default: a temporary directory)")
+    demo.add_argument(
+        "--output", type=_path_argument, help="keep the example file at this path (default: a temporary directory)"
+    )
     demo.add_argument(
         "--zarr-format",
         type=int,
