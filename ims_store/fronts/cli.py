@@ -595,7 +595,7 @@ def _path_argument(text: str) -> str:
 
 
 def _replace_unencodable() -> None:
-    """Output a character the console or file cannot encode (a channel name in another script on
+    """Output a character the console or file cannot encode (a path in another script, on
     Windows' cp1252) as ``?`` rather than failing with a ``UnicodeEncodeError``."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; not a test's capture
