@@ -18,6 +18,10 @@ import pytest
 from helpers import REAL_FILES
 from hypothesis import settings
 
+# the emulation of Windows' missing calls (nox -s portable) is put on PYTHONPATH, never imported by
+# the suite: --doctest-modules would import it and take os.pread away from every test after it
+collect_ignore = ["portable"]
+
 # the same examples on every run and machine: a red test is reproducible, a green one stays green
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.load_profile("deterministic")
