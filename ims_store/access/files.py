@@ -13,6 +13,7 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import re
@@ -24,7 +25,16 @@ from typing import Any, TypeVar
 
 import h5py
 
-from ..errors import ImsError, ImsFileNotFoundError, NotHDF5Error, RemoteReadError, TruncatedFileError
+from ..errors import (
+    ImsError,
+    ImsFileNotFoundError,
+    NotHDF5Error,
+    OutsideFolderError,
+    RemoteReadError,
+    ResourceLimitError,
+    TruncatedFileError,
+)
+from ..format.confine import identity, open_inside
 from ..format.layout import ImageEntry, ImsLayout, open_hdf5, parse_images, parse_layout
 from ..format.links import Links
 from .workers import run_blocking
@@ -201,13 +211,16 @@ class LocalFile:
 
     remote = False
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, within: str | None = None) -> None:
         self.label = path
+        self.within = within
+        """A folder (a real path) the file must lie in, checked on the descriptors opened (see
+        `ims_store.format.confine`): a server's boundary. None: no check."""
         self._fd: int | None = None
         self._readers: dict[int, int] = {}  # descriptor -> reads in flight on it
         self._retired: set[int] = set()  # closed by `close`, still in use by reads
         self._lock = threading.Lock()
-        self._handles: _ThreadHandles | None = _ThreadHandles(path) if portable_reads() else None
+        self._handles: _ThreadHandles | None = _ThreadHandles(self._open_descriptor) if portable_reads() else None
 
     @property
     def portable(self) -> bool:
@@ -218,26 +231,54 @@ class LocalFile:
     def is_open(self) -> bool:
         """Whether a descriptor or handle of this file is open (none after `close` until the next
         read, except one a read in flight still holds)."""
-        if self._handles is not None:
-            return self._handles.is_open
+        if self._handles is not None and self._handles.is_open:
+            return True
         with self._lock:
             return self._fd is not None or bool(self._retired)
 
     def open_hdf5(self) -> h5py.File:
-        return open_hdf5(self.label)
+        f = open_hdf5(self.label)
+        if self.within is not None:
+            # HDF5 opens the file by its name: it must have opened the file this source's own
+            # descriptor (opened following no link) holds, not one a link swapped in meanwhile
+            try:
+                fd = self._acquire()
+                try:
+                    same = identity(f.id.get_vfd_handle()) == identity(fd)
+                finally:
+                    self._release(fd)
+            except BaseException:
+                f.close()
+                raise
+            if not same:
+                f.close()
+                raise OutsideFolderError("changed while it was opened (a link was swapped)", self.label)
+        return f
 
     def linked(self, path: str) -> LocalFile:
-        """Another file on this machine (the target of an external link)."""
-        return LocalFile(path)
+        """Another file on this machine (the target of an external link), within the same folder."""
+        return LocalFile(path, self.within)
 
     def failed_read(self, what: str = "") -> RemoteReadError | None:
         """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
         return None
 
+    def _open_descriptor(self) -> int:
+        """A new descriptor on the file (inside `within` where set), for `_acquire` and for each
+        thread's handle; too many open files: a `ResourceLimitError`."""
+        try:
+            if self.within is not None:
+                return open_inside(self.within, self.label)
+            return os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE):
+                raise ResourceLimitError(f"cannot be opened: {err.strerror}", self.label) from err
+            raise
+
     def _acquire(self) -> int:
         with self._lock:
             if self._fd is None:
-                self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                self._fd = self._open_descriptor()
             self._readers[self._fd] = self._readers.get(self._fd, 0) + 1
             return self._fd
 
@@ -292,8 +333,7 @@ class LocalFile:
 
     def close(self) -> None:
         if self._handles is not None:
-            self._handles.close()
-            return
+            self._handles.close()  # (the descriptor below is opened here only to check identity)
         with self._lock:
             if self._fd is not None:
                 if self._fd in self._readers:
@@ -334,8 +374,8 @@ class _Handle:
 
     __slots__ = ("busy", "closed", "file", "lock", "retired", "thread")
 
-    def __init__(self, path: str) -> None:
-        self.file = open(path, "rb", buffering=0)  # closed by `retire` or by the read in flight then
+    def __init__(self, opener: Callable[[], int]) -> None:
+        self.file = open(opener(), "rb", buffering=0)  # closed by `retire` or by the read in flight then
         self.lock = threading.Lock()
         self.thread = threading.current_thread()
         self.busy = self.retired = self.closed = False
@@ -374,8 +414,8 @@ class _ThreadHandles:
     is closed when another thread opens one.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, opener: Callable[[], int]) -> None:
+        self.opener = opener  # a new descriptor on the file
         self._local = threading.local()
         self._open: list[_Handle] = []
         self._retiring: list[_Handle] = []  # retired by `close` while a read was in flight on them
@@ -391,7 +431,7 @@ class _ThreadHandles:
         handle: _Handle | None = getattr(self._local, "handle", None)
         if handle is not None and handle.take():
             return handle
-        handle = _Handle(self.path)
+        handle = _Handle(self.opener)
         handle.take()
         with self._lock:
             ended = [h for h in self._open if not h.thread.is_alive()]
@@ -693,6 +733,7 @@ def links_of(
     *,
     follow: bool = True,
     open_linked: Callable[[str], h5py.File] | None = None,
+    within: str | None = None,
 ) -> Links:
     """The links of ``f``, ``source``'s open HDF5 file: a remote file's targets are opened with
     ``open_linked`` (default: on the same file system, with the same options)."""
@@ -702,14 +743,18 @@ def links_of(
         remote=source.remote,
         follow=follow,
         open_linked=open_linked or (lambda url: source.linked(url).open_hdf5()),
+        within=within,
     )
 
 
-def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:
-    """The byte source for ``path``: local, or remote when it is a URL."""
+def open_file(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, within: str | None = None
+) -> LocalFile | RemoteFile:
+    """The byte source for ``path``: local, or remote when it is a URL. ``within``: a folder a
+    local file must lie in (see `LocalFile.within`)."""
     text = os.fspath(path)
     local = local_path(text)
-    return RemoteFile(text, storage_options) if local is None else LocalFile(local)
+    return RemoteFile(text, storage_options) if local is None else LocalFile(local, within)
 
 
 _preadv = getattr(os, "preadv", None)

@@ -7,8 +7,9 @@
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
                              [--voxel-size Z,Y,X] [--series N --axes AXES]
                              [--scheduler ADDRESS]
-    ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
-                    [--idle-timeout SECONDS]
+    ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4]
+                    [--allow-origin ORIGIN] [--allow-host NAME] [--follow-links]
+                    [--idle-timeout SECONDS] [--max-open N] [--max-request-mib MIB]
     ims-store validate FILE.ims [--strict] [--deep]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
     ims-store demo [--output FILE.ims] [--zarr-format 2|3]
@@ -265,17 +266,28 @@ def _ims_of_images(store: ImsStore, args: argparse.Namespace, client: object) ->
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import make_server, neuroglancer_state, viewer_links
+    from .serve import Limits, make_server, neuroglancer_state, viewer_links
 
+    if not 0 <= args.port <= 65535:
+        raise _UsageError(f"--port must be a port number from 0 to 65535, not {args.port}")
+    if not args.idle_timeout > 0:  # (NaN too)
+        raise _UsageError(f"--idle-timeout must be a number of seconds > 0, not {args.idle_timeout:g}")
+    for flag, value in (("--max-open", args.max_open), ("--max-request-mib", args.max_request_mib)):
+        if value < 1:
+            raise _UsageError(f"{flag} must be at least 1, not {value}")
+    request_bytes = args.max_request_mib * 1024 * 1024
     server = make_server(
         args.file,
         host=args.host,
         port=args.port,
         ngff=args.ngff,
-        cors=args.cors or None,
+        allow_origins=[origin for origin in args.allow_origin if origin],
+        allow_hosts=args.allow_host,
         follow_links=args.follow_links,
         idle_timeout=args.idle_timeout,
         image=args.image,
+        max_open=args.max_open,
+        limits=Limits(request_bytes=request_bytes, memory_bytes=max(4 * request_bytes, 512 * 1024 * 1024)),
     )
     try:
         if server.folder is not None:
@@ -509,10 +521,33 @@ def _parser() -> argparse.ArgumentParser:
         "or a folder: each .ims under it at its own path (/sub/cells.ims/), with an index at / (HTML, or JSON).",
     )
     serve.add_argument("file", metavar="PATH", type=_path_argument, help="an .ims file, or a folder of them")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--ngff", choices=("0.5", "0.4"), default="0.5")
-    serve.add_argument("--cors", default="*", help="Access-Control-Allow-Origin value ('' for none; default *)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on: 127.0.0.1 (default, this machine only), ::1, 0.0.0.0 or :: (every address)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free one)")
+    serve.add_argument(
+        "--ngff", choices=("0.5", "0.4"), default="0.5", help="0.5: OME-NGFF on zarr v3 (default); 0.4: on zarr v2"
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also let web pages from ORIGIN (https://host[:port]) read the server; '*': any page. Repeatable. "
+        "By default only neuroglancer's and vizarr's pages and pages of this machine (localhost) may",
+    )
+    # the option --allow-origin replaced (its '' meant "no CORS header", now the default for other pages)
+    serve.add_argument("--cors", dest="allow_origin", action="append", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (this machine's name on the network; '*': any). Repeatable. "
+        "By default only the address listened on and localhost are (421 otherwise)",
+    )
     serve.add_argument(
         "--print-state",
         action="store_true",
@@ -524,14 +559,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--follow-links",
         action="store_true",
-        help="also serve data the file links to in other files (external links; by default refused)",
+        help="also serve data kept in other files that HDF5 external links and virtual datasets name, when "
+        "those files lie inside the folder served (for one file: its own folder); nothing outside is ever "
+        "opened, and external raw data files are never read (by default all of these are refused)",
     )
     serve.add_argument(
         "--idle-timeout",
         type=float,
-        default=300.0,
+        default=30.0,
         metavar="SECONDS",
-        help="a folder's files are opened on first request and closed after this long unused (default 300)",
+        help="a folder's files are opened on first request and closed after this long unused, "
+        "so that another program may replace them (default 30)",
+    )
+    serve.add_argument(
+        "--max-open",
+        type=int,
+        default=32,
+        metavar="N",
+        help="a folder's files open at once at most; the least recently used is closed first (default 32)",
+    )
+    serve.add_argument(
+        "--max-request-mib",
+        type=int,
+        default=128,
+        metavar="MIB",
+        help="memory one request may take (twice its chunk's decoded size); larger chunks are refused with "
+        "500 (default 128)",
     )
     serve.set_defaults(func=_cmd_serve)
 
