@@ -52,6 +52,8 @@ def _doctests_run_beside_cells_ims(request: pytest.FixtureRequest, monkeypatch: 
     if isinstance(request.node, pytest.DoctestItem):
         folder = request.getfixturevalue("example_dir")
         work = request.getfixturevalue("tmp_path")
+        from helpers import link_or_copy  # (tests/ is on the path once example_dir is made)
+
         for name in EXAMPLE_FILES:
-            (work / name).symlink_to(folder / name)
+            link_or_copy(folder / name, work / name)
         monkeypatch.chdir(work)

@@ -4,9 +4,13 @@ Python 3.11 resolves zarr 3.1.x; Python 3.12+ resolves zarr 3.2+. On machines wi
 
     PYENV_VERSION=3.11.7:3.12.1:3.13.0 nox            # every session
     PYENV_VERSION=3.11.7:3.12.1:3.13.0 nox -s tests-3.12
+    nox -s portable      # the suite without os.pread / os.fork, as on Windows (docs/platforms.md)
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import nox
 
@@ -22,6 +26,25 @@ def tests(session: nox.Session) -> None:
         "python", "-c", "import zarr, numcodecs; print('zarr', zarr.__version__, 'numcodecs', numcodecs.__version__)"
     )
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def portable(session: nox.Session) -> None:
+    """The whole suite on Linux made to lack what Windows lacks (tests/portable/sitecustomize.py:
+    no os.pread, os.preadv, os.fork, os.register_at_fork; processes started by spawn), in every
+    process the suite starts too. Not a run on Windows: see docs/platforms.md."""
+    session.install("-e", ".[test]")
+    emulation = str(Path(__file__).parent / "tests" / "portable")
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (emulation, os.environ.get("PYTHONPATH", "")) if p)}
+    # the emulation must be in force, or the session would pass for the wrong reason
+    session.run(
+        "python", "-c",
+        "import os, multiprocessing as m; "
+        "assert not hasattr(os, 'pread') and not hasattr(os, 'fork') and m.get_start_method() == 'spawn'; "
+        "print('emulating Windows: no os.pread, os.preadv, os.fork; spawn')",
+        env=env,
+    )  # fmt: skip
+    session.run("pytest", *session.posargs, env=env)
 
 
 @nox.session(python="3.11")

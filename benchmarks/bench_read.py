@@ -11,6 +11,9 @@ Level 0 of each is read fully by
 * (b3) ``ImsStore.to_dask`` computed with dask's threaded scheduler (chunks decoded by the
   store, no zarr round trip);
 * (b4) ``dask.array.from_zarr`` on the store's level array, threaded scheduler;
+* (p), (p3) as (b) and (b3) with the portable read path forced (``IMS_STORE_PORTABLE_READS=1``:
+  per-thread file handles, ``seek`` + ``readinto``, as on Windows, which has no ``os.pread``);
+  target >= 2x h5py on the Imaris-shaped file, as the pread path;
 * (c) the limit: every chunk read with ``os.pread``, inflated with ISA-L (and unshuffled) on
   one thread per core straight into one array, each thread taking an equal share of the chunks;
   (c2) the same inflating with libdeflate, which the store uses when the decoded size is known.
@@ -46,6 +49,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import dask
 import dask.array
@@ -56,7 +60,8 @@ import zarr
 from isal import isal_zlib
 
 from ims_store import ImsStore, write_ims
-from ims_store.access.files import read_range
+from ims_store.access.files import PORTABLE_READS_VARIABLE, read_range
+from ims_store.access.workers import DECODE_THREADS
 from ims_store.format.attributes import write_text
 from ims_store.format.codecs import unshuffle
 from ims_store.write.synthetic import microscopy_volume
@@ -189,24 +194,37 @@ def jobs(path: Path, shape: tuple[int, int, int]) -> dict[str, Callable[[], np.n
         with h5py.File(path, "r") as f:
             return f[DATA][: shape[0], : shape[1], : shape[2]]
 
-    def store(mode: str) -> Callable[[], np.ndarray]:
-        return lambda: zarr.open_group(ImsStore(path, chunk_mode=mode), mode="r")["0"][0, 0]
+    def opened(mode: str = "decoded", portable: bool = False) -> ImsStore:
+        """The store; ``portable``: reading through per-thread handles, as where there is no
+        os.pread (Windows), whatever this OS has"""
+        with mock.patch.dict(os.environ, {PORTABLE_READS_VARIABLE: "1" if portable else "0"}):
+            store = ImsStore(path, chunk_mode=mode)
+        assert store._source.portable is portable
+        return store
 
-    def with_dask() -> np.ndarray:
-        with dask.config.set(scheduler="threads"):
-            return ImsStore(path).to_dask(0, timepoint=0, channel=0).compute()
+    def store(mode: str, portable: bool = False) -> Callable[[], np.ndarray]:
+        return lambda: zarr.open_group(opened(mode, portable), mode="r")["0"][0, 0]
+
+    def with_dask(portable: bool = False) -> Callable[[], np.ndarray]:
+        def compute() -> np.ndarray:
+            with dask.config.set(scheduler="threads"):
+                return opened(portable=portable).to_dask(0, timepoint=0, channel=0).compute()
+
+        return compute
 
     def from_zarr() -> np.ndarray:
         with dask.config.set(scheduler="threads"):
             return dask.array.from_zarr(ImsStore(path).open_array(0))[0, 0].compute()
 
-    workers = len(os.sched_getaffinity(0))
+    workers = DECODE_THREADS
     return {
         "(a) h5py dataset[:]": h5,
         "(b) ImsStore decoded (default)": store("decoded"),
         "(b2) ImsStore passthrough": store("passthrough"),
-        "(b3) ImsStore.to_dask, threads": with_dask,
+        "(b3) ImsStore.to_dask, threads": with_dask(),
         "(b4) dask.array.from_zarr, threads": from_zarr,
+        "(p) as (b), portable reads (no pread)": store("decoded", portable=True),
+        "(p3) as (b3), portable reads (no pread)": with_dask(portable=True),
         f"(c) limit: pread+ISA-L inflate, {workers} thr": lambda: limit_read(path, workers=workers),
         f"(c2) same with libdeflate, {workers} thr": lambda: limit_read(path, "libdeflate", workers),
     }
@@ -262,7 +280,7 @@ def bench_volume(path: Path, kind: str, shape: tuple[int, int, int], repeats: in
     filters = ("shuffle + " if spec["shuffle"] else "") + f"gzip {spec['level']}"
     print(
         f"\n{path.name}: {shape} uint16, {filters}, chunks {spec['chunks']}, ratio {raw / stored:.2f}x, "
-        f"{len(os.sched_getaffinity(0))} cores, best of {repeats} fresh processes x 2 runs, cold and warm"
+        f"{DECODE_THREADS} cores, best of {repeats} fresh processes x 2 runs, cold and warm"
     )
     names = list(jobs(path, shape))
     regimes = {"cold": 0, "warm": WARM_MIB}

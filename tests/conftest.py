@@ -18,6 +18,10 @@ import pytest
 from helpers import REAL_FILES
 from hypothesis import settings
 
+# the emulation of Windows' missing calls (nox -s portable) is put on PYTHONPATH, never imported by
+# the suite: --doctest-modules would import it and take os.pread away from every test after it
+collect_ignore = ["portable"]
+
 # the same examples on every run and machine: a red test is reproducible, a green one stays green
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.load_profile("deterministic")
@@ -92,6 +96,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for name in needed:
         if find_real_file(name) is None:
             _unavailable(name)
+    missing = [call for mark in item.iter_markers("posix_only") for call in mark.args if not posix_call_exists(call)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}, which this platform lacks (a twin of this test runs everywhere)")
+
+
+def posix_call_exists(call: str) -> bool:
+    """Whether this platform has ``call``: a module attribute (``"os.fork"``, ``"signal.SIGKILL"``,
+    ``"resource.setrlimit"``) or a path (``"/proc/self/fd"``)."""
+    if call.startswith("/"):
+        return Path(call).exists()
+    import importlib
+
+    module, _, name = call.partition(".")
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return False
+    for part in name.split("."):
+        if not hasattr(found, part):
+            return False
+        found = getattr(found, part)
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -95,3 +96,12 @@ def assert_same_ims_content(a: Path, b: Path) -> None:
 
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
         walk(fa, fb, "")
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a symbolic link to ``source`` where this OS lets the user make one, else a
+    copy (Windows allows symbolic links to administrators and in developer mode only)."""
+    try:
+        target.symlink_to(source)
+    except OSError:
+        shutil.copyfile(source, target)

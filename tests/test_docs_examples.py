@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import link_or_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -25,7 +26,7 @@ def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeyp
     """``example_dir`` (see the root conftest) holds the ``cells.ims`` the examples open."""
     blocks = BLOCK.findall(document.read_text())
     for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
-        (tmp_path / name).symlink_to(example_dir / name)
+        link_or_copy(example_dir / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for i, code in enumerate(blocks):
@@ -84,7 +85,7 @@ def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path, mo
     from ims_store.fronts.cli import _parser, main
 
     for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
-        (tmp_path / name).symlink_to(example_dir / name)
+        link_or_copy(example_dir / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     ran = 0
     for argv in _cli_lines(document):

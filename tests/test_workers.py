@@ -25,7 +25,12 @@ DATA = "DataSet/ResolutionLevel 0/TimePoint 0/Channel 1/Data"
 
 def test_decoding_runs_on_one_thread_per_core() -> None:
     names = {run_decoding(lambda: threading.current_thread().name).result(timeout=30) for _ in range(50)}
-    cores = os.process_cpu_count() if hasattr(os, "process_cpu_count") else len(os.sched_getaffinity(0))
+    if hasattr(os, "process_cpu_count"):  # Python 3.13
+        cores = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):  # Linux
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows
+        cores = os.cpu_count()
     assert DECODE_THREADS == cores
     assert 1 <= len(names) <= DECODE_THREADS
     assert all(name.startswith("ims-store-decode") for name in names)
@@ -40,17 +45,26 @@ def _read_in_child(path: str, queue: multiprocessing.Queue) -> None:
         queue.put(err)
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+@pytest.mark.posix_only("os.fork")
 # forking a process with threads is what is tested (dask's process scheduler and multiprocessing
 # pools do it on Linux); Python 3.12+ warns of it
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_reads_with_pools_of_its_own(synthetic_files: dict[str, Path]) -> None:
     """A pool inherited through fork has no threads behind it: the child must make its own (else
     its first read would wait forever)."""
-    path = synthetic_files["uint16-shuffle-gzip-3-levels"]
+    _read_in_a_child(synthetic_files["uint16-shuffle-gzip-3-levels"], "fork")
+
+
+def test_a_spawned_child_reads(synthetic_files: dict[str, Path]) -> None:
+    """The fork test's twin on every OS: a child started by ``spawn`` (Windows', macOS' default)
+    while the parent's pools run reads right through its own."""
+    _read_in_a_child(synthetic_files["uint16-shuffle-gzip-3-levels"], "spawn")
+
+
+def _read_in_a_child(path: Path, method: str) -> None:
     zarr.open_array(ImsStore(path), path="0", mode="r")[0, 1]  # the parent's pools exist now
     run_blocking(lambda: None).result(timeout=30)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(method)
     queue = ctx.Queue()
     child = ctx.Process(target=_read_in_child, args=(str(path), queue))
     child.start()
@@ -67,6 +81,7 @@ def test_a_forked_child_reads_with_pools_of_its_own(synthetic_files: dict[str, P
     assert waited == 7
 
 
+@pytest.mark.posix_only("os.pread")  # twin: test_platforms.test_read_through_thread_handles_reads_the_bytes
 @given(data=st.binary(min_size=0, max_size=5000), start=st.integers(0, 5000), size=st.integers(0, 5000))
 def test_read_range_into_a_buffer_reads_what_pread_reads(tmp_path_factory, data: bytes, start: int, size: int) -> None:
     path = tmp_path_factory.mktemp("r") / "f.bin"
@@ -96,13 +111,14 @@ def test_scratch_buffers_are_one_per_thread_and_grow() -> None:
     assert other is not grown
 
 
+@pytest.mark.parametrize("portable", [False, True])
 @given(
     data=st.binary(min_size=1, max_size=3000),
     cuts=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 400), st.booleans()), max_size=12),
     limit=st.sampled_from([1, 64, 700, 1 << 20]),
 )
 def test_read_ranges_gives_each_range_and_reads_neighbours_together(
-    tmp_path_factory, data: bytes, cuts: list[tuple[int, int, bool]], limit: int
+    tmp_path_factory, data: bytes, cuts: list[tuple[int, int, bool]], limit: int, portable: bool
 ) -> None:
     """Ranges in order, some right after the one before (``True``), some anywhere: each view
     holds the bytes of its range, and a range is read with the one before it when it follows
@@ -117,11 +133,16 @@ def test_read_ranges_gives_each_range_and_reads_neighbours_together(
             break
         offsets.append(offset)
         sizes.append(min(size, len(data) - offset))
+    if not portable and not hasattr(os, "pread"):
+        pytest.skip("no os.pread here: the portable case runs")
     reads = []
-    preadv = files._preadv
-    source = LocalFile(str(path))
+    read_range, read_at = files.read_range, files._read_at  # each path's one read call
+    with mock.patch.dict(os.environ, {files.PORTABLE_READS_VARIABLE: "1" if portable else "0"}):
+        source = LocalFile(str(path))
+    assert source.portable is portable
     with (
-        mock.patch.object(files, "_preadv", lambda fd, views, at: reads.append(at) or preadv(fd, views, at)),
+        mock.patch.object(files, "read_range", lambda fd, at, n, into: reads.append(at) or read_range(fd, at, n, into)),
+        mock.patch.object(files, "_read_at", lambda fh, at, n, into: reads.append(at) or read_at(fh, at, n, into)),
         mock.patch.object(files, "MERGED_READ_BYTES", limit),
     ):
         got = [bytes(view) for view in source.read_ranges(offsets, sizes)]  # each copied before the next is taken
@@ -136,10 +157,15 @@ def test_read_ranges_gives_each_range_and_reads_neighbours_together(
     assert reads == [start for start, _ in runs]
 
 
-def test_read_ranges_past_the_end_of_the_file_raise_eof(tmp_path: Path) -> None:
+@pytest.mark.parametrize("portable", [False, True])
+def test_read_ranges_past_the_end_of_the_file_raise_eof(tmp_path: Path, portable: bool, monkeypatch) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"0123456789")
+    if not portable and not hasattr(os, "pread"):
+        pytest.skip("no os.pread here: the portable case runs")
+    monkeypatch.setenv(files.PORTABLE_READS_VARIABLE, "1" if portable else "0")
     source = LocalFile(str(path))
+    assert source.portable is portable
     ranges = source.read_ranges([0, 5, 8], [4, 2, 4])  # apart: three reads, the last short
     assert bytes(next(ranges)) == b"0123" and bytes(next(ranges)) == b"56"
     with pytest.raises(EOFError):

@@ -1,4 +1,5 @@
-"""Where an Imaris file's bytes come from: a local path (``os.pread``) or any fsspec URL.
+"""Where an Imaris file's bytes come from: a local path (``os.pread``, or per-thread file handles
+where the OS has no positional reads) or any fsspec URL.
 
 The HDF5 metadata is parsed through h5py either way (for a remote file, through an fsspec file
 object with a large block cache, so that the many small reads HDF5 makes cost few requests);
@@ -15,9 +16,11 @@ import asyncio
 import errno
 import io
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import h5py
@@ -38,12 +41,18 @@ from .workers import run_blocking
 
 __all__ = [
     "MERGED_READ_BYTES",
+    "PORTABLE_READS_VARIABLE",
     "WHOLE_FILE_LIMIT",
     "LocalFile",
     "RemoteFile",
+    "file_url_path",
     "is_remote",
     "links_of",
+    "local_path",
+    "location",
     "open_file",
+    "output_path",
+    "portable_reads",
     "read_images",
     "read_layout",
     "read_range",
@@ -70,18 +79,134 @@ WHOLE_FILE_LIMIT = 512 * 1024 * 1024
 # received with 0.08-0.13 s of CPU instead of 0.18-0.20 s with this)
 HTTP_READ_BUFSIZE = 4 * 1024 * 1024
 
+# a URL scheme (RFC 3986): a letter, then letters, digits, "+", "-", "."
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...)."""
+    """Whether ``path`` is a URL of a non-local fsspec file system (``s3://``, ``https://``...).
+
+    >>> is_remote("s3://bucket/cells.ims"), is_remote(r"C:\\data\\cells.ims"), is_remote("file:///data/cells.ims")
+    (True, False, False)
+    """
+    return local_path(path) is None
+
+
+def local_path(path: str | os.PathLike[str], *, windows: bool | None = None) -> str | None:
+    """The path on this machine that ``path`` names, or None when it is a URL of another file
+    system (``s3://``, ``https://``...): the one place ims_store tells paths from URLs.
+
+    A path is taken as typed (``C:\\data\\cells.ims``, ``\\\\server\\share\\cells.ims``,
+    ``/data/cells.ims``, ``cells.ims``); a ``file:`` URL is turned into the path it names (see
+    `file_url_path`). A drive letter is never taken for a URL scheme. ``windows``: parse as on
+    Windows or not (default: as this OS does).
+
+    >>> local_path("file:///data/my%20cells.ims", windows=False)
+    '/data/my cells.ims'
+    >>> local_path("file:///C:/data/cells.ims", windows=True)
+    'C:\\\\data\\\\cells.ims'
+    >>> local_path("https://host/cells.ims") is None
+    True
+    """
     text = os.fspath(path)
-    return "://" in text and not text.startswith("file://")
+    scheme, colon, _ = text.partition(":")
+    if not colon or len(scheme) < 2 or not _SCHEME.fullmatch(scheme):  # a path, or a drive letter
+        return text
+    if scheme.lower() == "file":
+        return file_url_path(text, windows=windows)
+    if scheme.lower() == "local" and text[len(scheme) :].startswith("://"):  # fsspec's alias of file://
+        return file_url_path("file" + text[len(scheme) :], windows=windows)
+    return None if "://" in text else text  # "name:with-colon.ims" is a relative path
+
+
+def location(path: str | os.PathLike[str]) -> str:
+    """``path`` as ims_store opens it: the local path it names (a ``file:`` URL turned into its
+    path), or a remote URL unchanged (see `local_path`).
+
+    >>> location("file://localhost/data/cells.ims") == os.path.normpath("/data/cells.ims")
+    True
+    >>> location("s3://bucket/cells.ims")
+    's3://bucket/cells.ims'
+    """
+    text = os.fspath(path)
+    local = local_path(text)
+    return text if local is None else local
+
+
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """The path an output is written to: a path as typed, or the path a ``file:`` URL names
+    (see `location`).
+
+    >>> output_path("file:///data/my%20cells.ims") == Path("/data/my cells.ims")
+    True
+    """
+    return Path(location(path))
+
+
+def file_url_path(url: str, *, windows: bool | None = None) -> str:
+    """The path a ``file:`` URL names (RFC 8089), percent-escapes decoded: what `Path.as_uri`
+    writes, read back. ``file:///C:/data/x.ims`` and ``file://localhost/C:/data/x.ims`` name
+    ``C:\\data\\x.ims`` on Windows; ``file://server/share/x.ims`` (and ``file:////server/share``)
+    the share ``\\\\server\\share\\x.ims``. ``windows``: parse as on Windows or not (default:
+    as this OS does). Elsewhere a URL naming another host cannot be read: an `ImsError`.
+
+    >>> file_url_path("file:///C:/my%20data/cells.ims", windows=True)
+    'C:\\\\my data\\\\cells.ims'
+    >>> file_url_path("file://server/share/cells.ims", windows=True)
+    '\\\\\\\\server\\\\share\\\\cells.ims'
+    >>> file_url_path("file://localhost/data/cells.ims", windows=False)
+    '/data/cells.ims'
+    """
+    import urllib.parse
+
+    if windows is None:
+        windows = os.name == "nt"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "file":
+        raise ImsError("is not a file: URL", url)
+    host = urllib.parse.unquote(parts.netloc)
+    path = urllib.parse.unquote(parts.path)
+    if host.lower() == "localhost":
+        host = ""
+    if not host and path.startswith("//") and not path.startswith("///"):  # file:////server/share/...
+        host, _, rest = path[2:].partition("/")
+        path = "/" + rest
+    if windows:
+        from pathlib import PureWindowsPath
+
+        if host:
+            return str(PureWindowsPath(f"//{host}{path}"))
+        if len(path) >= 3 and path[0] == "/" and path[2] in ":|" and path[1].isalpha():  # /C:/... (or /C|/...)
+            path = path[1] + ":" + path[3:]
+        return str(PureWindowsPath(path))
+    if host:
+        raise ImsError(f"names a file on another host ({host}); open it through a mounted path", url)
+    return path
+
+
+#: set to 1 to read local files through per-thread handles (``seek`` + ``readinto``) even where
+#: the OS has positional reads: the path Windows takes, for tests and benchmarks on Linux
+PORTABLE_READS_VARIABLE = "IMS_STORE_PORTABLE_READS"
+
+
+def portable_reads() -> bool:
+    """Whether local files are read through per-thread handles rather than ``os.pread``: where
+    the OS has no positional reads (Windows), or where `PORTABLE_READS_VARIABLE` asks for it
+    (read when a `LocalFile` is made).
+
+    >>> portable_reads() == (not hasattr(os, "pread") or os.environ.get("IMS_STORE_PORTABLE_READS") == "1")
+    True
+    """
+    return not hasattr(os, "pread") or os.environ.get(PORTABLE_READS_VARIABLE, "") == "1"
 
 
 class LocalFile:
-    """A file on this machine: positional reads on one descriptor, shared by every thread.
+    """A file on this machine: positional reads on one descriptor shared by every thread
+    (``os.pread``), or, where the OS has none (see `portable_reads`), one handle per thread.
 
-    `close` never pulls the descriptor from under a read in flight (the number could be reused by
-    another file, and the read would return its bytes): the last read to finish closes it.
+    `close` never pulls a descriptor from under a read in flight (the number could be reused by
+    another file, and the read would return its bytes): the last read to finish closes it. A
+    read after `close` opens the file again.
     """
 
     remote = False
@@ -95,6 +220,21 @@ class LocalFile:
         self._readers: dict[int, int] = {}  # descriptor -> reads in flight on it
         self._retired: set[int] = set()  # closed by `close`, still in use by reads
         self._lock = threading.Lock()
+        self._handles: _ThreadHandles | None = _ThreadHandles(self._open_descriptor) if portable_reads() else None
+
+    @property
+    def portable(self) -> bool:
+        """Whether this file is read through per-thread handles (see `portable_reads`)."""
+        return self._handles is not None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a descriptor or handle of this file is open (none after `close` until the next
+        read, except one a read in flight still holds)."""
+        if self._handles is not None and self._handles.is_open:
+            return True
+        with self._lock:
+            return self._fd is not None or bool(self._retired)
 
     def open_hdf5(self) -> h5py.File:
         f = open_hdf5(self.label)
@@ -123,18 +263,22 @@ class LocalFile:
         """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
         return None
 
+    def _open_descriptor(self) -> int:
+        """A new descriptor on the file (inside `within` where set), for `_acquire` and for each
+        thread's handle; too many open files: a `ResourceLimitError`."""
+        try:
+            if self.within is not None:
+                return open_inside(self.within, self.label)
+            return os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE):
+                raise ResourceLimitError(f"cannot be opened: {err.strerror}", self.label) from err
+            raise
+
     def _acquire(self) -> int:
         with self._lock:
             if self._fd is None:
-                try:
-                    if self.within is not None:
-                        self._fd = open_inside(self.within, self.label)
-                    else:
-                        self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                except OSError as err:
-                    if err.errno in (errno.EMFILE, errno.ENFILE):
-                        raise ResourceLimitError(f"cannot be opened: {err.strerror}", self.label) from err
-                    raise
+                self._fd = self._open_descriptor()
             self._readers[self._fd] = self._readers.get(self._fd, 0) + 1
             return self._fd
 
@@ -148,6 +292,8 @@ class LocalFile:
                     os.close(fd)
 
     def size(self) -> int:
+        if self._handles is not None:
+            return self._handles.size()
         fd = self._acquire()
         try:
             return os.fstat(fd).st_size
@@ -156,6 +302,8 @@ class LocalFile:
 
     def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
         """``size`` bytes at ``offset``, into new bytes or into ``into`` (see `read_range`)."""
+        if self._handles is not None:
+            return self._handles.read(offset, size, into)
         fd = self._acquire()
         try:
             return read_range(fd, offset, size, into)
@@ -172,24 +320,20 @@ class LocalFile:
 
         Raises ``EOFError`` when the file ends first (see `read_range`).
         """
+        if self._handles is not None:
+            # each read takes this thread's handle anew: the generator may be suspended while
+            # its consumer closes the file
+            yield from _merged_reads(self._handles.read, offsets, sizes)
+            return
         fd = self._acquire()
         try:
-            i, n = 0, len(offsets)
-            while i < n:
-                start = offsets[i]
-                stop, j = start + sizes[i], i + 1
-                while j < n and offsets[j] == stop and stop + sizes[j] - start <= MERGED_READ_BYTES:
-                    stop += sizes[j]
-                    j += 1
-                run = read_range(fd, start, stop - start, scratch_buffer(stop - start))
-                for k in range(i, j):
-                    at = offsets[k] - start
-                    yield run[at : at + sizes[k]]
-                i = j
+            yield from _merged_reads(lambda at, n, into: read_range(fd, at, n, into), offsets, sizes)
         finally:
             self._release(fd)
 
     def close(self) -> None:
+        if self._handles is not None:
+            self._handles.close()  # (the descriptor below is opened here only to check identity)
         with self._lock:
             if self._fd is not None:
                 if self._fd in self._readers:
@@ -203,6 +347,149 @@ class LocalFile:
             self.close()
         except Exception:  # interpreter shutdown
             pass
+
+
+def _merged_reads(
+    read: Callable[[int, int, Any], bytes | memoryview], offsets: Sequence[int], sizes: Sequence[int]
+) -> Iterator[memoryview]:
+    """`LocalFile.read_ranges` with ``read(offset, size, into)``."""
+    i, n = 0, len(offsets)
+    while i < n:
+        start = offsets[i]
+        stop, j = start + sizes[i], i + 1
+        while j < n and offsets[j] == stop and stop + sizes[j] - start <= MERGED_READ_BYTES:
+            stop += sizes[j]
+            j += 1
+        run = read(start, stop - start, scratch_buffer(stop - start))
+        for k in range(i, j):
+            at = offsets[k] - start
+            yield run[at : at + sizes[k]]  # type: ignore[misc]
+        i = j
+
+
+class _Handle:
+    """One thread's file object on a file. ``lock`` guards only its flags, never a read: `close`
+    never waits for a read (a daemon thread stopped mid-read at exit would hold it forever), and
+    a handle retired by `close` while a read is in flight on it is closed by that read."""
+
+    __slots__ = ("busy", "closed", "file", "lock", "retired", "thread")
+
+    def __init__(self, opener: Callable[[], int]) -> None:
+        self.file = open(opener(), "rb", buffering=0)  # closed by `retire` or by the read in flight then
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()
+        self.busy = self.retired = self.closed = False
+
+    def take(self) -> bool:
+        """Mark a read begun; False once `retire` has been called (take another handle)."""
+        with self.lock:
+            if self.retired:
+                return False
+            self.busy = True
+            return True
+
+    def give_back(self) -> None:
+        """Mark the read ended: close the file if `retire` was called meanwhile."""
+        with self.lock:
+            self.busy = False
+            if self.retired and not self.closed:
+                self.closed = True
+                self.file.close()
+
+    def retire(self) -> None:
+        """Close the file now, or when the read in flight on it ends."""
+        with self.lock:
+            self.retired = True
+            if not self.busy and not self.closed:
+                self.closed = True
+                self.file.close()
+
+
+class _ThreadHandles:
+    """Positional reads without ``pread``: each thread reads through a handle of its own
+    (``seek`` + ``readinto`` on an unbuffered file object, which hold no lock of Python's and
+    release the GIL), so that no two threads share a file position or wait for one another.
+
+    The handles are kept here to be closed with the file; the handle of a thread that has ended
+    is closed when another thread opens one.
+    """
+
+    def __init__(self, opener: Callable[[], int]) -> None:
+        self.opener = opener  # a new descriptor on the file
+        self._local = threading.local()
+        self._open: list[_Handle] = []
+        self._retiring: list[_Handle] = []  # retired by `close` while a read was in flight on them
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return any(not h.closed for h in self._open + self._retiring)
+
+    def _taken(self) -> _Handle:
+        """This thread's handle, marked busy (opened first where it has none, or `close` retired it)."""
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is not None and handle.take():
+            return handle
+        handle = _Handle(self.opener)
+        handle.take()
+        with self._lock:
+            ended = [h for h in self._open if not h.thread.is_alive()]
+            self._open = [h for h in self._open if h.thread.is_alive()]
+            self._open.append(handle)
+        for h in ended:
+            h.retire()
+        self._local.handle = handle
+        return handle
+
+    def size(self) -> int:
+        handle = self._taken()
+        try:
+            return os.fstat(handle.file.fileno()).st_size
+        finally:
+            handle.give_back()
+
+    def read(self, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+        """``size`` bytes at ``offset`` through this thread's handle (see `read_range`)."""
+        handle = self._taken()
+        try:
+            return _read_at(handle.file, offset, size, into)
+        finally:
+            handle.give_back()
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._open = self._open, []
+        for handle in handles:
+            handle.retire()
+        with self._lock:
+            self._retiring = [h for h in self._retiring + handles if not h.closed]
+
+
+def _read_at(file: io.FileIO, offset: int, size: int, into: Any = None) -> bytes | memoryview:
+    """`read_range` through a file object of this thread's own: ``seek``, then ``readinto``."""
+    file.seek(offset)
+    if into is None:
+        data = file.read(size)
+        if len(data) != size:
+            got = len(data)
+            parts = [data]
+            while got < size:
+                more = file.read(size - got)
+                if not more:
+                    raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
+    view = memoryview(into).cast("B")[:size]
+    got = 0
+    while got < size:
+        n = file.readinto(view[got:])
+        if not n:
+            raise EOFError(f"file ends {size - got} bytes short of a chunk at offset {offset}")
+        got += n
+    return view
 
 
 class RemoteFile:
@@ -466,9 +753,8 @@ def open_file(
     """The byte source for ``path``: local, or remote when it is a URL. ``within``: a folder a
     local file must lie in (see `LocalFile.within`)."""
     text = os.fspath(path)
-    if is_remote(text):
-        return RemoteFile(text, storage_options)
-    return LocalFile(text[len("file://") :] if text.startswith("file://") else text, within)
+    local = local_path(text)
+    return RemoteFile(text, storage_options) if local is None else LocalFile(local, within)
 
 
 _preadv = getattr(os, "preadv", None)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImsError
+from .files import local_path, output_path
 
 __all__ = [
     "DestinationExistsError",
@@ -85,8 +86,11 @@ def _local_inputs(inputs: Iterable[Any]) -> list[Path]:
     """The inputs that are local paths which exist (URLs, arrays and the like cannot be written over)."""
     found = []
     for item in inputs:
-        if isinstance(item, (str, os.PathLike)) and "://" not in os.fspath(item) and _stat(Path(item)) is not None:
-            found.append(Path(item))
+        if not isinstance(item, (str, os.PathLike)):
+            continue
+        local = local_path(item)  # a file: URL names a path too
+        if local is not None and _stat(Path(local)) is not None:
+            found.append(Path(local))
     return found
 
 
@@ -102,8 +106,9 @@ def _within(inner: Path, outer: os.stat_result) -> bool:
 
 
 def _named(path: str | os.PathLike[str]) -> Path:
-    """``path`` with a last component to name temporaries after (``.`` and ``..`` made absolute)."""
-    path = Path(path)
+    """``path`` (a ``file:`` URL as the path it names) with a last component to name temporaries
+    after (``.`` and ``..`` made absolute)."""
+    path = output_path(path)
     return path if path.name not in ("", ".", "..") else Path(os.path.abspath(path))
 
 

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..access.files import location
 from ..access.outputs import DestinationExistsError
 from ..errors import ImsError
 
@@ -416,7 +417,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"3. The same file opened with zarr.open_group(ImsStore(path), mode='r') (zarr v{args.zarr_format}):")
         root = zarr.open_group(store, mode="r")
         arrays = {name: arr for name, arr in root.arrays()}
-        print(format_tree(dict(root.attrs), arrays))
+        print(format_tree(dict(root.attrs), arrays, encoding=sys.stdout.encoding))
         print()
         level = len(store.layout.levels) - 1
         lazy = store.to_dask(level, timepoint=1, channel=2)
@@ -443,7 +444,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show levels, sizes, chunks, "
         "compression, data type, channels, time points, voxel size, origin and unit of an .ims file.",
     )
-    info.add_argument("file", help="the .ims file")
+    info.add_argument("file", type=_path_argument, help="the .ims file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.add_argument("--image", type=int, metavar="K", help="only image K of a file of several (default: every image)")
     info.set_defaults(func=_cmd_info)
@@ -454,9 +455,11 @@ def _parser() -> argparse.ArgumentParser:
         description="List the analysis objects Imaris stored in an .ims file (Spots, Surfaces and their Tracks and "
         "Statistics), or export them: tables as CSV (Parquet when pyarrow is installed), surfaces as PLY meshes.",
     )
-    objects.add_argument("file", help="the .ims file (or a URL)")
+    objects.add_argument("file", type=_path_argument, help="the .ims file (or a URL)")
     objects.add_argument("--json", action="store_true", help="print the list as JSON")
-    objects.add_argument("--export", metavar="DIR", help="write every object into this folder (made if missing)")
+    objects.add_argument(
+        "--export", metavar="DIR", type=_path_argument, help="write every object into this folder (made if missing)"
+    )
     objects.add_argument(
         "--format", choices=("auto", "csv", "parquet"), default="auto", help="tables' format (default: auto)"
     )
@@ -470,8 +473,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert .ims to OME-Zarr (.zarr, .ome.zarr) or NIfTI (.nii, .nii.gz), or OME-Zarr, NIfTI, "
         "TIFF / OME-TIFF (.tif, .tiff) and .ims to .ims. The direction comes from the file names.",
     )
-    convert.add_argument("input")
-    convert.add_argument("output")
+    convert.add_argument("input", type=_path_argument)
+    convert.add_argument("output", type=_path_argument)
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument(
@@ -520,7 +523,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve an .ims file as a virtual OME-Zarr over HTTP for web viewers and remote zarr clients; "
         "or a folder: each .ims under it at its own path (/sub/cells.ims/), with an index at / (HTML, or JSON).",
     )
-    serve.add_argument("file", metavar="PATH", help="an .ims file, or a folder of them")
+    serve.add_argument("file", metavar="PATH", type=_path_argument, help="an .ims file, or a folder of them")
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -594,8 +597,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Write zero-copy references (kerchunk format, version 1) mapping every chunk to its byte range "
         "in the .ims, so that zarr reads the file through fsspec's reference filesystem without ims_store.",
     )
-    refs.add_argument("file")
-    refs.add_argument("-o", "--output", required=True, help="the JSON file to write")
+    refs.add_argument("file", type=_path_argument)
+    refs.add_argument("-o", "--output", required=True, type=_path_argument, help="the JSON file to write")
     refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
     refs.add_argument("--url", help="the address the references give the file (default: its absolute path)")
     refs.add_argument("--overwrite", action="store_true")
@@ -610,7 +613,7 @@ def _parser() -> argparse.ArgumentParser:
         description="List every problem of an .ims file: required groups and attributes, attribute encoding, "
         "pyramid, data sets, histograms, thumbnail. Exit status 0 when the file is sound, 1 when not.",
     )
-    validate.add_argument("file")
+    validate.add_argument("file", type=_path_argument)
     validate.add_argument("--strict", action="store_true", help="count warnings as errors")
     validate.add_argument(
         "--deep", action="store_true", help="also decode every chunk (reads the whole file) and name each that fails"
@@ -624,7 +627,9 @@ def _parser() -> argparse.ArgumentParser:
         "multi-channel, multi-level .ims file, open it through ImsStore and print the virtual "
         "OME-Zarr tree.",
     )
-    demo.add_argument("--output", help="keep the example file at this path (default: a temporary directory)")
+    demo.add_argument(
+        "--output", type=_path_argument, help="keep the example file at this path (default: a temporary directory)"
+    )
     demo.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     demo.add_argument(
         "--zarr-format",
@@ -674,9 +679,29 @@ def _stop_on_signals() -> Iterator[None]:
         request_stop(False)
 
 
+def _path_argument(text: str) -> str:
+    """A path argument as ims_store opens it: as typed (``C:\\data\\cells.ims``), a ``file:``
+    URL as the path it names, any other URL unchanged (see `access.files.location`)."""
+    try:
+        return location(text)
+    except ImsError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _replace_unencodable() -> None:
+    """Output a character the console or file cannot encode (a path in another script, on
+    Windows' cp1252) as ``?`` rather than failing with a ``UnicodeEncodeError``."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; not a test's capture
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
+    _replace_unencodable()
     try:
         with _stop_on_signals():
             status = int(args.func(args))

@@ -163,12 +163,33 @@ def format_images(entries: tuple[ImageEntry, ...]) -> str:
     return "\n".join(lines)
 
 
-def format_tree(attributes: dict[str, Any], arrays: dict[str, Any]) -> str:
+#: the tree's branches, drawn with box characters or, for an output that cannot encode them
+#: (Windows' cp1252 when redirected to a file), with ASCII ones: last, other, continuing line
+TREE_BRANCHES = {True: ("└──", "├──", "│   "), False: ("`--", "|--", "|   ")}
+
+
+def can_encode(text: str, encoding: str | None) -> bool:
+    """Whether ``text`` can be written in ``encoding`` (an unknown one: assume not).
+
+    >>> can_encode("├──", "utf-8"), can_encode("├──", "cp1252")
+    (True, False)
+    """
+    try:
+        text.encode(encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def format_tree(attributes: dict[str, Any], arrays: dict[str, Any], *, encoding: str | None = "utf-8") -> str:
     """The virtual OME-Zarr as a tree: root group attributes, then each level array.
 
     ``attributes`` are the root group's attributes (NGFF 0.4 or 0.5 form); ``arrays`` maps each
-    level path to an object with ``shape``, ``chunks`` and ``dtype`` (a zarr array).
+    level path to an object with ``shape``, ``chunks`` and ``dtype`` (a zarr array). The branches
+    are box characters where ``encoding`` (the output's: ``sys.stdout.encoding``) can encode
+    them, else ASCII (see `TREE_BRANCHES`).
     """
+    last, other, cont = TREE_BRANCHES[can_encode("".join(TREE_BRANCHES[True]), encoding)]
     ome = attributes.get("ome", attributes)
     version = ome.get("version") or ome["multiscales"][0].get("version")
     ms = ome["multiscales"][0]
@@ -178,9 +199,9 @@ def format_tree(attributes: dict[str, Any], arrays: dict[str, Any]) -> str:
         arr = arrays[ds["path"]]
         scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
         shift = next((t["translation"] for t in ds["coordinateTransformations"] if t["type"] == "translation"), None)
-        branch = "└──" if i == len(ms["datasets"]) - 1 else "├──"
+        branch = last if i == len(ms["datasets"]) - 1 else other
         lines.append(f"{branch} {ds['path']}  shape {tuple(arr.shape)}  {arr.dtype}  chunks {tuple(arr.chunks)}")
-        pad = "    " if i == len(ms["datasets"]) - 1 else "│   "
+        pad = "    " if i == len(ms["datasets"]) - 1 else cont
         lines.append(f"{pad}  scale       {[float(f'{v:.6g}') for v in scale]}")
         if shift is not None:
             lines.append(f"{pad}  translation {[float(f'{v:.6g}') for v in shift]}")

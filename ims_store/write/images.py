@@ -28,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..access.files import output_path
 from ..access.outputs import WriteError, atomic_output, check_output, scratch_folder
 from ..errors import ImsError
 from .metadata import write_root_attributes
@@ -61,7 +62,7 @@ def write_images(
     >>> sorted(p.name for p in out.parent.glob("two*.ims"))
     ['two.ims', 'two_image_0.ims', 'two_image_1.ims']
     """
-    path = Path(path)
+    path = output_path(path)
     if len(images) < 1:
         raise ValueError("write_images needs one image at least")
     if positions is not None and len(positions) != len(images):

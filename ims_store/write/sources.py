@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..access.files import location
 from ..errors import MissingDependencyError, SourceError
 from ..format.geometry import TO_MICROMETRES as _TO_UM
 from ..format.geometry import imaris_unit as _imaris_unit
@@ -302,7 +303,7 @@ def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal[
     alone (``.zarr`` / ``.ome.zarr``): any folder counted as a zarr would be replaced by an
     overwriting conversion, so a folder of the user's must never qualify by merely existing.
     """
-    text = os.fspath(path)
+    text = location(path)
     lower = text.lower().rstrip("/\\")
     if lower.endswith(".ims"):
         return "ims"
@@ -314,7 +315,7 @@ def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal[
         return "zarr"
     if output:
         return None
-    if "://" in text:
+    if "://" in text:  # a remote URL (`location` made a file: URL a path)
         return "zarr"
     folder = Path(text)
     if folder.is_dir() and any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
@@ -323,7 +324,7 @@ def path_kind(path: str | os.PathLike[str], *, output: bool = False) -> Literal[
 
 
 def _from_path(source: str | os.PathLike[str], level: int = 0) -> SourceImage:
-    text = os.fspath(source)
+    text = location(source)
     kind = path_kind(text)
     if kind == "ims":
         from ..store.zarr_store import ImsStore

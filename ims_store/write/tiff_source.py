@@ -38,6 +38,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from ..access.files import location
 from ..errors import ImsFileNotFoundError, MissingDependencyError, SelectionError, SourceError
 from ..format.geometry import TO_MICROMETRES, imaris_unit
 from ..format.layout import ImsWarning
@@ -80,7 +81,7 @@ def read_tiff(path: str | os.PathLike[str], *, series: int = 0, level: int = 0, 
     >>> tiff.voxels.shape, tiff.axes, tiff.metadata
     ((6, 32, 32), 'zyx', {})
     """
-    text = os.fspath(path)
+    text = location(path)
     tif = _open_file(text)
     try:
         return _read(tif, text, series, level, axes)
