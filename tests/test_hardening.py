@@ -433,15 +433,15 @@ def test_full_disk_gives_a_clear_error_and_cleans_up(
     from ims_store.write import writer
 
     calls = {"n": 0}
-    original = writer._ChunkSink._write_one
+    original = writer.ChunkSink._write_one
 
-    def failing(self: writer._ChunkSink) -> None:
+    def failing(self: writer.ChunkSink) -> None:
         calls["n"] += 1
         if calls["n"] > 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(self)
 
-    monkeypatch.setattr(writer._ChunkSink, "_write_one", failing)
+    monkeypatch.setattr(writer.ChunkSink, "_write_one", failing)
     with pytest.raises(WriteError, match="No space left on device") as err:
         write_ims(np.ones((40, 300, 300), np.uint16), tmp_path / "full.ims", axes="zyx")
     assert str(tmp_path / "full.ims") in str(err.value)
