@@ -39,7 +39,7 @@ import numpy as np
 
 from ..access.files import scratch_buffer
 from ..access.readahead import DEFAULT_READ_AHEAD, ReadAhead
-from ..access.workers import run_blocking
+from ..access.workers import run_blocking, run_decoding
 from ..errors import (
     CorruptChunkError,
     ImsError,
@@ -456,10 +456,15 @@ class ImageEngine:
             return np.full(lvl.chunks, lvl.fill_value, dtype=lvl.dtype)
         return np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)
 
-    def read_region(self, level: int, region: Sequence[tuple[int, int]]) -> np.ndarray:
+    def read_region(self, level: int, region: Sequence[tuple[int, int]], *, parallel: bool = False) -> np.ndarray:
         """The voxels of a region of a level: ``region`` is (start, stop) along t, c, z, y, x,
         each within the level's shape; a (t, c, z, y, x) array. Reads only the HDF5 chunks the
         region touches, each decoded straight into its place.
+
+        ``parallel``: a local file's rows of chunks (one z and y chunk position each) are read
+        and decoded on the decoding threads, one per core, for a caller that reads a region on
+        one thread (the bioio plugin); dask's threads read the pieces of `LevelArray` side by
+        side already. Never from a decoding thread (it would wait on its own pool).
 
         >>> from ims_store import ImsStore
         >>> ImsStore("cells.ims").engine.read_region(0, ((0, 2), (0, 1), (3, 4), (0, 128), (0, 96))).shape
@@ -477,16 +482,49 @@ class ImageEngine:
         ]
         taken = [[slice(lo - origin, hi - origin) for lo, hi, origin in axis] for axis in spans]
         placed = [[slice(lo - a, hi - a) for lo, hi, _ in axis] for axis, (a, _) in zip(spans, space, strict=True)]
+        pieces: list[tuple[Any, ...]] = []
         for t in range(t0, t1) if out.size else ():
             for c in range(c0, c1):
                 dest = out[t - t0, c - c0]
-                decoded = self.decoded_box(ChunkKey(lvl.index, t, c, 0, 0, 0), box)  # type: ignore[arg-type]
-                for src, dst, raw in zip(itertools.product(*taken), itertools.product(*placed), decoded, strict=True):
-                    if raw is None:  # never written: the level's fill value
-                        dest[dst] = lvl.fill_value
-                    else:
-                        dest[dst] = np.frombuffer(raw, dtype=lvl.dtype).reshape(chunks)[src]
+                if not (parallel and self._ahead is None):
+                    pieces.append((dest, ChunkKey(lvl.index, t, c, 0, 0, 0), box, taken, placed))
+                    continue
+                for iz, iy in itertools.product(range(len(box[0])), range(len(box[1]))):
+                    rows = (box[0][iz : iz + 1], box[1][iy : iy + 1], box[2])
+                    pieces.append(
+                        (
+                            dest,
+                            ChunkKey(lvl.index, t, c, 0, 0, 0),
+                            rows,
+                            [[taken[0][iz]], [taken[1][iy]], taken[2]],
+                            [[placed[0][iz]], [placed[1][iy]], placed[2]],
+                        )
+                    )
+        if parallel and len(pieces) > 1:
+            for future in [run_decoding(self._fill, *piece) for piece in pieces]:
+                future.result()
+        else:
+            for piece in pieces:
+                self._fill(*piece)
         return out
+
+    def _fill(
+        self,
+        dest: np.ndarray,
+        ck: ChunkKey,
+        box: tuple[range, range, range],
+        taken: list[list[slice]],
+        placed: list[list[slice]],
+    ) -> None:
+        """Decode the chunks of ``box`` (of ``ck``'s dataset) into ``dest``: along each axis,
+        the part of each chunk ``taken`` goes where ``placed`` says."""
+        lvl = self.layout.levels[ck.level]
+        decoded = self.decoded_box(ck, box)
+        for src, dst, raw in zip(itertools.product(*taken), itertools.product(*placed), decoded, strict=True):
+            if raw is None:  # never written: the level's fill value
+                dest[dst] = lvl.fill_value
+            else:
+                dest[dst] = np.frombuffer(raw, dtype=lvl.dtype).reshape(lvl.chunks)[src]
 
     # ----------------------------------------------------------------------------------------
     # stored bytes, and remote fetch planning
