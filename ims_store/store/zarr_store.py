@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from ..access.readahead import DEFAULT_READ_AHEAD
@@ -44,8 +43,9 @@ from .byteranges import check_byte_range, cut_range
 from .collection import ImageCollection
 from .engine import ImageEngine
 from .hdf5file import ImsFile
-from .keys import ZarrFormat, build_metadata, chunk_key, parse_chunk_key
+from .keys import ZarrFormat, build_metadata, candidate_children, chunk_key, fixed_by_prefix, parse_chunk_key
 from .mapping import StoreMapping
+from .readonly import READ_ONLY, ReadOnlyStore
 from .shutdown import IN_FLIGHT, track_open
 from .tiling import DASK_CHUNK_BYTES, MIN_CHUNK_BYTES, Tiling, tiling
 
@@ -57,10 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["ChunkMode", "ImsStore", "LevelArray"]
 
 ChunkMode = Literal["decoded", "passthrough"]
-_READ_ONLY = "store was opened in read-only mode and does not support writing"
 
 
-class ImsStore(Store):
+class ImsStore(ReadOnlyStore):
     """A read-only zarr store over an Imaris (``.ims``) file: an OME-NGFF multiscale image.
 
     Parameters
@@ -122,7 +121,7 @@ class ImsStore(Store):
         read_only: bool = True,
     ) -> None:
         if not read_only:
-            raise ReadOnlyError("ImsStore is read-only; " + _READ_ONLY, path)
+            raise ReadOnlyError("ImsStore is read-only; " + READ_ONLY, path)
         if zarr_format not in (2, 3):
             raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
         if chunk_mode not in ("decoded", "passthrough"):
@@ -328,7 +327,7 @@ class ImsStore(Store):
 
     def with_read_only(self, read_only: bool = False) -> ImsStore:
         if not read_only:
-            raise ReadOnlyError("ImsStore is read-only; " + _READ_ONLY, self._path)
+            raise ReadOnlyError("ImsStore is read-only; " + READ_ONLY, self._path)
         return type(self)(self._path, **self._options())
 
     def close(self) -> None:
@@ -340,43 +339,6 @@ class ImsStore(Store):
             if self._collection is not None:
                 self._collection.close()
         super().close()
-
-    # ----------------------------------------------------------------------------------------
-    # capabilities
-
-    @property
-    def supports_writes(self) -> bool:
-        return False
-
-    @property
-    def supports_deletes(self) -> bool:
-        return False
-
-    @property
-    def supports_listing(self) -> bool:
-        return True
-
-    @property
-    def supports_partial_writes(self) -> Literal[False]:
-        return False
-
-    async def set(self, key: str, value: Buffer) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
-
-    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
-
-    async def delete(self, key: str) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
-
-    async def set_partial_values(self, key_start_values: Iterable[tuple[str, int, Any]]) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
-
-    async def delete_dir(self, prefix: str) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
-
-    async def clear(self) -> None:
-        raise ReadOnlyError(_READ_ONLY, self._path)
 
     # ----------------------------------------------------------------------------------------
     # reading
@@ -469,7 +431,7 @@ class ImsStore(Store):
                 yield child
             return
         base = f"{prefix}/" if prefix else ""
-        for child in self._candidate_children(prefix):
+        for child in candidate_children(prefix, self._metadata, self.layout, self._zarr_format, self.engine.grids):
             if self.is_key(base + child) or any(True for _ in self.keys_under(f"{base}{child}/")):
                 yield child
 
@@ -502,43 +464,12 @@ class ImsStore(Store):
         for key in self._metadata:
             if key.startswith(prefix):
                 yield key
-        # narrow the datasets to visit by the whole path components the prefix fixes
-        parts = prefix.split("/")[:-1]
-        if self._zarr_format == 3 and len(parts) >= 2:
-            if parts[1] != "c":
-                return
-            del parts[1]
-        fixed: list[int | None] = [None, None, None]
-        for i, part in enumerate(parts[:3]):
-            if not (part.isdigit() and part.isascii()):
-                return
-            fixed[i] = int(part)
+        fixed = fixed_by_prefix(prefix, self._zarr_format)
+        if fixed is None:
+            return
         for key in self._chunk_keys(*fixed):
             if key.startswith(prefix):
                 yield key
-
-    def _candidate_children(self, prefix: str) -> list[str]:
-        lay = self.layout
-        names = sorted({k.split("/")[0] for k in self._metadata if "/" not in k}) if not prefix else []
-        if not prefix:
-            return names + [str(lvl.index) for lvl in lay.levels]
-        parts = prefix.split("/")
-        if not (parts[0].isdigit() and int(parts[0]) < len(lay.levels)):
-            return []
-        level = lay.levels[int(parts[0])]
-        meta = [k.split("/", 1)[1] for k in self._metadata if k.startswith(parts[0] + "/")]
-        if self._zarr_format == 3:
-            if len(parts) == 1:
-                return [*meta, "c"]
-            if parts[1] != "c":
-                return []
-            depth = len(parts) - 2
-        else:
-            if len(parts) == 1:
-                return meta + [str(t) for t in range(len(lay.timepoints))]
-            depth = len(parts) - 1
-        extents = (len(lay.timepoints), len(lay.channels), *self.engine.grids[level.index])
-        return [str(i) for i in range(extents[depth])] if depth < len(extents) else []
 
     def _chunk_keys(self, level: int | None = None, t: int | None = None, c: int | None = None) -> Iterator[str]:
         fmt = self._zarr_format
