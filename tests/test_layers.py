@@ -97,10 +97,8 @@ def test_imports_point_down_the_layers(module: str) -> None:
         )
 
 
-def test_no_import_circles() -> None:
-    graph = {m: {t for t in _imports(p) if t != m} for m, p in MODULES.items()}
-    # a submodule's import runs its packages' __init__ first, but a package importing its own
-    # submodule (to re-export it) is not a circle of the submodule's making
+def _assert_no_circle(graph: dict[str, set[str]]) -> None:
+    """Fail with the first circle found in an import graph (module -> the modules it imports)."""
     state: dict[str, int] = {}
 
     def walk(node: str, trail: list[str]) -> None:
@@ -116,6 +114,12 @@ def test_no_import_circles() -> None:
     for module in sorted(graph):
         if module not in state:
             walk(module, [module])
+
+
+def test_no_import_circles() -> None:
+    # a submodule's import runs its packages' __init__ first, but a package importing its own
+    # submodule (to re-export it) is not a circle of the submodule's making
+    _assert_no_circle({m: {t for t in _imports(p) if t != m} for m, p in MODULES.items()})
 
 
 def test_the_layer_table_knows_every_layer_folder() -> None:
@@ -203,20 +207,4 @@ def test_no_import_circles_within_a_folder() -> None:
         folders.setdefault(module.rpartition(".")[0] if module.count(".") > 1 else module, []).append(module)
     for members in folders.values():
         inside = set(members)
-        graph = {m: {t for t in _all_imports(MODULES[m]) if t in inside and t != m} for m in members}
-        state: dict[str, int] = {}
-
-        def walk(
-            node: str, trail: list[str], graph: dict[str, set[str]] = graph, state: dict[str, int] = state
-        ) -> None:
-            state[node] = 1
-            for nxt in sorted(graph[node]):
-                if state.get(nxt) == 1:
-                    raise AssertionError("import circle: " + " -> ".join([*trail[trail.index(nxt) :], nxt]))
-                if nxt not in state:
-                    walk(nxt, [*trail, nxt])
-            state[node] = 2
-
-        for module in sorted(graph):
-            if module not in state:
-                walk(module, [module])
+        _assert_no_circle({m: {t for t in _all_imports(MODULES[m]) if t in inside and t != m} for m in members})
