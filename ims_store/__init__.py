@@ -42,6 +42,7 @@ from .objects import (
     read_track_edges,
     read_tracks,
 )
+from .store.engine import ImageEngine
 from .store.zarr_store import ChunkMode, ImsStore
 from .write.convert import to_nifti, to_ome_zarr
 from .write.images import write_images
@@ -60,6 +61,7 @@ __all__ = [
     "CorruptChunkError",
     "DestinationExistsError",
     "Filter",
+    "ImageEngine",
     "ImageEntry",
     "ImsError",
     "ImsFileNotFoundError",
