@@ -124,7 +124,7 @@ def limit_read(path: Path, inflater: str = "isal", workers: int = 2) -> np.ndarr
     inflate = (lambda data, n: isal_zlib.decompress(data, bufsize=n)) if inflater == "isal" else deflate.zlib_decompress
     store = ImsStore(path)
     level = store.layout.levels[0]
-    index = store._index(0, 0, 0)  # the chunk index the store builds, reused for the limit
+    index = store.engine.index(0, 0, 0)  # the chunk index the store builds, reused for the limit
     out = np.empty(level.dataset_shape, dtype=level.dtype)
     cz, cy, cx = level.chunks
     fd = os.open(path, os.O_RDONLY)

@@ -44,6 +44,7 @@ from .objects import (
     read_track_edges,
     read_tracks,
 )
+from .store.engine import ImageEngine
 from .store.zarr_store import ChunkMode, ImsStore
 from .write.beside import keep_beside_image
 from .write.convert import to_nifti, to_ome_zarr
@@ -63,6 +64,7 @@ __all__ = [
     "CorruptChunkError",
     "DestinationExistsError",
     "Filter",
+    "ImageEngine",
     "ImageEntry",
     "ImsError",
     "ImsFileNotFoundError",

@@ -430,3 +430,26 @@ def test_missing_bioio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingDependencyError, match=r"ims-store\[bioio\]") as err:
         importlib.import_module("ims_store.fronts.bioio_plugin")
     assert isinstance(err.value, ImportError)
+
+
+def test_reads_go_through_the_engine_not_dask(
+    synthetic_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_image_data and data read through the engine's region read (no dask compute: the
+    store's speed), and equal h5py's reads."""
+    from ims_store.store.zarr_store import LevelArray
+
+    def no_dask(self: LevelArray, key: tuple) -> np.ndarray:
+        if any(isinstance(k, slice) and k != slice(0, 0) for k in key):  # (dask's dtype probe is empty)
+            raise AssertionError("read through dask")
+        return np.empty((0,) * 5, self.dtype)
+
+    monkeypatch.setattr(LevelArray, "__getitem__", no_dask)
+    path = synthetic_files["12-timepoints-3-channels"]
+    img = BioImage(path)
+    np.testing.assert_array_equal(img.get_image_data("ZYX", T=5, C=2), h5py_level(path, 0, 5, 2))
+    np.testing.assert_array_equal(img.get_image_data("YX", T=3, C=1, Z=2), h5py_level(path, 0, 3, 1)[2])
+    _, times, chans = h5py_counts(path)
+    whole = np.stack([np.stack([h5py_level(path, 0, t, c) for c in range(chans)]) for t in range(times)])
+    np.testing.assert_array_equal(img.data, whole)
+    assert img.xarray_data.dims == ("T", "C", "Z", "Y", "X")

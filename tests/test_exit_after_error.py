@@ -247,4 +247,4 @@ def test_a_loop_that_runs_on_does_not_hold_up_exit_after_reads_that_succeeded(re
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     took = float(proc.stdout.split("exit handlers")[1])
-    assert took < ims_store.store.zarr_store.WAIT_AT_EXIT / 2, proc.stdout
+    assert took < ims_store.store.shutdown.WAIT_AT_EXIT / 2, proc.stdout

@@ -233,10 +233,10 @@ def test_arbitrary_chunk_index_entries(
     )
     mask = data.draw(st.integers(0, 3), label="mask")
     store = ImsStore(small_file)
-    good = store._index(0, 0, 0)
+    good = store.engine.index(0, 0, 0)
     offsets, sizes, masks = good.offsets.copy(), good.sizes.copy(), good.masks.copy()
     offsets[0, 0, 0], sizes[0, 0, 0], masks[0, 0, 0] = max(offset, -1), size, mask
-    store._indexes[(0, 0, 0)] = ChunkIndex(good.chunks, offsets, sizes, masks, good.filters)
+    store.engine._indexes[(0, 0, 0)] = ChunkIndex(good.chunks, offsets, sizes, masks, good.filters)
     try:
         chunk = store.read_chunk(0, 0, 0, 0, 0, 0)
     except (CorruptChunkError, TruncatedFileError) as err:
@@ -306,7 +306,7 @@ def test_server_under_load(synthetic_files: dict[str, Path]) -> None:
     server = make_server(path, port=0, ngff="0.4")  # zarr v2 passes the stored deflate chunks through
     server.serve_in_thread()
     store = server.store
-    expected = {key: store.get_sync(key).to_bytes() for key in store._metadata}
+    expected = {key: store.get_sync(key).to_bytes() for key in store.documents}
     with h5py.File(path, "r") as f:  # every allocated chunk's stored bytes, as HDF5 itself reads them
         for level, t, c in itertools.product(range(3), range(2), range(2)):
             ds = f[f"DataSet/ResolutionLevel {level}/TimePoint {t}/Channel {c}/Data"]
@@ -315,7 +315,7 @@ def test_server_under_load(synthetic_files: dict[str, Path]) -> None:
                 grid = "/".join(str(o // n) for o, n in zip(offset, ds.chunks, strict=True))
                 expected[f"{level}/{t}/{c}/{grid}"] = ds.id.read_direct_chunk(offset)[1]
     keys = list(expected)
-    assert len(keys) - len(store._metadata) > 100
+    assert len(keys) - len(store.documents) > 100
     host, port = server.server_address[:2]
     rng = random.Random(0)
     plan = [rng.choice(keys) for _ in range(2000)]
@@ -445,15 +445,15 @@ def test_full_disk_gives_a_clear_error_and_cleans_up(
     from ims_store.write import writer
 
     calls = {"n": 0}
-    original = writer._ChunkSink._write_one
+    original = writer.ChunkSink._write_one
 
-    def failing(self: writer._ChunkSink) -> None:
+    def failing(self: writer.ChunkSink) -> None:
         calls["n"] += 1
         if calls["n"] > 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(self)
 
-    monkeypatch.setattr(writer._ChunkSink, "_write_one", failing)
+    monkeypatch.setattr(writer.ChunkSink, "_write_one", failing)
     with pytest.raises(WriteError, match="No space left on device") as err:
         write_ims(np.ones((40, 300, 300), np.uint16), tmp_path / "full.ims", axes="zyx")
     assert str(tmp_path / "full.ims") in str(err.value)

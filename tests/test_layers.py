@@ -97,10 +97,8 @@ def test_imports_point_down_the_layers(module: str) -> None:
         )
 
 
-def test_no_import_circles() -> None:
-    graph = {m: {t for t in _imports(p) if t != m} for m, p in MODULES.items()}
-    # a submodule's import runs its packages' __init__ first, but a package importing its own
-    # submodule (to re-export it) is not a circle of the submodule's making
+def _assert_no_circle(graph: dict[str, set[str]]) -> None:
+    """Fail with the first circle found in an import graph (module -> the modules it imports)."""
     state: dict[str, int] = {}
 
     def walk(node: str, trail: list[str]) -> None:
@@ -118,6 +116,95 @@ def test_no_import_circles() -> None:
             walk(module, [module])
 
 
+def test_no_import_circles() -> None:
+    # a submodule's import runs its packages' __init__ first, but a package importing its own
+    # submodule (to re-export it) is not a circle of the submodule's making
+    _assert_no_circle({m: {t for t in _imports(p) if t != m} for m, p in MODULES.items()})
+
+
 def test_the_layer_table_knows_every_layer_folder() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(LAYERS[1:-1])
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every ims_store module ``path`` names in an import, type-checking imports included."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "ims_store")
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            target = ".".join([*base, node.module] if node.module else base) if node.level else node.module or ""
+            if target.split(".")[0] == "ims_store":
+                found.add(target)
+                for alias in node.names:
+                    if f"{target}.{alias.name}" in MODULES:
+                        found.add(f"{target}.{alias.name}")
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_another_modules_private_name(module: str) -> None:
+    """A name another module uses is public in its own module (with a docstring)."""
+    tree = ast.parse(MODULES[module].read_text())
+    taken = [
+        f"{node.module or '.'}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if _private(alias.name) and (node.level or (node.module or "").split(".")[0] == "ims_store")
+    ]
+    assert not taken, f"{module} imports private names of other modules: {taken}"
+
+
+def _defined_private(tree: ast.AST) -> set[str]:
+    """The private names a module defines: functions, classes, and attributes it assigns on ``self``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _private(node.name):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _private(node.attr):
+            if isinstance(node.value, ast.Name) and node.value.id == "self":
+                names.add(node.attr)
+    return names
+
+
+TREES = {m: ast.parse(p.read_text()) for m, p in MODULES.items()}
+DEFINED = {m: _defined_private(t) for m, t in TREES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_reaches_into_another_modules_privates(module: str) -> None:
+    """``obj._name`` on anything but ``self`` / ``cls``, where ``_name`` is a private name another
+    module of the package defines and this one does not: a seam missing a public name."""
+    elsewhere = set().union(*(names for m, names in DEFINED.items() if m != module)) - DEFINED[module]
+    reached = sorted(
+        {
+            f"{ast.unparse(node)} (line {node.lineno})"
+            for node in ast.walk(TREES[module])
+            if isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and node.attr in elsewhere
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        }
+    )
+    assert not reached, f"{module} uses private names of other modules: {reached}"
+
+
+def test_no_import_circles_within_a_folder() -> None:
+    """No circle among one folder's modules, counting imports made only for type checkers and
+    those inside functions: a module that names another's types and is imported back by it
+    is one job split across two modules, or two jobs without a seam between them."""
+    folders: dict[str, list[str]] = {}
+    for module in MODULES:
+        folders.setdefault(module.rpartition(".")[0] if module.count(".") > 1 else module, []).append(module)
+    for members in folders.values():
+        inside = set(members)
+        _assert_no_circle({m: {t for t in _all_imports(MODULES[m]) if t in inside and t != m} for m in members})

@@ -87,10 +87,10 @@ def test_one_image_alone_is_that_image_as_a_file_of_its_own(mosaics: dict, link:
     for k in range(len(tiles)):
         tile_path = path.parent / f"{path.stem}_tile_{k}.ims"
         alone, own = ImsStore(path, image=k), ImsStore(tile_path)
-        keys = sorted(k for k in own._metadata)
-        assert sorted(alone._metadata) == keys
+        keys = sorted(k for k in own.documents)
+        assert sorted(alone.documents) == keys
         for key in keys:
-            mine, theirs = json.loads(alone._metadata[key]), json.loads(own._metadata[key])
+            mine, theirs = json.loads(alone.documents[key]), json.loads(own.documents[key])
             if key == "zarr.json":
                 mine["attributes"]["imaris"].pop("recording_date")
                 theirs["attributes"]["imaris"].pop("recording_date")
@@ -102,7 +102,7 @@ def test_one_image_alone_is_that_image_as_a_file_of_its_own(mosaics: dict, link:
 def test_a_file_of_one_image_is_presented_as_before(tmp_path: Path) -> None:
     path = make_example_ims(tmp_path / "one.ims", shape=(4, 32, 24), channels=2, timepoints=1)
     default, first = ImsStore(path), ImsStore(path, image=0)
-    assert not default.is_collection and default._metadata == first._metadata
+    assert not default.is_collection and default.documents == first.documents
     assert [e.index for e in default.images] == [0] and default.image_store(0) is default
     with pytest.raises(SelectionError, match="image 1 does not exist"):
         ImsStore(path, image=1)

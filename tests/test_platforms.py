@@ -212,7 +212,7 @@ def test_without_pread_the_store_reads_what_h5py_reads(synthetic_files: dict[str
     for variant in ("uint16-shuffle-gzip-3-levels", "12-timepoints-3-channels"):
         path = synthetic_files[variant]
         store = ImsStore(path)
-        assert store._source.portable
+        assert store._file.source.portable
         for level in range(len(store.layout.levels)):
             got = zarr.open_array(store, path=str(level), mode="r")[0, 1]
             np.testing.assert_array_equal(got, h5py_level(path, level, 0, 1))
@@ -290,9 +290,9 @@ def test_close_during_reads_serves_only_this_files_bytes(read_path: str, synthet
     finally:
         for fh in decoys:
             fh.close()
-    assert store._source.portable is (read_path == "portable")
+    assert store._file.source.portable is (read_path == "portable")
     store.close()
-    assert not store._source.is_open
+    assert not store._file.source.is_open
 
 
 def test_the_handle_of_an_ended_thread_is_closed(tmp_path: Path) -> None:
@@ -426,7 +426,7 @@ def test_without_the_library_partial_edge_chunks_are_read_by_hdf5_and_right(tmp_
     store = ImsStore(path)
     got = zarr.open_array(store, path="0", mode="r")[0, 0]
     np.testing.assert_array_equal(got, h5py_level(path, 0, 0, 0))
-    assert not store._index(0, 0, 0).direct
+    assert not store.engine.index(0, 0, 0).direct
     store.close()
 
 

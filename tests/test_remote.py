@@ -133,10 +133,10 @@ def test_any_fsspec_url_even_a_file_system_without_an_event_loop(real_files: dic
 
 def test_http_responses_are_read_in_large_pieces_unless_told_otherwise(server: FileServer) -> None:
     store = ImsStore(server.url("PtK2Cell.ims"))
-    assert store._source.fs.client_kwargs["read_bufsize"] == 4 * 2**20
+    assert store._file.source.fs.client_kwargs["read_bufsize"] == 4 * 2**20
     options = {"client_kwargs": {"read_bufsize": 2**16, "trust_env": True}}
     store = ImsStore(server.url("PtK2Cell.ims"), storage_options=options)
-    assert store._source.fs.client_kwargs == {"read_bufsize": 2**16, "trust_env": True}
+    assert store._file.source.fs.client_kwargs == {"read_bufsize": 2**16, "trust_env": True}
     assert store.get_sync("0/c/0/0/0/0/0") is not None
     assert options == {"client_kwargs": {"read_bufsize": 2**16, "trust_env": True}}  # the caller's, untouched
 
@@ -242,7 +242,7 @@ def test_metadata_the_server_fails_while_opening_is_a_remote_read_error(tmp_path
 
 def test_a_chunk_index_the_server_fails_is_named_and_read_again_later(server: FileServer, files: Path) -> None:
     store = ImsStore(server.url("PtK2Cell.ims"))
-    store._source._reads.handle.cache._blocks.clear()  # as if the metadata blocks had been evicted
+    store._file.source._reads.handle.cache._blocks.clear()  # as if the metadata blocks had been evicted
     server.fail_with(500)
     index_failed = r"the chunk index of /DataSet/ResolutionLevel 0/.* cannot be read: .*HTTP 500"
     with pytest.raises(RemoteReadError, match=index_failed):

@@ -173,16 +173,16 @@ def test_opening_visits_one_dataset_per_level(tmp_path: Path) -> None:
 
     path = make_example_ims(tmp_path / "many.ims", shape=(2, 8, 8), channels=3, timepoints=40, levels=1)
     store = ImsStore(path)
-    assert store._indexes == {}  # no chunk index is built until a chunk is asked for
+    assert store.engine._indexes == {}  # no chunk index is built until a chunk is asked for
     store.get_sync("0/c/39/2/0/0/0")
-    assert list(store._indexes) == [(0, 39, 2)]
+    assert list(store.engine._indexes) == [(0, 39, 2)]
 
 
 def test_close_releases_file(real_files: dict[str, Path]) -> None:
     store = ImsStore(real_files["PtK2Cell.ims"])
     store.get_sync("0/c/0/0/0/0/0")
     store.close()
-    assert store._h5 is None and not store._source.is_open
+    assert store._file._h5 is None and not store._file.source.is_open
     assert store.get_sync("0/c/0/0/0/0/0") is not None
 
 

@@ -121,7 +121,7 @@ def test_listing_names_the_groups_that_hold_written_chunks(small_chunks: Path, m
     grid = [-(-s // n) for s, n in zip(size, chunks, strict=True)]
     inside = [pos for pos in written if all(p < n for p, n in zip(pos, grid, strict=True))]
     expected = {"0/c/0/1/{}/{}/{}".format(*(p // g for p, g in zip(pos, tiles.group, strict=True))) for pos in inside}
-    listed = set(store._keys_under("0/c/0/1/"))
+    listed = set(store.keys_under("0/c/0/1/"))
     assert listed == expected
     every = {
         f"0/c/0/1/{z}/{y}/{x}"

@@ -465,12 +465,12 @@ def test_a_source_delivering_another_dtype_is_refused(tmp_path: Path) -> None:
 
 
 def test_blocks_of_the_wrong_size_are_never_encoded() -> None:
-    from ims_store.write.writer import _encode_block
+    from ims_store.write.writer import encode_block
 
     with pytest.raises(WriteError, match="bytes"):
-        _encode_block(np.zeros((2, 4, 4), np.float64), (2, 4, 4), (), np.dtype("<f4"))
+        encode_block(np.zeros((2, 4, 4), np.float64), (2, 4, 4), (), np.dtype("<f4"))
     with pytest.raises(WriteError, match="bytes"):
-        _encode_block(np.zeros((2, 4, 4), np.float32), (4, 4, 4), (), np.dtype("<f4"))
+        encode_block(np.zeros((2, 4, 4), np.float32), (4, 4, 4), (), np.dtype("<f4"))
 
 
 class _Reads:

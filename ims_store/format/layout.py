@@ -344,7 +344,13 @@ def parse_timestamp(text: str | None) -> _dt.datetime | None:
         return None
 
 
-def _color(text: str | None) -> tuple[float, float, float] | None:
+def parse_color(text: str | None) -> tuple[float, float, float] | None:
+    """An Imaris colour attribute (``"1.000 0.500 0.000"``: red, green, blue in 0..1) as three
+    numbers clipped to 0..1; None where it has fewer than three finite numbers.
+
+    >>> parse_color("1 0.5 2"), parse_color("1 nan 0")
+    ((1.0, 0.5, 1.0), None)
+    """
     values = parse_floats(text)
     if len(values) < 3 or not all(math.isfinite(v) for v in values[:3]):
         return None
@@ -682,7 +688,7 @@ def _parse_image(f: h5py.File, path: str, links: Links, which: int, count: int) 
                 index=index,
                 number=number,
                 name=get("Name") or None,
-                color=_color(get("Color")),
+                color=parse_color(get("Color")),
                 color_range=_pair(get("ColorRange")),
                 histogram_range=(
                     _pair(read_text(data_group, "HistogramMin"), read_text(data_group, "HistogramMax"))

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import MalformedObjectsError, RemoteReadError
 from ..format.attributes import decode_text, read_text
-from ..format.layout import _color
+from ..format.layout import parse_color
 
 __all__ = ["ObjectGroup", "material_color"]
 
@@ -175,4 +175,4 @@ def material_color(material: str | None) -> tuple[float, float, float] | None:
     """
     match = re.search(r'mDiffusion\s*=\s*"([^"]*)"', material or "")
     # read like a channel's Color attribute: "r g b", clamped to 0..1
-    return _color(match.group(1)) if match else None
+    return parse_color(match.group(1)) if match else None

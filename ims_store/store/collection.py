@@ -28,16 +28,29 @@ offered: the layout makes it optional and Imaris records nothing it would add.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+
+from ..errors import SelectionError
 from ..format.layout import ImageEntry
 from .keys import ZarrFormat
 
-if TYPE_CHECKING:
-    from .zarr_store import ImsStore
+__all__ = ["ImageCollection", "ImageStore", "collection_metadata"]
 
-__all__ = ["ImageCollection", "collection_metadata"]
+
+class ImageStore(Protocol):
+    """What the collection asks of the store of one of its images (an `ImsStore`)."""
+
+    def keys_under(self, prefix: str) -> Iterator[str]: ...
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=ImageStore)
 
 #: the one version of the bioformats2raw layout there is
 LAYOUT_VERSION = 3
@@ -86,27 +99,38 @@ def collection_metadata(entries: tuple[ImageEntry, ...], zarr_format: ZarrFormat
     return {key: json.dumps(doc, indent=2, allow_nan=False).encode() for key, doc in docs.items()}
 
 
-class ImageCollection:
+class ImageCollection(Generic[S]):
     """Routes the keys of a collection: its own documents, and ``<k>/...`` to image k's store
     (an `ImsStore` of that image alone, opened on first use by ``open_image``)."""
 
     def __init__(
-        self, entries: tuple[ImageEntry, ...], zarr_format: ZarrFormat, open_image: Callable[[int], ImsStore]
+        self, entries: tuple[ImageEntry, ...], zarr_format: ZarrFormat, open_image: Callable[[int], S]
     ) -> None:
         self.entries = entries
         self.metadata = collection_metadata(entries, zarr_format)
         self._open_image = open_image
-        self._stores: dict[int, ImsStore] = {}
+        self._stores: dict[int, S] = {}
         self.readable = [e.index for e in entries if e.layout is not None]
 
-    def store(self, image: int) -> ImsStore:
+    def image(self, image: int, path: str) -> S:
+        """The store of image ``image`` (any integer): one that cannot be read raises its error,
+        one that does not exist a `SelectionError` naming the file at ``path``."""
+        entries = self.entries
+        if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < len(entries):
+            raise SelectionError(f"image {image!r} does not exist; the file has images 0..{len(entries) - 1}", path)
+        entry = entries[int(image)]
+        if entry.error is not None:
+            raise entry.error
+        return self.store(int(image))
+
+    def store(self, image: int) -> S:
         """The store of one readable image (opened once)."""
         found = self._stores.get(image)
         if found is None:
             found = self._stores[image] = self._open_image(image)
         return found
 
-    def split(self, key: str) -> tuple[ImsStore, str] | None:
+    def split(self, key: str) -> tuple[S, str] | None:
         """The image store a key belongs to and the key within it; None for keys of no image."""
         head, sep, rest = key.partition("/")
         if not sep or not (head.isdigit() and head.isascii()) or (head != "0" and head.startswith("0")):
@@ -127,6 +151,29 @@ class ImageCollection:
 
     def own_keys(self, prefix: str = "") -> Iterator[str]:
         return (k for k in self.metadata if k.startswith(prefix))
+
+    def keys_under(self, prefix: str) -> Iterator[str]:
+        """The keys starting with ``prefix``: the collection's documents, then each readable
+        image's keys under ``k/``."""
+        yield from self.own_keys(prefix)
+        for image in self.readable:
+            head = f"{image}/"
+            if head.startswith(prefix) or prefix.startswith(head):
+                inner = prefix[len(head) :] if prefix.startswith(head) else ""
+                yield from (head + key for key in self.store(image).keys_under(inner))
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        """The names directly under ``prefix`` (no trailing slash): the collection's own, or
+        those an image's store lists."""
+        own = self.children(prefix)
+        if own is not None:
+            for child in own:
+                yield child
+            return
+        routed = self.split(prefix + "/")
+        if routed is not None:
+            async for child in routed[0].list_dir(routed[1]):
+                yield child
 
     def close(self) -> None:
         stores, self._stores = self._stores, {}

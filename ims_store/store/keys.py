@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from ..format.codecs import CodecPlan
 from ..format.layout import ImsLayout, Level
 from .ngff import AXES, ngff_attributes
 
-__all__ = ["ChunkKey", "build_metadata", "chunk_key", "parse_chunk_key"]
+__all__ = ["ChunkKey", "build_metadata", "candidate_children", "chunk_key", "fixed_by_prefix", "parse_chunk_key"]
 
 ZarrFormat = Literal[2, 3]
 
@@ -152,3 +152,61 @@ def parse_chunk_key(
     if z >= gz or y >= gy or x >= gx:
         return None
     return ChunkKey(level, t, c, z, y, x)
+
+
+def candidate_children(
+    prefix: str,
+    documents: Mapping[str, bytes],
+    layout: ImsLayout,
+    zarr_format: ZarrFormat,
+    grids: Sequence[tuple[int, int, int]],
+) -> list[str]:
+    """The names that may lie directly under ``prefix`` (no trailing slash) in the virtual
+    hierarchy of an image with these ``documents`` and served chunk ``grids`` (whether a chunk
+    name holds anything, its chunk index says).
+
+    >>> from ims_store import ImsStore
+    >>> s = ImsStore("cells.ims")
+    >>> candidate_children("1/c/0", s.documents, s.layout, 3, s.engine.grids)
+    ['0', '1', '2']
+    """
+    names = sorted({k.split("/")[0] for k in documents if "/" not in k}) if not prefix else []
+    if not prefix:
+        return names + [str(lvl.index) for lvl in layout.levels]
+    parts = prefix.split("/")
+    if not (parts[0].isdigit() and int(parts[0]) < len(layout.levels)):
+        return []
+    level = layout.levels[int(parts[0])]
+    meta = [k.split("/", 1)[1] for k in documents if k.startswith(parts[0] + "/")]
+    if zarr_format == 3:
+        if len(parts) == 1:
+            return [*meta, "c"]
+        if parts[1] != "c":
+            return []
+        depth = len(parts) - 2
+    else:
+        if len(parts) == 1:
+            return meta + [str(t) for t in range(len(layout.timepoints))]
+        depth = len(parts) - 1
+    extents = (len(layout.timepoints), len(layout.channels), *grids[level.index])
+    return [str(i) for i in range(extents[depth])] if depth < len(extents) else []
+
+
+def fixed_by_prefix(prefix: str, zarr_format: ZarrFormat) -> list[int | None] | None:
+    """The (level, time point, channel) a key prefix's whole path components fix (None where
+    not fixed), so that listing visits only those datasets; None if no chunk key has the prefix.
+
+    >>> fixed_by_prefix("1/c/0/", 3), fixed_by_prefix("1/c/", 3), fixed_by_prefix("1/x/", 3)
+    ([1, 0, None], [1, None, None], None)
+    """
+    parts = prefix.split("/")[:-1]
+    if zarr_format == 3 and len(parts) >= 2:
+        if parts[1] != "c":
+            return None
+        del parts[1]
+    fixed: list[int | None] = [None, None, None]
+    for i, part in enumerate(parts[:3]):
+        if not (part.isdigit() and part.isascii()):
+            return None
+        fixed[i] = int(part)
+    return fixed

@@ -10,12 +10,19 @@ mapping rather than a zarr store object (ZarrNii, ngff-zarr, fsspec-style code).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .zarr_store import ImsStore
+__all__ = ["KeyStore", "StoreMapping"]
 
-__all__ = ["StoreMapping"]
+
+class KeyStore(Protocol):
+    """What the mapping asks of its store (an `ImsStore`): bytes by key, membership, listing."""
+
+    def get_sync(self, key: str) -> Any: ...
+
+    def is_key(self, key: str) -> bool: ...
+
+    def keys_under(self, prefix: str) -> Iterator[str]: ...
 
 
 class StoreMapping(Mapping[str, bytes]):
@@ -25,7 +32,7 @@ class StoreMapping(Mapping[str, bytes]):
     visits every dataset's chunk index, as listing the store does.
     """
 
-    def __init__(self, store: ImsStore) -> None:
+    def __init__(self, store: KeyStore) -> None:
         self.store = store
 
     def __getitem__(self, key: str) -> bytes:
@@ -35,10 +42,10 @@ class StoreMapping(Mapping[str, bytes]):
         return value.to_bytes()
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.store._is_key(key)
+        return isinstance(key, str) and self.store.is_key(key)
 
     def __iter__(self) -> Iterator[str]:
-        return self.store._keys_under("")
+        return self.store.keys_under("")
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -53,7 +53,7 @@ def make_references(
     """
     store = ImsStore(path, zarr_format=zarr_format, chunk_mode="passthrough", image=image)
     if store.is_collection:
-        refs = {key: doc.decode() for key, doc in store._metadata.items()}
+        refs = {key: doc.decode() for key, doc in store.documents.items()}
         for entry in store.images:
             if entry.error is not None:
                 store.close()
@@ -64,7 +64,7 @@ def make_references(
         return {"version": 1, "refs": refs}
     layout = store.layout
     target = url or str(Path(path).resolve())
-    for level, plan in zip(layout.levels, store._plans, strict=True):
+    for level, plan in zip(layout.levels, store.engine.plans, strict=True):
         if not plan.passthrough:
             names = ", ".join(f.name.split(";")[0] for f in level.filters)
             raise ReferencesNotPossibleError(
@@ -73,11 +73,11 @@ def make_references(
                 "(ims-store convert FILE.ims OUT.zarr)",
                 path,
             )
-    refs: dict[str, Any] = {key: doc.decode() for key, doc in store._metadata.items()}
+    refs: dict[str, Any] = {key: doc.decode() for key, doc in store.documents.items()}
     for level in layout.levels:
         for t in range(len(layout.timepoints)):
             for c in range(len(layout.channels)):
-                index = store._index(level.index, t, c)
+                index = store.engine.index(level.index, t, c)
                 grid = level.chunk_grid
                 for z in range(grid[0]):
                     for y in range(grid[1]):
@@ -86,7 +86,7 @@ def make_references(
                             offset, size, _ = index.locate(z, y, x)
                             if offset < 0 and index.listed and index.fill_matches(level):
                                 continue  # never written: absent, zarr fills the declared fill value
-                            if not store._passes_through(ck, index, index.masks[z, y, x]):
+                            if not store.engine.passes_through(ck, index, index.masks[z, y, x]):
                                 raise ReferencesNotPossibleError(
                                     f"chunk ({z}, {y}, {x}) of level {level.index}, time point {t}, channel {c} "
                                     "is not stored as its level declares (filter mask, storage, type or fill value "

@@ -49,7 +49,7 @@ from ..format.links import Links, Located, stored_elsewhere
 from ..format.pyramid import halved_axes, next_level_size
 
 if TYPE_CHECKING:
-    from .zarr_store import ImsStore
+    from .engine import ImageEngine
 
 __all__ = ["Problem", "validate"]
 
@@ -428,20 +428,22 @@ def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
                         path = layout.data_path(lvl.index, tp.index, ch.index)
                         data = f.get(path)
                         if isinstance(data, h5py.Dataset) and data.ndim == 3 and data.dtype == lvl.dtype:
-                            problems += _decode_dataset(store, pool, lvl, tp.index, ch.index, path)
+                            problems += _decode_dataset(store.engine, pool, lvl, tp.index, ch.index, path)
                         # else: no readable Data at all, reported by the structural checks
     finally:
         store.close()
     return problems
 
 
-def _decode_dataset(store: ImsStore, pool: ThreadPoolExecutor, lvl: Level, t: int, c: int, path: str) -> list[Problem]:
+def _decode_dataset(
+    engine: ImageEngine, pool: ThreadPoolExecutor, lvl: Level, t: int, c: int, path: str
+) -> list[Problem]:
     """Problems of one dataset: one for the dataset if it cannot be indexed, else one per bad chunk."""
     grid: list[tuple[int, int, int]] = list(itertools.product(*(range(n) for n in lvl.chunk_grid)))  # type: ignore[arg-type]
 
     def decode(pos: tuple[int, int, int]) -> Problem | None:
         try:
-            store.read_chunk(lvl.index, t, c, *pos)
+            engine.read_chunk(lvl.index, t, c, *pos)
         except (CorruptChunkError, TruncatedFileError) as err:
             return Problem("error", path, err.reason)
         return None

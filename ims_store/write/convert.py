@@ -95,7 +95,7 @@ class _ImsChunks:
         if self.copy[ck.level]:
             data = self.store.get_sync(chunk_key(ck, self.fmt))
             return None if data is None else data.to_bytes()
-        raw = self.store._decoded_chunk(ck)
+        raw = self.store.engine.decoded_chunk(ck)
         return None if raw is None else bytes(memoryview(self.encode(raw)))
 
 
@@ -206,10 +206,9 @@ def _ims_to_ome_zarr(source: str | os.PathLike[str] | ImsStore, out: _Output, cl
     layout = store.layout
     if out.chunks_per_shard is not None:
         return _sharded_ims_to_ome_zarr(store, out, client)
-    copy = [out.codec == "copy" and plan.passthrough for plan in store._plans]
-    plans = [
-        store._plans[i] if copy[i] else _target_plan(out.recode, out.codec_level) for i in range(len(layout.levels))
-    ]
+    stored = store.engine.plans
+    copy = [out.codec == "copy" and plan.passthrough for plan in stored]
+    plans = [stored[i] if copy[i] else _target_plan(out.recode, out.codec_level) for i in range(len(layout.levels))]
     jobs = _grid_keys(layout, [lvl.chunk_grid for lvl in layout.levels])
     chunks = _ImsChunks(store, tuple(copy), _encoder(out.recode, out.codec_level, out.fmt), out.fmt)
     return out.write(build_metadata(layout, plans, out.fmt), jobs, _ChunkWriter(chunks, out.fmt), client)

@@ -2,7 +2,7 @@
 
 uint8 / uint16 are counted exactly; uint32 / float32 in fine bins per part, merged at the end
 into the 1024 and 256 bins Imaris stores (`HistogramAccumulator.tables`). The counting runs on
-the writer's thread pool or on dask.distributed workers (`_count`), by the same rule.
+the writer's thread pool or on dask.distributed workers (`count_values`), by the same rule.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _finite(plane: np.ndarray) -> np.ndarray:
     return plane if keep.all() else plane[keep]
 
 
-def _count(
+def count_values(
     planes: np.ndarray, dtype: np.dtype, value_range: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Counts of a few planes (runs on the pool: bincount releases the GIL), with their finite
@@ -114,9 +114,9 @@ class HistogramAccumulator:
         if not planes.size:
             return
         if pool is None:
-            self.add_counted(_count(planes, self.dtype, self.value_range))
+            self.add_counted(count_values(planes, self.dtype, self.value_range))
         else:
-            self.parts.append(pool.submit(_count, planes, self.dtype, self.value_range))
+            self.parts.append(pool.submit(count_values, planes, self.dtype, self.value_range))
             self._gather(done_only=True)  # fold what is ready: parts do not pile up over a long stack
 
     def add_counted(self, part: tuple[np.ndarray, float, float]) -> None:

@@ -1,7 +1,7 @@
 """The plan of a file: what `write_ims` writes, decided before any block is.
 
 The dtype policy (`storage_dtype`: which of Imaris' four types a source is stored as, and the
-range checks and cast each slab passes through on its way in) and `_Plan`: the stored dtype,
+range checks and cast each slab passes through on its way in) and `Plan`: the stored dtype,
 the pyramid's level sizes and block shapes, geometry, channel names, colours and ranges, time
 stamps and the HDF5 dataset creation arguments (compression, shuffle).
 """
@@ -82,7 +82,7 @@ def _check_range(values: np.ndarray, target: np.dtype, label: str) -> None:
             raise WriteError(f"values up to {top} overflow {target}, the only float type Imaris stores", label)
 
 
-def _as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
+def as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
     """A slab as the file stores it: range-checked by the dtype rule, then cast to ``target``.
 
     The type the slab really has decides, not the one its source declared (a source may declare
@@ -105,7 +105,10 @@ def _as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """What a file gets, decided once before anything is written (see `make_plan`): the stored
+    dtype, each level's size and block shape, geometry, channels, time stamps, compression."""
+
     source: SourceImage
     dtype: np.dtype
     sizes: list[tuple[int, int, int]]
@@ -143,14 +146,17 @@ def _create_args(compression: Compression, level: int, shuffle: bool) -> dict[st
     raise WriteError(f"compression must be 'gzip', 'lz4' or 'none', not {compression!r}")
 
 
-def _plan(
+def make_plan(
     src: SourceImage,
     *,
     compression: Compression,
     compression_level: int,
     shuffle: bool | None,
     chunks: Sequence[int] | None,
-) -> _Plan:
+) -> Plan:
+    """The `Plan` of writing ``src`` with these options (a `WriteError` for an image that
+    cannot be written: an empty axis, a type Imaris does not store, blocks that do not fit).
+    Called by `write_ims` (``make_plan(open_source(...), compression="gzip", ...)``)."""
     data = src.data
     if data.ndim != 5 or any(s == 0 for s in data.shape):
         raise WriteError(f"the image has shape {tuple(data.shape)}; every axis needs at least one element", src.label)
@@ -184,7 +190,7 @@ def _plan(
     stamps = list(src.time_stamps or [recording + _dt.timedelta(seconds=i) for i in range(int(data.shape[0]))])
     if len(stamps) != data.shape[0]:
         raise WriteError(f"{len(stamps)} time stamps for {data.shape[0]} time points", src.label)
-    return _Plan(
+    return Plan(
         source=src,
         dtype=dtype,
         sizes=sizes,

@@ -1,6 +1,6 @@
 """The HDF5 chunk sink: blocks compressed on a thread pool, written in order by one thread.
 
-`_encode_block` checks and compresses one block; `_ChunkSink` owns the encoder pool (which also
+`encode_block` checks and compresses one block; `ChunkSink` owns the encoder pool (which also
 counts histograms) and writes the compressed blocks with ``write_direct_chunk``, in the order
 they were submitted, a bounded number in flight. HDF5 is only ever called from the thread that
 owns the sink.
@@ -22,7 +22,7 @@ from ..format.codecs import encode_chunk
 from ..format.layout import Filter
 
 
-def _encode_block(block: np.ndarray, shape: Sequence[int], filters: Sequence[Filter], dtype: np.dtype) -> Any:
+def encode_block(block: np.ndarray, shape: Sequence[int], filters: Sequence[Filter], dtype: np.dtype) -> Any:
     """Compress one block (a view of its row is copied out here, on the encoder's thread) after
     checking it holds exactly a block of ``dtype``: whatever went wrong upstream fails here as a
     `WriteError` rather than landing in the file as wrong data."""
@@ -32,7 +32,7 @@ def _encode_block(block: np.ndarray, shape: Sequence[int], filters: Sequence[Fil
     return encode_chunk(np.ascontiguousarray(block), filters, dtype)
 
 
-class _ChunkSink:
+class ChunkSink:
     """Compresses blocks in a pool and writes them in order with ``write_direct_chunk``."""
 
     def __init__(self, workers: int, progress: Any) -> None:
@@ -51,7 +51,7 @@ class _ChunkSink:
         filters: tuple[Filter, ...],
         dtype: np.dtype,
     ) -> None:
-        future = self.pool.submit(_encode_block, block, shape, filters, dtype)
+        future = self.pool.submit(encode_block, block, shape, filters, dtype)
         self._pending.append((dataset, offset, future))
         while len(self._pending) > self._limit:
             self._write_one()

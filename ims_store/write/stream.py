@@ -1,6 +1,6 @@
 """The streaming pyramid: planes of one (time point, channel) pushed through every level.
 
-`_Stream` takes level 0 slab by slab (z planes), cuts each level into rows of blocks for the
+`PyramidStream` takes level 0 slab by slab (z planes), cuts each level into rows of blocks for the
 chunk sink, counts their histograms, feeds the thumbnail and builds the next level from the
 planes as they pass (`downsample`), so no level is ever held whole.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -22,19 +21,31 @@ import numpy as np
 from ..format.layout import Filter
 from ..format.pyramid import downsample
 from .histogram import HistogramAccumulator
-from .sink import _ChunkSink
+from .sink import ChunkSink
 from .thumbnail import ThumbnailAccumulator
-
-if TYPE_CHECKING:
-    from .cluster_level0 import _EncodedSlab
-
 
 # --------------------------------------------------------------------------------------------
 # streaming one (time point, channel) through the pyramid
 
 
 @dataclass
-class _Level:
+class EncodedSlab:
+    """What a worker returns for one slab of level 0 (see `cluster_level0`), which
+    `PyramidStream.push_encoded` takes: little next to the slab itself."""
+
+    blocks: list[tuple[tuple[int, int, int], bytes]]
+    counts: list[tuple[np.ndarray, float, float]]
+    """histogram counts of each block row, as `PyramidStream` counts them"""
+    below: np.ndarray | None
+    """the slab downsampled for level 1 (a quarter or an eighth of it)"""
+    mip: np.ndarray | None
+
+
+@dataclass
+class StreamLevel:
+    """One level of the streaming pyramid: its dataset, block shape, histogram and the planes
+    waiting for a whole row of blocks."""
+
     size: tuple[int, int, int]
     block: tuple[int, int, int]
     dataset: h5py.Dataset
@@ -47,11 +58,11 @@ class _Level:
     carry: np.ndarray | None = None
 
 
-class _Stream:
+class PyramidStream:
     """Pushes planes of one (time point, channel) through every level of the pyramid."""
 
     def __init__(
-        self, levels: list[_Level], sink: _ChunkSink, dtype: np.dtype, thumb: ThumbnailAccumulator | None
+        self, levels: list[StreamLevel], sink: ChunkSink, dtype: np.dtype, thumb: ThumbnailAccumulator | None
     ) -> None:
         self.levels, self.sink, self.dtype, self.thumb = levels, sink, dtype, thumb
 
@@ -83,7 +94,7 @@ class _Stream:
             return self.sink.pool.submit(downsample, planes, halve).result()
         return np.concatenate(list(self.sink.pool.map(downsample, pieces, [halve] * len(pieces))))
 
-    def push_encoded(self, slab: _EncodedSlab) -> None:
+    def push_encoded(self, slab: EncodedSlab) -> None:
         """Level 0 of a slab as a worker made it (`_encode_slab`); the levels below go on here."""
         level = self.levels[0]
         for offset, payload in slab.blocks:
@@ -96,18 +107,18 @@ class _Stream:
             self.push(1, slab.below)
 
     @staticmethod
-    def _take(level: _Level, count: int) -> np.ndarray:
+    def _take(level: StreamLevel, count: int) -> np.ndarray:
         rows = np.concatenate(level.pending) if len(level.pending) > 1 else level.pending[0]
         taken, rest = rows[:count], rows[count:]
         level.pending = [rest] if rest.shape[0] else []
         level.pending_planes = rest.shape[0]
         return taken
 
-    def _write_row(self, level: _Level, planes: np.ndarray) -> None:
+    def _write_row(self, level: StreamLevel, planes: np.ndarray) -> None:
         # counted by block row, whatever the slabs were: histograms merge the same parts in the same
         # order on the local and the dask.distributed path (`_encode_slab`), to the last bit
         level.histogram.add(planes, self.sink.pool)
-        for (y0, x0), block in _row_blocks(planes, level.size, level.block):
+        for (y0, x0), block in row_blocks(planes, level.size, level.block):
             offset = (level.written_planes, y0, x0)
             self.sink.submit(level.dataset, offset, block, level.block, level.filters, self.dtype)
         level.written_planes += level.block[0]
@@ -118,11 +129,11 @@ class _Stream:
                 self._write_row(level, self._take(level, level.pending_planes))
 
 
-def _row_blocks(
+def row_blocks(
     planes: np.ndarray, size: tuple[int, int, int], block: tuple[int, int, int]
 ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     """The (y, x) offsets and blocks of one row of blocks (at most ``block[0]`` planes), zero-padded
-    to whole blocks: views of the row, which the encoder copies out (`_encode_block`)."""
+    to whole blocks: views of the row, which the encoder copies out (`encode_block`)."""
     bz, by, bx = block
     _, y, x = size
     gy, gx = -(-y // by), -(-x // bx)

@@ -14,7 +14,7 @@ import numpy as np
 THUMBNAIL_SIZE = 256
 
 
-def _mip(planes: np.ndarray) -> np.ndarray:
+def max_projection(planes: np.ndarray) -> np.ndarray:
     """Maximum projection along z; NaN only where a pixel has no other value."""
     return np.fmax.reduce(planes, axis=0) if planes.dtype.kind == "f" else planes.max(axis=0)
 
@@ -28,7 +28,7 @@ class ThumbnailAccumulator:
     channel: int = 0
 
     def add(self, planes: np.ndarray) -> None:
-        self.add_mip(_mip(planes))
+        self.add_mip(max_projection(planes))
 
     def add_mip(self, mip: np.ndarray) -> None:
         """A maximum projection of some planes of the current channel."""

@@ -39,14 +39,14 @@ from ..format.layout import dataset_filters
 from ..format.pyramid import halved_axes
 from .beside import geometry_change, keep_beside_image
 from .cluster import dask_client, worker_threads
-from .cluster_level0 import _distributed_level0
+from .cluster_level0 import distributed_level0
 from .histogram import HistogramAccumulator, histogram
 from .metadata import write_dataset_info, write_histograms, write_root_attributes, write_thumbnail
-from .plan import Compression, _as_stored, _Plan, _plan, storage_dtype
-from .sink import _ChunkSink
-from .sink import _encode_block as _encode_block  # reached through this module by the tests
+from .plan import Compression, Plan, as_stored, make_plan, storage_dtype
+from .sink import ChunkSink
+from .sink import encode_block as encode_block  # reached through this module by the tests
 from .sources import named_files, open_source
-from .stream import _Level, _Stream
+from .stream import PyramidStream, StreamLevel
 from .thumbnail import THUMBNAIL_SIZE, ThumbnailAccumulator
 
 __all__ = [
@@ -129,12 +129,14 @@ def write_ims(
         time_stamps=time_stamps,
     )
     with dask_client(client) as cluster:
-        plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
+        plan = make_plan(
+            src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks
+        )
         _write_file(plan, path, overwrite, workers or os.cpu_count() or 1, progress, cluster)
     return path
 
 
-def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress: bool, client: Any) -> None:
+def _write_file(plan: Plan, path: Path, overwrite: bool, workers: int, progress: bool, client: Any) -> None:
     with atomic_output(path, overwrite, inputs=plan.source.files) as tmp:
         try:
             _write(plan, tmp, workers, progress, path.name, client)
@@ -145,7 +147,7 @@ def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress
             raise WriteError(f"writing failed: {' '.join(str(err).split())}", path) from err
 
 
-def _keep_beside(plan: _Plan, f: h5py.File, label: str) -> None:
+def _keep_beside(plan: Plan, f: h5py.File, label: str) -> None:
     """What the Imaris source holds beside its image, where the new image has its geometry."""
     store, level = plan.source.ims  # type: ignore[misc]
     changed = geometry_change(
@@ -189,7 +191,7 @@ def _slabs(z_chunks: Sequence[int], minimum: int, maximum: int) -> list[tuple[in
     return bounds
 
 
-def _slab_planes(plan: _Plan) -> tuple[int, int]:
+def _slab_planes(plan: Plan) -> tuple[int, int]:
     """(minimum, maximum) planes of a level-0 slab: one block row, and about `SLAB_BYTES` of the
     source (in whole block rows; one block row if that is larger)."""
     z_block = plan.blocks[0][0]
@@ -198,17 +200,17 @@ def _slab_planes(plan: _Plan) -> tuple[int, int]:
     return z_block, max(1, SLAB_BYTES // plane // z_block) * z_block
 
 
-def _local_level0(plan: _Plan, data: Any, t: int, c: int, stream: _Stream, label: str) -> None:
+def _local_level0(plan: Plan, data: Any, t: int, c: int, stream: PyramidStream, label: str) -> None:
     """Push one (time point, channel) of the source through ``stream``, slab by slab."""
     view = plan.source.numpy_view()  # a numpy array in memory: its slabs are views, not copies
     for z0, z1 in _slabs(data.chunks[2], *_slab_planes(plan)):
         # one indexing step: dask then reads just these planes from an array-like source (a nested
         # data[t, c][z0:z1] would read its whole chunk)
         planes = view[t, c, z0:z1] if view is not None else data[t, c, z0:z1].compute()
-        stream.push(0, _as_stored(planes, plan.dtype, label))
+        stream.push(0, as_stored(planes, plan.dtype, label))
 
 
-def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
+def _write(plan: Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
     data = plan.source.data
     if client is not None and plan.source.in_memory:
         with warnings.catch_warnings():  # large by design: the array goes to the workers once, not with every slab
@@ -224,7 +226,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
     # the thumbnail comes from the smallest level still at least 256 wide (cheap, yet sharp)
     thumb_level = max([i for i, s in enumerate(plan.sizes) if max(s[1:]) >= THUMBNAIL_SIZE] or [0])
     bar = progress_bar(progress, total, f"writing {label}")
-    sink = _ChunkSink(workers, bar)
+    sink = ChunkSink(workers, bar)
     thumb = ThumbnailAccumulator(thumb_level)
     ranges_seen: dict[int, tuple[float, float]] = {}
     try:
@@ -243,7 +245,7 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                             "Data", shape=stored, dtype=plan.dtype, chunks=block, fillvalue=0, **plan.create_args
                         )
                         levels.append(
-                            _Level(
+                            StreamLevel(
                                 size=size,
                                 block=block,
                                 dataset=dataset,
@@ -253,9 +255,9 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                             )
                         )
                     thumb.channel = c
-                    stream = _Stream(levels, sink, plan.dtype, thumb if t == 0 else None)
+                    stream = PyramidStream(levels, sink, plan.dtype, thumb if t == 0 else None)
                     if client is not None:
-                        _distributed_level0(client, data, t, c, stream, 2 * worker_threads(client), label)
+                        distributed_level0(client, data, t, c, stream, 2 * worker_threads(client), label)
                     else:
                         _local_level0(plan, data, t, c, stream, label)
                     stream.finish()
