@@ -1,14 +1,16 @@
 """Analysis objects written out as files: tables as CSV (Parquet when pyarrow is installed) and
 surfaces as PLY meshes, one folder for a file's objects.
 
-Per spots object ``NAME``: ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges`` and
-``NAME.statistics`` (``.csv`` or ``.parquet``; statistics' ``factors`` as JSON text); per
-surfaces object one ``NAME.t<T>.ply`` per time point. Objects whose layout ims_store does not
-read are left out (`export_objects` says which).
+Per object ``NAME``, the tables ims_store reads of it (``.csv`` or ``.parquet``; statistics'
+``factors`` as JSON text): spots objects ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges``;
+Imaris 9+ surfaces ``NAME.surfaces`` (the per-surface summary); every object with statistics
+(spots, surfaces, cells, filaments...) ``NAME.statistics``; and per old-layout surfaces object one
+``NAME.t<T>.ply`` mesh per time point. Objects whose geometry ims_store does not read are named
+in the second list `export_objects` returns (their tables are still written).
 
 >>> written, skipped = export_objects("tracks.ims", "objects", fmt="csv")
->>> sorted(p.name for p in written)[:3], skipped
-(['Cells.spots.csv', 'Cells.statistics.csv', 'Cells.track_edges.csv'], ['Nuclei'])
+>>> [p.name for p in written if p.name.startswith("Nuclei")], skipped
+(['Nuclei.surfaces.csv', 'Nuclei.statistics.csv'], ['Nuclei'])
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 from ..access.outputs import atomic_output
 from ..errors import MissingDependencyError
-from .catalog import catalog, opened
-from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
+from .catalog import Entry, catalog, opened
+from .frames import spots_frame, statistics_frame, summary_frame, track_edges_frame, tracks_frame
 from .ply import write_ply
 
 __all__ = ["export_objects", "table_format"]
@@ -74,10 +76,11 @@ def export_objects(
     progress: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Write every readable object of ``path`` into ``directory`` (made if missing).
+    """Write what ims_store reads of every object of ``path`` into ``directory`` (made if missing).
 
-    Returns the files written and the names of the objects left out (layouts not read). An
-    existing file is replaced only with ``overwrite``; ``progress`` shows a bar (tqdm) per object.
+    Returns the files written and the names of the objects whose geometry was left out (layouts
+    not read; their statistics and summary are written). An existing file is replaced only with
+    ``overwrite``; ``progress`` shows a bar (tqdm) per object.
     """
     fmt = table_format(fmt)
     folder = Path(directory)
@@ -98,27 +101,32 @@ def export_objects(
                 info = entry.info
                 if not info.readable:
                     skipped.append(info.name)
-                elif info.kind == "spots":
-                    stem = _file_name(info.name, taken)
-                    spots, tracks = entry.spots()
-                    tables = {
-                        "spots": spots_frame(spots),
-                        "tracks": tracks_frame(tracks, spots),
-                        "track_edges": track_edges_frame(tracks),
-                        "statistics": statistics_frame(entry.statistics()),
-                    }
-                    for what, frame in tables.items():
-                        written.append(_write_table(frame, folder / f"{stem}.{what}.{fmt}", fmt, overwrite))
-                else:
-                    stem = _file_name(info.name, taken)
-                    for surface in entry.surfaces():
-                        target = folder / f"{stem}.t{surface.t}.ply"
-                        with atomic_output(target, overwrite) as tmp:
-                            write_ply(surface, tmp, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
-                        written.append(target)
+                stem = _file_name(info.name, taken) if info.contents else ""
+                for what, frame in _tables(entry).items():
+                    written.append(_write_table(frame, folder / f"{stem}.{what}.{fmt}", fmt, overwrite))
+                for surface in entry.surfaces() if "meshes" in info.contents else []:
+                    target = folder / f"{stem}.t{surface.t}.ply"
+                    with atomic_output(target, overwrite) as tmp:
+                        write_ply(surface, tmp, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
+                    written.append(target)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
     return written, skipped
+
+
+def _tables(entry: Entry) -> dict[str, Any]:
+    """The tables of an object, by file-name part, in the order they are written."""
+    tables: dict[str, Any] = {}
+    if "spots" in entry.info.contents:
+        spots, tracks = entry.spots()
+        tables.update(
+            spots=spots_frame(spots), tracks=tracks_frame(tracks, spots), track_edges=track_edges_frame(tracks)
+        )
+    if "summary" in entry.info.contents:
+        tables["surfaces"] = summary_frame(entry.summary())
+    if "statistics" in entry.info.contents:
+        tables["statistics"] = statistics_frame(entry.statistics())
+    return tables
