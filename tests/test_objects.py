@@ -460,7 +460,7 @@ MALFORMED: dict[str, tuple[str, str, Callable, Edit, str]] = {
         P8,
         read_spots,
         _set_field(f"{P8}/SpotTimeOffset", "IndexBegin", lambda v: v * 0),
-        "more than one time point",
+        "overlapping rows of Spot",
     ),
     "time offsets leave a gap": (
         "scene8",

@@ -224,13 +224,22 @@ class ObjectGroup:
             )
 
     def index_ranges(self, what: str, begin: np.ndarray, end: np.ndarray, length: int, target: str) -> None:
-        """Each [begin, end) must lie within the ``length`` rows of ``target``."""
+        """Each [begin, end) must lie within the ``length`` rows of ``target``, and no two may
+        overlap: Imaris gives each row of ``target`` to one time point or track, and so the
+        rows the ranges select together are at most ``target``'s (overlapping ranges could ask
+        for a table's rows many times over)."""
         bad = (begin < 0) | (end < begin) | (end > length)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise self.error(
                 f"{what} row {i} points at rows [{int(begin[i])}, {int(end[i])}) of {target}, which has {length} rows"
             )
+        rows = np.flatnonzero(end > begin)
+        rows = rows[np.argsort(begin[rows], kind="stable")]
+        overlap = np.flatnonzero(end[rows[:-1]] > begin[rows[1:]])
+        if len(overlap):
+            i, j = int(rows[overlap[0]]), int(rows[overlap[0] + 1])
+            raise self.error(f"{what} rows {min(i, j)} and {max(i, j)} point at overlapping rows of {target}")
 
     def track_edges(self, what: str, a: np.ndarray, b: np.ndarray, t_a: np.ndarray, t_b: np.ndarray) -> None:
         """Track edges (spot ``a`` to spot ``b``, at time indices ``t_a``, ``t_b``) as Imaris
@@ -240,12 +249,14 @@ class ObjectGroup:
         if same.any():
             i = int(np.flatnonzero(same)[0])
             how = "a spot to itself" if a[i] == b[i] else f"spots {int(a[i])} and {int(b[i])}"
-            raise self.error(f"{what} joins {how} at one time point ({int(t_a[i])}); track edges join time points")
+            raise self.error(
+                f"{what} has an edge joining {how} at one time point ({int(t_a[i])}); track edges join time points"
+            )
         pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
         unique, counts = np.unique(pairs, axis=0, return_counts=True)
         if (counts > 1).any():
             x, y = unique[counts > 1][0].tolist()
-            raise self.error(f"{what} joins spots {x} and {y} more than once")
+            raise self.error(f"{what} has spots {x} and {y} joined by more than one edge")
 
 
 def material_color(material: str | None) -> tuple[float, float, float] | None:

@@ -127,7 +127,8 @@ def _track_count(group: ObjectGroup) -> int:
 def _tracks(group: ObjectGroup, spot_ids: np.ndarray, spot_t: np.ndarray) -> Tracks:
     parts: list[tuple[np.ndarray, ...]] = []
     track_ids: list[np.ndarray] = []
-    for track_name, object_name, edge_name in _track_tables(group):
+    tables = _track_tables(group)
+    for track_name, object_name, edge_name in tables:
         tracks = group.table(track_name, _TRACK)
         members = group.table(object_name, {"ID_Object": "int"})
         edges = group.table(edge_name, {"ID_ObjectA": "int", "ID_ObjectB": "int"})
@@ -166,5 +167,5 @@ def _tracks(group: ObjectGroup, spot_ids: np.ndarray, spot_t: np.ndarray) -> Tra
         if track_of.get(x) != track or track_of.get(y) != track:
             raise group.error(f"an edge of track {track} joins spots {x} and {y}, which are not both in that track")
     t_a, t_b = spot_t[_rows_of(spot_ids, edge_a)], spot_t[_rows_of(spot_ids, edge_b)]
-    group.track_edges("the track edges", edge_a, edge_b, t_a, t_b)
+    group.track_edges(", ".join(edge for _, _, edge in tables), edge_a, edge_b, t_a, t_b)
     return Tracks(member_track, member_spot, edge_track, edge_a, edge_b)
