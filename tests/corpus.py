@@ -15,7 +15,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from object_files import (
     OtherSpec,
     cells_spots,
