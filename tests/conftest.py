@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from helpers import REAL_FILES
+from helpers import OBJECT_FILES, REAL_FILES
 from hypothesis import settings
 
 # the same examples on every run and machine: a red test is reproducible, a green one stays green
@@ -29,8 +29,11 @@ SHIPPED = Path(__file__).resolve().parent / "data"
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 FIXTURES_ENV = "IMS_STORE_FIXTURES"
 NOT_SHIPPED = {
-    "PyramidalCell.ims": "it is GPL-2.0 (aarpon/IceImarisConnector), so this BSD-3-Clause repository does not ship it"
+    "PyramidalCell.ims": "it is GPL-2.0 (aarpon/IceImarisConnector), so this BSD-3-Clause repository does not ship it",
+    "PyramidalCell_Imaris95.ims": "it is GPL-2.0 (pIceImarisConnector), so this BSD-3-Clause repository"
+    " does not ship it",
 }
+KNOWN_FILES = [*REAL_FILES, *OBJECT_FILES]
 
 
 def _digest(path: Path) -> str:
@@ -71,7 +74,7 @@ class RealFiles(dict[str, Path]):
     (fails it under IMS_STORE_REQUIRE_FIXTURES), so a test needing only shipped files always runs."""
 
     def __missing__(self, name: str) -> Path:
-        if name in REAL_FILES:
+        if name in KNOWN_FILES:
             _unavailable(name)
         raise KeyError(name)
 
@@ -93,7 +96,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def real_files(tmp_path_factory: pytest.TempPathFactory):
     """Copies of the real files found (the originals are read-only and must stay untouched)."""
-    found = {name: path for name in REAL_FILES if (path := find_real_file(name)) is not None}
+    found = {name: path for name in KNOWN_FILES if (path := find_real_file(name)) is not None}
     before = {name: _digest(path) for name, path in found.items()}
     expected = _expected_digests()
     wrong = [f"{path} (sha256 {before[name]})" for name, path in found.items() if before[name] != expected[name]]
