@@ -37,7 +37,7 @@ _KIND_NAMES = {"int": "an integer type", "float": "a floating-point type", "text
 _H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 # deflate's largest ratio (a run of one byte): the most a filtered chunk of the stored bytes can
 # decode to. Imaris stores object tables raw or gzipped
-DEFLATE_RATIO = 1032
+_DEFLATE_RATIO = 1032
 
 
 class ObjectGroup:
@@ -113,10 +113,10 @@ class ObjectGroup:
                     f"{name} claims {rows} ({claimed} bytes), but only {have} of the {needed} chunks they need"
                     " are stored (rows never written)"
                 )
-            if filtered and claimed > DEFLATE_RATIO * stored:
+            if filtered and claimed > _DEFLATE_RATIO * stored:
                 raise self.error(
                     f"{name} claims {rows} ({claimed} bytes) from {stored} stored bytes, more than"
-                    f" {DEFLATE_RATIO}:1 compression can hold"
+                    f" {_DEFLATE_RATIO}:1 compression can hold"
                 )
         elif stored < claimed:
             raise self.error(
