@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from corpus import dendrites
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from object_files import (
     OtherSpec,
     cells_spots,
@@ -337,3 +339,39 @@ def test_the_real_files_surfaces_in_napari_are_named(real_files: dict[str, Path]
         layers = object_layers(path)
     assert [meta["name"] for _, meta, _ in layers] == ["Spots 1"]
     assert any("'Surfaces 1' is not shown" in str(w.message) for w in caught)
+
+
+# -- any statistics ------------------------------------------------------------------------------
+
+_STATISTIC = st.tuples(
+    st.sampled_from(["Volume", "Area", "Intensity Mean", "Total Number of Surfaces"]),
+    st.sampled_from(["", "um^3", "um^2"]),
+    st.sampled_from(["Surface", "Overall", "Track"]),
+    st.dictionaries(
+        st.sampled_from(["Channel", "Image", "Collection"]), st.sampled_from(["1", "2", "Position"]), max_size=2
+    ),
+    st.sampled_from([-1, 7, 8]),
+    st.sampled_from([-1, 0, 1]),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stats=st.lists(_STATISTIC, max_size=12))
+def test_any_statistics_of_surfaces_read_back(stats: list[tuple], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Random values (overall or per surface, with or without a time point and factors) join
+    to what the raw tables say and to the spec the file was written from."""
+    path = image(tmp_path_factory.mktemp("any-statistics") / "s.ims", timepoints=3)
+    spec = nuclei_megasurfaces()
+    spec.stats = stats
+    write_scene8(path, [spec])
+    if not stats:  # the writer then writes no statistics tables
+        with pytest.raises(
+            SelectionError, match="statistics of surfaces object 'Nuclei' are not readable: its group holds no"
+        ):
+            read_statistics(path, "Nuclei")
+        assert list_objects(path)[0].contents == ("summary",)
+        return
+    got = rows_of(read_statistics(path, "Nuclei"))
+    assert got == raw_statistics(path, S8) == spec_statistics(stats)
+    assert list_objects(path)[0].statistics == len(stats)

@@ -269,7 +269,9 @@ def select(opened_file: OpenFile, kind: str | None, name: str | None, what: str)
         what_missing = f"no {label} object named {name!r}" if name is not None else f"no {label} objects"
         raise SelectionError(f"{what_missing}; the file's {label} objects: {names}", opened_file.label)
     if what not in chosen.info.contents:
-        reason = chosen.info.reason or f"it holds no {what}"
+        # the geometry is what a layout not read leaves out; tables are absent from the group
+        geometry = what in ("spots", "tracks", "meshes")
+        reason = chosen.info.reason if geometry and chosen.info.reason else f"its group holds no {what} tables"
         raise SelectionError(
             f"the {what} of {chosen.info.kind} object {chosen.info.name!r} are not readable: {reason}",
             opened_file.label,
