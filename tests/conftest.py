@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from helpers import REAL_FILES
+from helpers import OBJECT_FILES, REAL_FILES
 from hypothesis import settings
 
 # the emulation of Windows' missing calls (nox -s portable) is put on PYTHONPATH, never imported by
@@ -37,8 +37,8 @@ NOT_SHIPPED = {
     "PyramidalCell_Imaris95.ims": "it is GPL-2.0-only (pIceImarisConnector 0.4.3), so this BSD-3-Clause repository "
     "does not ship it",
 }
-NAMED_REAL_FILES = ["PyramidalCell_Imaris95.ims"]
-"""Real files tests ask for by name only (``real_files[name]``), not run through every `real_file` test."""
+KNOWN_FILES = [*REAL_FILES, *OBJECT_FILES]
+"""Every real file the tests know; those of OBJECT_FILES are asked for by name only (``real_files[name]``)."""
 
 
 def _digest(path: Path) -> str:
@@ -79,7 +79,7 @@ class RealFiles(dict[str, Path]):
     (fails it under IMS_STORE_REQUIRE_FIXTURES), so a test needing only shipped files always runs."""
 
     def __missing__(self, name: str) -> Path:
-        if name in REAL_FILES or name in NAMED_REAL_FILES:
+        if name in KNOWN_FILES:
             _unavailable(name)
         raise KeyError(name)
 
@@ -123,7 +123,7 @@ def posix_call_exists(call: str) -> bool:
 @pytest.fixture(scope="session")
 def real_files(tmp_path_factory: pytest.TempPathFactory):
     """Copies of the real files found (the originals are read-only and must stay untouched)."""
-    found = {name: path for name in REAL_FILES + NAMED_REAL_FILES if (path := find_real_file(name)) is not None}
+    found = {name: path for name in KNOWN_FILES if (path := find_real_file(name)) is not None}
     before = {name: _digest(path) for name, path in found.items()}
     expected = _expected_digests()
     wrong = [f"{path} (sha256 {before[name]})" for name, path in found.items() if before[name] != expected[name]]

@@ -1,5 +1,10 @@
 """Malformed Imaris files, generated from a sound one: what arrives truncated, half copied or
-written by odd tools. Each maker takes the sound file and the path to write the variant to."""
+written by odd tools. Each maker takes the sound file and the path to write the variant to.
+
+`OBJECT_VARIANTS` (part of `VARIANTS`) keep the sound image and add analysis objects
+(`object_files`: Scene8 spots with tracks and statistics, Imaris 9+ surfaces, filaments with
+statistics; or old-layout spots and surfaces) with one table damaged: tables whose shape claims
+1e8 to 2e9 rows the file never stored (`NEVER_WRITTEN`), and contradictions between tables."""
 
 from __future__ import annotations
 
@@ -10,6 +15,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from object_files import (
+    OtherSpec,
+    cells_spots,
+    nuclei_megasurfaces,
+    nuclei_surfaces,
+    write_scene,
+    write_scene8,
+)
 
 from ims_store.format.attributes import write_text
 from ims_store.write.synthetic import make_example_ims
@@ -206,6 +219,168 @@ def _signature_then_garbage(good: Path, out: Path) -> None:
     out.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 40)
 
 
+P8, S8, F8 = "Scene8/Content/Points0", "Scene8/Content/MegaSurfaces0", "Scene8/Content/Filaments0"
+P, S = "Scene/Content/Points0", "Scene/Content/Surfaces0"
+
+
+def dendrites() -> OtherSpec:
+    """A filaments object with statistics only (its geometry is not read)."""
+    return OtherSpec(
+        "Filaments0",
+        "Dendrites",
+        stats=[
+            ("Total Number of Filaments", "", "Overall", {}, -1, -1, 1.0),
+            ("Dendrite Length", "um", "Dendrite", {}, 5, 0, 12.5),
+        ],
+    )
+
+
+def with_objects(layout: str) -> Maker:
+    """The sound file with objects in ``layout``: Scene8 spots with tracks and statistics,
+    Imaris 9+ surfaces and filaments; or old-layout (Scene) spots and surfaces."""
+
+    def make(good: Path, out: Path) -> None:
+        shutil.copyfile(good, out)
+        if layout == "Scene8":
+            write_scene8(out, [cells_spots(), nuclei_megasurfaces(), dendrites()])
+        else:
+            write_scene(out, [cells_spots(), nuclei_surfaces()])
+
+    return make
+
+
+def _objects_edit(layout: str, edit: Callable[[h5py.File], None]) -> Maker:
+    base = with_objects(layout)
+
+    def make(good: Path, out: Path) -> None:
+        base(good, out)
+        with h5py.File(out, "r+") as f:
+            edit(f)
+
+    return make
+
+
+def _never_written(table: str, rows: int, layout: str = "Scene8", **create: object) -> Maker:
+    """``table`` replaced by a dataset of its type claiming ``rows`` rows (its other dimensions
+    kept), none of them stored: chunked with no chunk written unless ``create`` says otherwise."""
+
+    def edit(f: h5py.File) -> None:
+        old = f[table]
+        shape, dtype = (rows, *old.shape[1:]), old.dtype
+        del f[table]
+        options = {"chunks": (1024, *shape[1:]), "maxshape": (None, *shape[1:])} | create
+        f.create_dataset(table, shape=shape, dtype=dtype, **options)
+
+    return _objects_edit(layout, edit)
+
+
+def _deflate_claim(table: str, rows: int) -> Maker:
+    """``table`` as one gzip chunk of ``rows`` rows whose stored bytes are a few hundred: more
+    than deflate can expand them to."""
+
+    def edit(f: h5py.File) -> None:
+        dtype = f[table].dtype
+        del f[table]
+        ds = f.create_dataset(table, shape=(rows,), dtype=dtype, chunks=(rows,), compression="gzip")
+        ds.id.write_direct_chunk((0,), bytes(300))
+
+    return _objects_edit("Scene8", edit)
+
+
+def _edit_table(table: str, field: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        data = f[table][()]
+        data[field] = change(data[field].copy())
+        del f[table]
+        f[table] = data
+
+    return edit
+
+
+def _empty_main_track_table(f: h5py.File) -> None:
+    data = f[f"{P8}/MainTrackTable"][()]
+    del f[f"{P8}/MainTrackTable"]
+    f[f"{P8}/MainTrackTable"] = data[:0]
+
+
+def _old_self_loop(f: h5py.File) -> None:
+    edges = f[f"{P}/Edges"][()]
+    edges[1] = [1, 1]
+    f[f"{P}/Edges"][...] = edges
+
+
+def _surface_info_row_missing(f: h5py.File) -> None:
+    data = f[f"{S8}/SurfaceModelInfo"][()]
+    del f[f"{S8}/SurfaceModelInfo"]
+    f[f"{S8}/SurfaceModelInfo"] = data[:1]
+
+
+# the tables of the objects whose shape claims rows never stored (the file stays < 1 MB)
+NEVER_WRITTEN: dict[str, Maker] = {
+    "objects-spot-rows-never-written": _never_written(f"{P8}/Spot", 2 * 10**9),
+    "objects-spot-time-offset-rows-never-written": _never_written(f"{P8}/SpotTimeOffset", 10**9),
+    "objects-statistics-rows-never-written": _never_written(f"{P8}/StatisticsValue", 10**9),
+    "objects-statistics-type-rows-never-written": _never_written(f"{S8}/StatisticsType", 10**8),
+    "objects-track-edge-rows-never-written": _never_written(f"{P8}/TrackEdge0", 10**9),
+    "objects-surface-model-rows-never-written": _never_written(f"{S8}/SurfaceModel", 10**8),
+    "objects-surface-info-rows-never-written": _never_written(f"{S8}/SurfaceModelInfo", 10**8),
+    "objects-filament-statistics-rows-never-written": _never_written(f"{F8}/StatisticsValue", 10**9),
+    "objects-contiguous-spot-rows-never-written": _never_written(f"{P8}/Spot", 10**8, chunks=None, maxshape=None),
+    "objects-deflate-cannot-hold-the-rows": _deflate_claim(f"{P8}/Spot", 10**8),
+    "objects-old-edges-rows-never-written": _never_written(f"{P}/Edges", 2 * 10**9, "Scene"),
+    "objects-old-coords-rows-never-written": _never_written(f"{P}/CoordsXYZR", 10**9, "Scene"),
+    "objects-old-vertices-rows-never-written": _never_written(f"{S}/Vertices", 10**9, "Scene"),
+    "objects-old-triangles-rows-never-written": _never_written(f"{S}/Triangles", 10**9, "Scene"),
+}
+
+OBJECT_VARIANTS: dict[str, Maker] = {
+    **NEVER_WRITTEN,
+    # spot 1 (time point 0) joined to itself; spots 3 and 4 (both time point 1) joined both ways
+    "objects-track-edge-self-loop": _objects_edit(
+        "Scene8", _edit_table(f"{P8}/TrackEdge0", "ID_ObjectB", lambda v: np.array([2, 1, 4]))
+    ),
+    "objects-track-edges-cycle": _objects_edit(
+        "Scene8",
+        lambda f: (
+            _edit_table(f"{P8}/TrackEdge0", "ID_ObjectA", lambda v: np.array([0, 3, 4]))(f),
+            _edit_table(f"{P8}/TrackEdge0", "ID_ObjectB", lambda v: np.array([2, 4, 3]))(f),
+        ),
+    ),
+    "objects-old-edge-self-loop": _objects_edit("Scene", _old_self_loop),
+    "objects-main-track-table-empty": _objects_edit("Scene8", _empty_main_track_table),
+    # both tracks claim all spots of TrackObject0 (ranges that overlap select rows many times over)
+    "objects-track-ranges-overlap": _objects_edit(
+        "Scene8",
+        lambda f: (
+            _edit_table(f"{P8}/Track0", "IndexTrackObjectBegin", lambda v: np.zeros_like(v))(f),
+            _edit_table(f"{P8}/Track0", "IndexTrackObjectEnd", lambda v: np.full_like(v, 5))(f),
+        ),
+    ),
+    "objects-statistics-of-a-missing-spot": _objects_edit(
+        "Scene8", _edit_table(f"{P8}/StatisticsValue", "ID_Object", lambda v: np.where(v == 4, 99, v))
+    ),
+    "objects-statistics-of-a-missing-surface": _objects_edit(
+        "Scene8", _edit_table(f"{S8}/StatisticsValue", "ID_Object", lambda v: np.where(v == 8, 9, v))
+    ),
+    "objects-surface-time-offset-disagrees": _objects_edit(
+        "Scene8", _edit_table(f"{S8}/SurfaceModel", "ID_Time", lambda v: v[::-1].copy())
+    ),
+    "objects-surface-info-row-missing": _objects_edit("Scene8", _surface_info_row_missing),
+    "objects-surface-id-twice": _objects_edit(
+        "Scene8", _edit_table(f"{S8}/SurfaceModel", "ID", lambda v: np.full_like(v, 7))
+    ),
+    "objects-surface-triangles-negative": _objects_edit(
+        "Scene8", _edit_table(f"{S8}/SurfaceModelInfo", "NumberOfTriangles", lambda v: -v)
+    ),
+}
+
+IMAGE_CONTRACT_OBJECT_VARIANTS = (
+    "objects-spot-rows-never-written",
+    "objects-surface-model-rows-never-written",
+    "objects-filament-statistics-rows-never-written",
+    "objects-old-edges-rows-never-written",
+)
+
 VARIANTS: dict[str, Maker] = {
     "truncated-10pct": _truncate(0.10),
     "truncated-50pct": _truncate(0.50),
@@ -265,4 +440,7 @@ VARIANTS: dict[str, Maker] = {
     "external-link": _copy(_external_link),
     "dataset-instead-of-group": _copy(_dataset_instead_of_group),
     "no-timepoints": _copy(_no_timepoints),
+    # the image commands never read the objects: one variant per object group shows that they
+    # stay untouched by damage there (test_objects_hardening runs every object variant)
+    **{name: OBJECT_VARIANTS[name] for name in IMAGE_CONTRACT_OBJECT_VARIANTS},
 }

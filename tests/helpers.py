@@ -10,6 +10,8 @@ import h5py
 import numpy as np
 
 REAL_FILES = ["Minimal_IMS_File.ims", "PtK2Cell.ims", "PyramidalCell.ims"]
+# real files only the analysis-object tests read (the image tests parametrized by REAL_FILES do not)
+OBJECT_FILES = ["PyramidalCell_Imaris95.ims"]
 
 
 def h5py_level(path: Path, level: int, t: int, c: int) -> np.ndarray:

@@ -43,14 +43,51 @@ class SurfacesSpec:
 
 
 @dataclass
+class MegaSurfacesSpec:
+    """An Imaris 9+ surfaces object (``MegaSurfaces<k>``) as the real Imaris 9.5 file lays it out:
+    ``SurfaceModel`` and ``SurfaceModelInfo`` one row per surface (mesh fields zero: the
+    geometry is not read), ``SurfaceTimeOffset``, and the statistics tables."""
+
+    name: str
+    ids: list[int]
+    t: list[int]
+    # SurfaceModelInfo field -> one value per surface (fields not given: 0)
+    info: dict[str, list[float]]
+    extend_min: np.ndarray  # (n, 3) x, y, z
+    extend_max: np.ndarray
+    stats: list[tuple[str, str, str, dict[str, str], int, int, float]] = field(default_factory=list)
+    color: tuple[float, float, float] = (0.2, 0.8, 0.2)
+
+
+@dataclass
 class OtherSpec:
-    """A group of a kind whose layout is not read (``Filaments0``, ``MegaSurfaces0``...)."""
+    """A group of a kind whose geometry is not read (``Filaments0``, ``Cells0``...), with
+    statistics tables when ``stats`` are given."""
 
     group: str
     name: str
+    stats: list[tuple[str, str, str, dict[str, str], int, int, float]] = field(default_factory=list)
 
 
-Spec = SpotsSpec | SurfacesSpec | OtherSpec
+Spec = SpotsSpec | SurfacesSpec | MegaSurfacesSpec | OtherSpec
+
+# the fields of the two per-surface tables, as Imaris 9.5 writes them
+SURFACE_MODEL = [
+    ("ID_Time", "<i8"), ("ID", "<i8"), ("NumberOfLevels", "<i8"), ("SizeX", "<i8"), ("SizeY", "<i8"),
+    ("SizeZ", "<i8"), ("ExtendMinX", "<f4"), ("ExtendMinY", "<f4"), ("ExtendMinZ", "<f4"), ("ExtendMaxX", "<f4"),
+    ("ExtendMaxY", "<f4"), ("ExtendMaxZ", "<f4"), ("DataCountPerChildNode", "<i8"), ("Threshold", "<f4"),
+    ("LevelInfoBegin", "<i8"), ("LevelInfoEnd", "<i8"), ("BlockInfoBegin", "<i8"), ("BlockInfoEnd", "<i8"),
+]  # fmt: skip
+SURFACE_MODEL_INFO = [
+    ("LevelCount", "<i8"), ("BlockCount", "<i8"), ("NodeCount", "<i8"), ("DataCount", "<i8"),
+    ("NodeAndDataBytes", "<i8"), ("Volume", "<f4"), ("Area", "<f4"), ("Sphericity", "<f4"), ("PositionX", "<f4"),
+    ("PositionY", "<f4"), ("PositionZ", "<f4"), ("CenterOfMassX", "<f8"), ("CenterOfMassY", "<f8"),
+    ("CenterOfMassZ", "<f8"), *[(f"EllipsoidAxis{a}{x}", "<f8") for a in "ABC" for x in "XYZ"],
+    *[(f"EllipsoidAxisLength{x}", "<f8") for x in "XYZ"], ("EllipticityProlate", "<f8"),
+    ("EllipticityOblate", "<f8"), ("NumberOfTriangles", "<i8"), ("NumberOfSplittedSurfaceParts", "<i8"),
+    *[(f"Orientation0{k}", "<f4") for k in range(4)],
+    *[(f"OrientedBoundingBox{e}{x}", "<f4") for e in ("Min", "Max") for x in "XYZ"],
+]  # fmt: skip
 
 
 def image(path: Path, timepoints: int = 3, shape: Sequence[int] = (8, 32, 40)) -> Path:
@@ -103,9 +140,13 @@ def write_scene8(path: Path, specs: Sequence[Spec]) -> Path:
         content = _content(f, "Scene8", specs)
         counts: dict[str, int] = {}
         for spec in specs:
-            prefix = {SpotsSpec: "Points", SurfacesSpec: "MegaSurfaces"}.get(type(spec))
+            prefix = {SpotsSpec: "Points", SurfacesSpec: "MegaSurfaces", MegaSurfacesSpec: "MegaSurfaces"}.get(
+                type(spec)
+            )
             if isinstance(spec, OtherSpec):
-                _object_group(content, spec.group, spec.name, (1, 1, 1))
+                other = _object_group(content, spec.group, spec.name, (1, 1, 1))
+                if spec.stats:
+                    _statistics8(other, spec.stats)
                 continue
             assert prefix is not None
             name = f"{prefix}{counts.setdefault(prefix, 0)}"
@@ -113,7 +154,33 @@ def write_scene8(path: Path, specs: Sequence[Spec]) -> Path:
             group = _object_group(content, name, spec.name, spec.color)
             if isinstance(spec, SpotsSpec):
                 _spots8(group, spec)
+            elif isinstance(spec, MegaSurfacesSpec):
+                _megasurfaces8(group, spec)
     return path
+
+
+def _megasurfaces8(group: h5py.Group, spec: MegaSurfacesSpec) -> None:
+    n = len(spec.ids)
+    model = np.zeros(n, SURFACE_MODEL)
+    model["ID_Time"], model["ID"] = spec.t, spec.ids
+    for k, axis in enumerate("XYZ"):
+        model[f"ExtendMin{axis}"] = spec.extend_min[:, k]
+        model[f"ExtendMax{axis}"] = spec.extend_max[:, k]
+    model["Threshold"] = 0.5
+    info = np.zeros(n, SURFACE_MODEL_INFO)
+    for key, values in spec.info.items():
+        info[key] = values
+    group.create_dataset("SurfaceModel", data=model)
+    group.create_dataset("SurfaceModelInfo", data=info)
+    # rows grouped by time, as in the real file (one time point there: one row [0, 32))
+    t = np.asarray(spec.t)
+    assert (np.diff(t) >= 0).all(), "list the surfaces by time"
+    times = sorted(set(spec.t))
+    begin = [int(np.searchsorted(t, v, "left")) for v in times]
+    end = [int(np.searchsorted(t, v, "right")) for v in times]
+    _table(group, "SurfaceTimeOffset", {"ID": ("i8", times), "IndexBegin": ("i8", begin), "IndexEnd": ("i8", end)})
+    if spec.stats:
+        _statistics8(group, spec.stats)
 
 
 def _spots8(group: h5py.Group, spec: SpotsSpec) -> None:
@@ -348,11 +415,43 @@ def nuclei_surfaces() -> SurfacesSpec:
     return SurfacesSpec("Nuclei", [(0, *a), (1, *b), (1, *c)])
 
 
+def nuclei_megasurfaces() -> MegaSurfacesSpec:
+    """Two Imaris 9+ surfaces (ids 7, 8; time points 0 and 1) with a summary and statistics
+    per surface and overall."""
+    return MegaSurfacesSpec(
+        name="Nuclei",
+        ids=[7, 8],
+        t=[0, 1],
+        info={
+            "Volume": [2.5, 1.25],
+            "Area": [9.0, 6.5],
+            "Sphericity": [0.9, 0.75],
+            "PositionX": [8.0, 12.0],
+            "PositionY": [5.0, 6.0],
+            "PositionZ": [1.0, 2.0],
+            "CenterOfMassX": [8.125, 12.25],
+            "CenterOfMassY": [5.0, 6.0],
+            "CenterOfMassZ": [1.0, 2.0],
+            "NumberOfTriangles": [120, 64],
+            "NumberOfSplittedSurfaceParts": [1, 2],
+        },
+        extend_min=np.array([[7, 4, 0], [11.5, 5.5, 1.5]], np.float32),
+        extend_max=np.array([[9, 6, 2], [12.5, 6.5, 2.5]], np.float32),
+        stats=[
+            ("Total Number of Surfaces", "", "Overall", {}, -1, -1, 2.0),
+            ("Volume", "um^3", "Surface", {}, 7, 0, 2.5),
+            ("Volume", "um^3", "Surface", {}, 8, 1, 1.25),
+            ("Intensity Mean", "", "Surface", {"Channel": "1", "Image": "Image 1"}, 7, 0, 310.0),
+            ("Intensity Mean", "", "Surface", {"Channel": "1", "Image": "Image 1"}, 8, 1, 250.0),
+        ],
+    )
+
+
 def tracks_file(path: Path) -> Path:
     """The documentation's example file (``tracks.ims``): Scene8 with tracked spots, untracked
-    spots and a surfaces object whose Scene8 layout is not read."""
+    spots and Imaris 9+ surfaces (summary and statistics read, meshes not)."""
     image(path, timepoints=3)
-    return write_scene8(path, [cells_spots(), untracked_spots(), OtherSpec("MegaSurfaces0", "Nuclei")])
+    return write_scene8(path, [cells_spots(), untracked_spots(), nuclei_megasurfaces()])
 
 
 def surfaces_file(path: Path) -> Path:

@@ -337,7 +337,8 @@ def test_any_tracked_spots_read_back(data: st.DataObject, base_image: Path, tmp_
         np.float32,
     ).reshape(-1, 4)
     ids = list(range(n))
-    # tracks: each spot joins an earlier spot's track with an edge, or starts one, or stays alone
+    # tracks: each spot joins the track of an earlier spot of an earlier time point with an edge
+    # (Imaris' edges join time points), or starts one, or stays alone
     tracks: dict[int, list[int]] = {}
     edges: dict[int, list[tuple[int, int]]] = {}
     track_of: dict[int, int] = {}
@@ -346,7 +347,7 @@ def test_any_tracked_spots_read_back(data: st.DataObject, base_image: Path, tmp_
         if choice == -1:
             track_of[s] = 1000 + len(tracks)
             tracks[track_of[s]] = [s]
-        elif choice >= 0 and choice in track_of:
+        elif choice >= 0 and choice in track_of and t[choice] < t[s]:
             track_of[s] = track_of[choice]
             tracks[track_of[s]].append(s)
             edges.setdefault(track_of[s], []).append((choice, s))
@@ -459,7 +460,7 @@ MALFORMED: dict[str, tuple[str, str, Callable, Edit, str]] = {
         P8,
         read_spots,
         _set_field(f"{P8}/SpotTimeOffset", "IndexBegin", lambda v: v * 0),
-        "more than one time point",
+        "overlapping rows of Spot",
     ),
     "time offsets leave a gap": (
         "scene8",

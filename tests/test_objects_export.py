@@ -100,7 +100,7 @@ def test_objects_command_lists_and_exports(
     assert "spots     'Cells'  5 spots over 2 time point(s), tracked, 12 statistics values" in out
     assert "spots     'Untracked'  3 spots over 2 time point(s), no tracks" in out
     assert "surfaces  'Nuclei'  2 mesh(es) over 2 time point(s), 12 vertices, 12 triangles" in out
-    assert "filaments 'Dendrites'  not read:" in out
+    assert "filaments 'Dendrites'  geometry not read:" in out
 
     assert main(["objects", "--json", str(scene_file)]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -114,7 +114,7 @@ def test_objects_command_lists_and_exports(
 
     assert main(["objects", str(scene_file), "--export", str(tmp_path / "x"), "--format", "csv", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "skipped 'Dendrites'" in out and "wrote 10 file(s)" in out
+    assert "left out the geometry of 'Dendrites'" in out and "wrote 10 file(s)" in out
     assert main(["objects", str(scene_file), "--export", str(tmp_path / "x"), "--format", "csv"]) == 2
     assert "exists already" in capsys.readouterr().err
     assert main(["objects", str(scene_file), "--export", str(tmp_path / "x"), "--overwrite", "--quiet"]) == 0

@@ -92,7 +92,7 @@ def _cmd_objects(args: argparse.Namespace) -> int:
         args.file, args.export, fmt=args.format, overwrite=args.overwrite, progress=not args.quiet
     )
     for name in skipped:
-        print(f"skipped {name!r}: its layout is not read by ims_store")
+        print(f"left out the geometry of {name!r}: its layout is not read by ims_store (its tables are written)")
     print(f"wrote {len(written)} file(s) to {args.export}")
     return 0
 

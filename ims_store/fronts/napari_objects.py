@@ -8,19 +8,30 @@ layers put voxel centres (scale = voxel size, translate = first voxel's centre),
 pass through unchanged; only time is scaled like the images' (the time step). Axes are napari's
 (t, z, y, x), t only for images with several time points (Tracks always have t).
 
->>> [(kind, meta["name"]) for _, meta, kind in object_layers("tracks.ims")]
+An object with no layer (its geometry is in a layout not read, such as Imaris 9+ MegaSurfaces)
+is not dropped silently: an `ImsWarning` names it and says why (napari shows warnings raised
+while a file opens as notifications).
+
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     layers = object_layers("tracks.ims")
+>>> [(kind, meta["name"]) for _, meta, kind in layers]
 [('points', 'Cells'), ('tracks', 'Cells tracks'), ('points', 'Untracked')]
+>>> print(str(caught[0].message).split(": ", 1)[1][:45])
+surfaces object 'Nuclei' is not shown: the me
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ..access.files import read_layout
-from ..format.layout import ImsLayout
+from ..format.layout import ImsLayout, ImsWarning
 from ..objects.catalog import Entry, catalog, opened
 from ..objects.frames import pandas
 from ..objects.model import NO_ID, Spots, Tracks
@@ -41,6 +52,12 @@ def object_layers(path: str | os.PathLike[str], layout: ImsLayout | None = None)
     with opened(path) as f:
         for entry in catalog(f):
             if not entry.info.readable:
+                read = f" (ims_store reads its {' and '.join(entry.info.contents)})" if entry.info.contents else ""
+                warnings.warn(
+                    f"{f.label}: {entry.info.kind} object {entry.info.name!r} is not shown: {entry.info.reason}{read}",
+                    ImsWarning,
+                    stacklevel=2,
+                )
                 continue
             if entry.info.kind == "spots":
                 layers.extend(_spot_layers(entry, layout, step, timed))

@@ -228,6 +228,7 @@ def objects_summary(objects: list[ObjectInfo]) -> list[dict[str, Any]]:
             "triangles": o.triangles,
             "readable": o.readable,
             "reason": o.reason,
+            "contents": list(o.contents),
             "layout": o.layout,
             "group": o.group,
             "color": f"#{o.color_hex}" if o.color else None,
@@ -242,15 +243,17 @@ def format_objects(objects: list[ObjectInfo]) -> str:
         return "  analysis objects: none"
     lines = [f"  analysis objects: {len(objects)}"]
     for o in objects:
-        if not o.readable:
-            lines.append(f"    {o.kind:9} {o.name!r}  not read: {o.reason}")
-            continue
         times = f"{len(o.timepoints)} time point(s)"
-        if o.kind == "spots":
-            what = f"{o.count} spots over {times}" + (", tracked" if o.has_tracks else ", no tracks")
-            if o.statistics:
-                what += f", {o.statistics} statistics values"
-        else:
-            what = f"{o.count} mesh(es) over {times}, {o.vertices} vertices, {o.triangles} triangles"
-        lines.append(f"    {o.kind:9} {o.name!r}  {what}  [{o.group}]")
+        parts = []
+        if "spots" in o.contents:
+            parts.append(f"{o.count} spots over {times}" + (", tracked" if o.has_tracks else ", no tracks"))
+        elif "meshes" in o.contents:
+            parts.append(f"{o.count} mesh(es) over {times}, {o.vertices} vertices, {o.triangles} triangles")
+        elif "summary" in o.contents:
+            parts.append(f"{o.count} surface(s) over {times}, {o.triangles} triangles (Imaris' count)")
+        if o.statistics:
+            parts.append(f"{o.statistics} statistics values")
+        if not o.readable:
+            parts.append(f"geometry not read: {o.reason}")
+        lines.append(f"    {o.kind:9} {o.name!r}  {', '.join(parts)}  [{o.group}]")
     return "\n".join(lines)

@@ -1,14 +1,16 @@
 """Analysis objects written out as files: tables as CSV (Parquet when pyarrow is installed) and
 surfaces as PLY meshes, one folder for a file's objects.
 
-Per spots object ``NAME``: ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges`` and
-``NAME.statistics`` (``.csv`` or ``.parquet``; statistics' ``factors`` as JSON text); per
-surfaces object one ``NAME.t<T>.ply`` per time point. Objects whose layout ims_store does not
-read are left out (`export_objects` says which).
+Per object ``NAME``, the tables ims_store reads of it (``.csv`` or ``.parquet``; statistics'
+``factors`` as JSON text): spots objects ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges``;
+Imaris 9+ surfaces ``NAME.surfaces`` (the per-surface summary); every object with statistics
+(spots, surfaces, cells, filaments...) ``NAME.statistics``; and per old-layout surfaces object one
+``NAME.t<T>.ply`` mesh per time point. Objects whose geometry ims_store does not read are named
+in the second list `export_objects` returns (their tables are still written).
 
 >>> written, skipped = export_objects("tracks.ims", "objects", fmt="csv")
->>> sorted(p.name for p in written)[:3], skipped
-(['Cells.spots.csv', 'Cells.statistics.csv', 'Cells.track_edges.csv'], ['Nuclei'])
+>>> [p.name for p in written if p.name.startswith("Nuclei")], skipped
+(['Nuclei.surfaces.csv', 'Nuclei.statistics.csv'], ['Nuclei'])
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 from ..access.outputs import WriteError, atomic_output, check_output
 from ..errors import MissingDependencyError
-from .catalog import catalog, opened
-from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
+from .catalog import Entry, catalog, opened
+from .frames import spots_frame, statistics_frame, summary_frame, track_edges_frame, tracks_frame
 from .ply import write_ply
 
 __all__ = ["export_objects", "table_format"]
@@ -77,13 +79,14 @@ def export_objects(
     progress: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Write every readable object of ``path`` into ``directory`` (made if missing).
+    """Write what ims_store reads of every object of ``path`` into ``directory`` (made if missing).
 
-    Returns the files written and the names of the objects left out (layouts not read). An
-    existing file is replaced only with ``overwrite``; ``progress`` shows a bar (tqdm) per object.
-    The files are written into a temporary folder beside ``directory`` and moved into it at the
-    end (`outputs.atomic_output`): a failed or interrupted export leaves nothing, and any
-    failure to write is a `WriteError`.
+    Returns the files written and the names of the objects whose geometry was left out (layouts
+    not read; their statistics and summary are written). An existing file is replaced only with
+    ``overwrite``; ``progress`` shows a bar (tqdm) per object. The files are written into a
+    temporary folder beside ``directory`` and moved into it at the end
+    (`outputs.atomic_output`): a failed or interrupted export leaves nothing, and any failure to
+    write is a `WriteError`.
     """
     fmt = table_format(fmt)
     folder = check_output(directory, overwrite, [path], replaced=False)
@@ -113,27 +116,32 @@ def _export(
                 info = entry.info
                 if not info.readable:
                     skipped.append(info.name)
-                elif info.kind == "spots":
-                    stem = _file_name(info.name, taken)
-                    spots, tracks = entry.spots()
-                    tables = {
-                        "spots": spots_frame(spots),
-                        "tracks": tracks_frame(tracks, spots),
-                        "track_edges": track_edges_frame(tracks),
-                        "statistics": statistics_frame(entry.statistics()),
-                    }
-                    for what, frame in tables.items():
-                        _write_table(frame, tmp / f"{stem}.{what}.{fmt}", fmt)
-                        written.append(f"{stem}.{what}.{fmt}")
-                else:
-                    stem = _file_name(info.name, taken)
-                    for surface in entry.surfaces():
-                        name = f"{stem}.t{surface.t}.ply"
-                        write_ply(surface, tmp / name, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
-                        written.append(name)
+                stem = _file_name(info.name, taken) if info.contents else ""
+                for what, frame in _tables(entry).items():
+                    _write_table(frame, tmp / f"{stem}.{what}.{fmt}", fmt)
+                    written.append(f"{stem}.{what}.{fmt}")
+                for surface in entry.surfaces() if "meshes" in info.contents else []:
+                    name = f"{stem}.t{surface.t}.ply"
+                    write_ply(surface, tmp / name, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
+                    written.append(name)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
     return written, skipped
+
+
+def _tables(entry: Entry) -> dict[str, Any]:
+    """The tables of an object, by file-name part, in the order they are written."""
+    tables: dict[str, Any] = {}
+    if "spots" in entry.info.contents:
+        spots, tracks = entry.spots()
+        tables.update(
+            spots=spots_frame(spots), tracks=tracks_frame(tracks, spots), track_edges=track_edges_frame(tracks)
+        )
+    if "summary" in entry.info.contents:
+        tables["surfaces"] = summary_frame(entry.summary())
+    if "statistics" in entry.info.contents:
+        tables["statistics"] = statistics_frame(entry.statistics())
+    return tables

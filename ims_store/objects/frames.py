@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .model import NO_ID, Spots, Statistics, Tracks
 
-__all__ = ["pandas", "spots_frame", "statistics_frame", "track_edges_frame", "tracks_frame"]
+__all__ = ["pandas", "spots_frame", "statistics_frame", "summary_frame", "track_edges_frame", "tracks_frame"]
 
 
 def pandas() -> Any:
@@ -87,3 +87,8 @@ def statistics_frame(stats: Statistics) -> Any:
             "value": np.asarray(stats.value, np.float64),
         }
     )
+
+
+def summary_frame(columns: dict[str, np.ndarray]) -> Any:
+    """A per-object summary (``megasurfaces.read_summary``'s columns) as a table, in its order."""
+    return pandas().DataFrame(dict(columns))

@@ -16,6 +16,7 @@ shape or type, or lack a field becomes a `MalformedObjectsError` naming the file
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,9 @@ _KINDS = {"int": "iu", "float": "f", "text": "SUO"}
 _KIND_NAMES = {"int": "an integer type", "float": "a floating-point type", "text": "a string type"}
 # errors h5py raises for objects or types it cannot read
 _H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+# deflate's largest ratio (a run of one byte): the most a filtered chunk of the stored bytes can
+# decode to. Imaris stores object tables raw or gzipped
+_DEFLATE_RATIO = 1032
 
 
 class ObjectGroup:
@@ -72,7 +76,52 @@ class ObjectGroup:
             raise self.error(f"no {name} dataset" if link is None else f"{name} is a link that leads nowhere")
         if not isinstance(obj, h5py.Dataset):
             raise self.error(f"{name} is a group, not a dataset")
+        self._check_stored(obj, name)
         return obj
+
+    def _check_stored(self, ds: h5py.Dataset, name: str) -> None:
+        """Refuse a dataset whose shape claims more than the file stores, before anything is
+        sized by it: every chunk its shape needs written, a contiguous dataset's bytes all
+        allocated in this file (not external files, not a virtual mapping), filtered chunks no
+        larger than deflate can make of their stored bytes. Imaris writes every row it declares,
+        so rows never written are damage, and reading them would give fill values as data."""
+        claimed = int(math.prod(ds.shape)) * ds.dtype.itemsize if ds.shape is not None else 0
+        if claimed == 0:
+            return
+        rows = f"{ds.shape[0]} rows" if ds.ndim else "a value"
+        try:
+            plist = ds.id.get_create_plist()
+            layout = plist.get_layout()
+            stored = int(ds.id.get_storage_size())
+            file_size = int(ds.file.id.get_filesize())
+            if layout == h5py.h5d.CHUNKED:
+                chunks = ds.chunks or ()
+                needed = math.prod(-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks, strict=True))
+                have = int(ds.id.get_num_chunks())
+                filtered = plist.get_nfilters() > 0
+            external = plist.get_external_count() if layout == h5py.h5d.CONTIGUOUS else 0
+        except _H5PY_ERRORS as err:
+            raise self._unreadable(name, err) from err
+        if layout == h5py.h5d.VIRTUAL or external:
+            how = "a virtual dataset" if layout == h5py.h5d.VIRTUAL else "stored in external files"
+            raise self.error(f"{name} is {how}; object tables are read only from the file's own storage")
+        if stored > file_size:
+            raise self.error(f"{name} claims {stored} stored bytes, more than the file's {file_size}")
+        if layout == h5py.h5d.CHUNKED:
+            if have < needed:
+                raise self.error(
+                    f"{name} claims {rows} ({claimed} bytes), but only {have} of the {needed} chunks they need"
+                    " are stored (rows never written)"
+                )
+            if filtered and claimed > _DEFLATE_RATIO * stored:
+                raise self.error(
+                    f"{name} claims {rows} ({claimed} bytes) from {stored} stored bytes, more than"
+                    f" {_DEFLATE_RATIO}:1 compression can hold"
+                )
+        elif stored < claimed:
+            raise self.error(
+                f"{name} claims {rows} ({claimed} bytes), but the file stores {stored} bytes of it (rows never written)"
+            )
 
     def has(self, name: str) -> bool:
         try:
@@ -81,12 +130,31 @@ class ObjectGroup:
             return False
 
     def rows(self, name: str) -> int:
-        """The number of rows of dataset ``name`` (its first dimension), without reading it."""
+        """The number of rows of dataset ``name`` (its first dimension), without reading it; 0
+        for an empty one (no dataspace, as some writers store an empty array)."""
         ds = self.dataset(name)
         assert ds is not None
+        if ds.shape is None:
+            return 0
         if ds.ndim == 0:
             raise self.error(f"{name} is a scalar, expected a table")
         return int(ds.shape[0])
+
+    def matrix_rows(self, name: str, columns: int) -> int:
+        """The rows of the plain ``(n, columns)`` dataset ``name`` (``(n,)`` too when one column),
+        without reading it. An empty dataset of any shape -- ``(0, columns)``, ``(0,)`` or no
+        dataspace, the ways writers store an empty array -- has 0 rows."""
+        ds = self.dataset(name)
+        assert ds is not None
+        return self._matrix_rows(ds, name, columns)
+
+    def _matrix_rows(self, ds: h5py.Dataset, name: str, columns: int) -> int:
+        shape = ds.shape
+        if shape is None or (len(shape) in (1, 2) and 0 in shape):
+            return 0
+        if not (len(shape) == 2 and shape[1] == columns) and not (columns == 1 and len(shape) == 1):
+            raise self.error(f"{name} has shape {shape}, expected (n, {columns})")
+        return int(shape[0])
 
     def _read(self, ds: h5py.Dataset, name: str) -> np.ndarray:
         try:
@@ -102,10 +170,8 @@ class ObjectGroup:
             return None
         if ds.dtype.names is not None or ds.dtype.kind not in _KINDS[kind]:
             raise self.error(f"{name} has type {ds.dtype}, expected {_KIND_NAMES[kind]}")
-        shape = ds.shape
-        if not (len(shape) == 2 and shape[1] == columns) and not (columns == 1 and len(shape) == 1):
-            raise self.error(f"{name} has shape {shape}, expected (n, {columns})")
-        data = self._read(ds, name).reshape(shape[0], columns)
+        n = self._matrix_rows(ds, name, columns)
+        data = self._read(ds, name).reshape(n, columns) if n else np.zeros((0, columns), ds.dtype)
         return self._integers(data, name) if kind == "int" else data
 
     def table(self, name: str, fields: dict[str, str], *, optional: bool = False) -> dict[str, Any] | None:
@@ -117,7 +183,7 @@ class ObjectGroup:
         names = ds.dtype.names
         if names is None:
             raise self.error(f"{name} has type {ds.dtype}, expected a compound type with fields {list(fields)}")
-        if ds.ndim != 1:
+        if ds.shape is not None and ds.ndim != 1:
             raise self.error(f"{name} has shape {ds.shape}, expected one dimension")
         missing = [f for f in fields if f not in names]
         if missing:
@@ -126,7 +192,7 @@ class ObjectGroup:
             field_type = ds.dtype.fields[field_name][0]
             if field_type.names is not None or field_type.shape or field_type.kind not in _KINDS[kind]:
                 raise self.error(f"{name} field {field_name} has type {field_type}, expected {_KIND_NAMES[kind]}")
-        data = self._read(ds, name)
+        data = self._read(ds, name) if ds.shape is not None else np.zeros(0, ds.dtype)
         out: dict[str, Any] = {}
         for field_name, kind in fields.items():
             column = data[field_name]
@@ -158,13 +224,39 @@ class ObjectGroup:
             )
 
     def index_ranges(self, what: str, begin: np.ndarray, end: np.ndarray, length: int, target: str) -> None:
-        """Each [begin, end) must lie within the ``length`` rows of ``target``."""
+        """Each [begin, end) must lie within the ``length`` rows of ``target``, and no two may
+        overlap: Imaris gives each row of ``target`` to one time point or track, and so the
+        rows the ranges select together are at most ``target``'s (overlapping ranges could ask
+        for a table's rows many times over)."""
         bad = (begin < 0) | (end < begin) | (end > length)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise self.error(
                 f"{what} row {i} points at rows [{int(begin[i])}, {int(end[i])}) of {target}, which has {length} rows"
             )
+        rows = np.flatnonzero(end > begin)
+        rows = rows[np.argsort(begin[rows], kind="stable")]
+        overlap = np.flatnonzero(end[rows[:-1]] > begin[rows[1:]])
+        if len(overlap):
+            i, j = int(rows[overlap[0]]), int(rows[overlap[0] + 1])
+            raise self.error(f"{what} rows {min(i, j)} and {max(i, j)} point at overlapping rows of {target}")
+
+    def track_edges(self, what: str, a: np.ndarray, b: np.ndarray, t_a: np.ndarray, t_b: np.ndarray) -> None:
+        """Track edges (spot ``a`` to spot ``b``, at time indices ``t_a``, ``t_b``) as Imaris
+        writes them: each joins two spots of different time points (so that, read forward in
+        time, no track loops back on itself) and no two spots are joined twice."""
+        same = t_a == t_b
+        if same.any():
+            i = int(np.flatnonzero(same)[0])
+            how = "a spot to itself" if a[i] == b[i] else f"spots {int(a[i])} and {int(b[i])}"
+            raise self.error(
+                f"{what} has an edge joining {how} at one time point ({int(t_a[i])}); track edges join time points"
+            )
+        pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+        unique, counts = np.unique(pairs, axis=0, return_counts=True)
+        if (counts > 1).any():
+            x, y = unique[counts > 1][0].tolist()
+            raise self.error(f"{what} has spots {x} and {y} joined by more than one edge")
 
 
 def material_color(material: str | None) -> tuple[float, float, float] | None:

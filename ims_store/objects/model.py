@@ -20,10 +20,14 @@ NO_ID = -1
 class ObjectInfo:
     """One analysis object of a file, as `list_objects` describes it.
 
-    ``kind`` is ``"spots"`` or ``"surfaces"`` for the objects ims_store reads, else the group's
-    own kind (``"filaments"``, ``"cells"``...) with ``readable`` False and the ``reason``.
-    ``timepoints`` are the time-point indices that hold objects; ``count`` is the number of spots
-    (spots), of meshes, one per time point (surfaces), or ``None`` where not read.
+    ``kind`` is ``"spots"``, ``"surfaces"`` (both layouts: ``Surfaces``, ``MegaSurfaces``), else
+    the group's own kind (``"filaments"``, ``"cells"``...). ``readable`` says whether its
+    geometry (spots, meshes) is read, ``reason`` why not; ``contents`` what ims_store reads of it
+    (``"spots"``, ``"tracks"``, ``"meshes"``, ``"summary"``, ``"statistics"``), so an object
+    whose geometry is not read may still have its statistics read. ``timepoints`` are the
+    time-point indices that hold objects; ``count`` is the number of spots (spots), of meshes,
+    one per time point (old-layout surfaces), of surface objects (``MegaSurfaces``), or ``None``
+    where not known.
     """
 
     name: str
@@ -44,8 +48,10 @@ class ObjectInfo:
     vertices: int | None = None
     """Surfaces: vertices in all meshes."""
     triangles: int | None = None
-    """Surfaces: triangles in all meshes."""
+    """Surfaces: triangles in all meshes (``MegaSurfaces``: the sum of Imaris' per-surface counts)."""
     unit: str | None = None
+    contents: tuple[str, ...] = ()
+    """What ims_store reads of it: ``"spots"``, ``"tracks"``, ``"meshes"``, ``"summary"``, ``"statistics"``."""
 
     @property
     def color_hex(self) -> str | None:

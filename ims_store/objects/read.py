@@ -5,8 +5,10 @@ the file, reads and closes it. ``name=None`` means the first object of that kind
 file lacks raises `SelectionError` listing the names it has. Positions are the image's world
 coordinates (the space of ``ExtMin..ExtMax``), in the image's unit.
 
->>> [(o.kind, o.name, o.count) for o in list_objects("tracks.ims")]
-[('spots', 'Cells', 5), ('spots', 'Untracked', 3), ('surfaces', 'Nuclei', None)]
+>>> [(o.kind, o.name, o.count, o.contents) for o in list_objects("tracks.ims")]  # doctest: +NORMALIZE_WHITESPACE
+[('spots', 'Cells', 5, ('spots', 'tracks', 'statistics')),
+ ('spots', 'Untracked', 3, ('spots', 'tracks', 'statistics')),
+ ('surfaces', 'Nuclei', 2, ('summary', 'statistics'))]
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .catalog import catalog, opened, select
-from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
+from .frames import spots_frame, statistics_frame, summary_frame, track_edges_frame, tracks_frame
 from .model import ObjectInfo, Surface
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["list_objects", "read_spots", "read_statistics", "read_surfaces", "read_track_edges", "read_tracks"]
+__all__ = [
+    "list_objects",
+    "read_spots",
+    "read_statistics",
+    "read_surface_summary",
+    "read_surfaces",
+    "read_track_edges",
+    "read_tracks",
+]
 
 Path = str | os.PathLike[str]
 Options = dict[str, Any] | None
@@ -48,7 +58,7 @@ def read_spots(path: Path, name: str | None = None, *, storage_options: Options 
     1   1  0  9.0  3.0  1.0     0.5      1001
     """
     with opened(path, storage_options) as f:
-        return spots_frame(select(f, "spots", name).spots()[0])
+        return spots_frame(select(f, "spots", name, "spots").spots()[0])
 
 
 def read_tracks(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
@@ -59,7 +69,7 @@ def read_tracks(path: Path, name: str | None = None, *, storage_options: Options
     {1000: 2, 1001: 3}
     """
     with opened(path, storage_options) as f:
-        spots, tracks = select(f, "spots", name).spots()
+        spots, tracks = select(f, "spots", name, "tracks").spots()
         return tracks_frame(tracks, spots)
 
 
@@ -70,21 +80,40 @@ def read_track_edges(path: Path, name: str | None = None, *, storage_options: Op
     [[1000, 0, 2], [1001, 1, 3], [1001, 1, 4]]
     """
     with opened(path, storage_options) as f:
-        return track_edges_frame(select(f, "spots", name).spots()[1])
+        return track_edges_frame(select(f, "spots", name, "tracks").spots()[1])
 
 
 def read_statistics(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
-    """A spots object's statistics, one row per value: ``name``, ``unit``, ``category``
-    (Overall, Track, Spot...), ``factors`` (a dict such as ``{"Channel": "1"}``), ``object_id``
-    (a spot or track id; <NA> for overall values), ``t`` (<NA> when not per time point), ``value``.
-    Files of the old layout (``Scene``) hold none: the table is then empty.
+    """The statistics of any object (spots, Imaris 9+ surfaces, cells, filaments...; ``None``:
+    the first object with statistics), one row per value: ``name``, ``unit``, ``category``
+    (Overall, Track, Spot, Surface...), ``factors`` (a dict such as ``{"Channel": "1"}``),
+    ``object_id`` (a spot, surface or track id; <NA> for overall values), ``t`` (<NA> when not
+    per time point), ``value``. Old-layout (``Scene``) spots hold none: the table is then empty.
+    A name objects of several kinds share is refused: give the group's (``"MegaSurfaces0"``).
 
     >>> stats = read_statistics("tracks.ims")
     >>> stats[stats["name"] == "Track Speed Mean"][["object_id", "value", "unit"]].values.tolist()
     [[1000, 4.0, 'um/s'], [1001, 2.0, 'um/s']]
+    >>> read_statistics("tracks.ims", "Nuclei").groupby("category").size().to_dict()
+    {'Overall': 1, 'Surface': 4}
     """
     with opened(path, storage_options) as f:
-        return statistics_frame(select(f, "spots", name).statistics())
+        return statistics_frame(select(f, None, name, "statistics").statistics())
+
+
+def read_surface_summary(path: Path, name: str | None = None, *, storage_options: Options = None) -> pd.DataFrame:
+    """An Imaris 9+ surfaces object's summary (``MegaSurfaces``: ``SurfaceModel`` and
+    ``SurfaceModelInfo``), one row per surface: ``id`` (the id its statistics name), ``t``,
+    ``volume``, ``area``, ``sphericity``, ``x``, ``y``, ``z`` (Imaris' position),
+    ``center_of_mass_x/y/z``, ``min_x`` ... ``max_z`` (its bounding box), ``triangles`` and
+    ``parts`` (split surface parts), in world coordinates and units, as Imaris computed them.
+
+    >>> summary = read_surface_summary("tracks.ims", "Nuclei")
+    >>> summary[["id", "t", "triangles"]].values.tolist(), summary["volume"].tolist()
+    ([[7, 0, 120], [8, 1, 64]], [2.5, 1.25])
+    """
+    with opened(path, storage_options) as f:
+        return summary_frame(select(f, "surfaces", name, "summary").summary())
 
 
 def read_surfaces(path: Path, name: str | None = None, *, storage_options: Options = None) -> list[Surface]:
@@ -95,4 +124,4 @@ def read_surfaces(path: Path, name: str | None = None, *, storage_options: Optio
     [(0, (4, 3), (4, 3)), (1, (8, 3), (8, 3))]
     """
     with opened(path, storage_options) as f:
-        return select(f, "surfaces", name).surfaces()
+        return select(f, "surfaces", name, "meshes").surfaces()

@@ -30,13 +30,15 @@ def _times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
     return t
 
 
-def _edges(group: ObjectGroup, n: int) -> np.ndarray:
+def _edges(group: ObjectGroup, t: np.ndarray) -> np.ndarray:
     edges = group.array("Edges", "int", 2, optional=True)
     if edges is None:
         return np.zeros((0, 2), np.int64)
+    n = len(t)
     bad = (edges < 0) | (edges >= n)
     if bad.any():
         raise group.error(f"Edges joins spot row {int(edges[bad][0])}, but there are {n} spots (rows 0..{n - 1})")
+    group.track_edges("Edges", edges[:, 0], edges[:, 1], t[edges[:, 0]], t[edges[:, 1]])
     return edges
 
 
@@ -50,11 +52,7 @@ def spot_summary(group: ObjectGroup, timepoints: int) -> tuple[int, tuple[int, .
 
 
 def _coords_rows(group: ObjectGroup) -> int:
-    ds = group.dataset("CoordsXYZR")
-    assert ds is not None
-    if ds.ndim != 2 or ds.shape[1] != 4:
-        raise group.error(f"CoordsXYZR has shape {ds.shape}, expected (n, 4)")
-    return int(ds.shape[0])
+    return group.matrix_rows("CoordsXYZR", 4)
 
 
 def read_spots(group: ObjectGroup, timepoints: int) -> tuple[Spots, Tracks]:
@@ -63,7 +61,7 @@ def read_spots(group: ObjectGroup, timepoints: int) -> tuple[Spots, Tracks]:
     assert coords is not None
     n = len(coords)
     t = _times(group, n, timepoints)
-    edges = _edges(group, n)
+    edges = _edges(group, t)
     labels = _components(n, edges)
     spots = Spots(
         ids=np.arange(n, dtype=np.int64),
@@ -130,13 +128,7 @@ def surface_summary(group: ObjectGroup, timepoints: int) -> tuple[int, tuple[int
 
 
 def _checked_totals(group: ObjectGroup, blocks: np.ndarray) -> tuple[int, int]:
-    shapes = {}
-    for name, columns in (("Vertices", 6), ("Triangles", 3)):
-        ds = group.dataset(name)
-        assert ds is not None
-        if ds.ndim != 2 or ds.shape[1] != columns:
-            raise group.error(f"{name} has shape {ds.shape}, expected (n, {columns})")
-        shapes[name] = int(ds.shape[0])
+    shapes = {name: group.matrix_rows(name, columns) for name, columns in (("Vertices", 6), ("Triangles", 3))}
     for name, column in (("Vertices", 1), ("Triangles", 2)):
         total = int(blocks[:, column].sum())
         if total != shapes[name]:

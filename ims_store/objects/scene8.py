@@ -10,6 +10,7 @@ End) rows of ``TrackEdge0``), its spots (``TrackObject0``: ID_Object) and edges
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from .groups import ObjectGroup
 from .model import NO_ID, Spots, Tracks
 
-__all__ = ["read_spots", "spot_summary"]
+__all__ = ["object_ids", "read_spots", "row_times", "spot_summary"]
 
 _SPOT = {"ID": "int", "PositionX": "float", "PositionY": "float", "PositionZ": "float", "Radius": "float"}
 _OFFSET = {"ID": "int", "IndexBegin": "int", "IndexEnd": "int"}
@@ -29,18 +30,20 @@ _TRACK = {
     "IndexTrackEdgeBegin": "int",
     "IndexTrackEdgeEnd": "int",
 }
+_TRACK_TABLE = re.compile(r"Track(0|[1-9][0-9]*)")
 
 
-def spot_times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
-    """The time index of each of the ``n`` rows of ``Spot``, from ``SpotTimeOffset``: every row
-    must belong to exactly one time index, one of the image's."""
-    offsets = group.table("SpotTimeOffset", _OFFSET, optional=n == 0)
+def row_times(group: ObjectGroup, offsets_name: str, target: str, n: int, timepoints: int) -> np.ndarray:
+    """The time index of each of the ``n`` rows of ``target`` (``Spot``, ``SurfaceModel``) from
+    its offsets table (``SpotTimeOffset``, ``SurfaceTimeOffset``: ID = time index, its rows
+    [IndexBegin, IndexEnd)): every row must belong to exactly one time index, one of the image's."""
+    offsets = group.table(offsets_name, _OFFSET, optional=n == 0)
     t = np.full(n, NO_ID, np.int64)
     if offsets is None:
         return t
     ids, begin, end = offsets["ID"], offsets["IndexBegin"], offsets["IndexEnd"]
-    group.index_ranges("SpotTimeOffset", begin, end, n, "Spot")
-    group.time_indices("SpotTimeOffset", ids, timepoints)
+    group.index_ranges(offsets_name, begin, end, n, target)
+    group.time_indices(offsets_name, ids, timepoints)
     covered = np.zeros(n, np.int64)
     for time, b, e in zip(ids.tolist(), begin.tolist(), end.tolist(), strict=True):
         t[b:e] = time
@@ -48,13 +51,22 @@ def spot_times(group: ObjectGroup, n: int, timepoints: int) -> np.ndarray:
     if (covered != 1).any():
         row = int(np.flatnonzero(covered != 1)[0])
         how = "no" if covered[row] == 0 else "more than one"
-        raise group.error(f"SpotTimeOffset gives Spot row {row} {how} time point")
+        raise group.error(f"{offsets_name} gives {target} row {row} {how} time point")
     return t
+
+
+def object_ids(group: ObjectGroup, table: str) -> np.ndarray:
+    """The ids statistics may name: those of the objects (``table``'s ID, e.g. ``Spot``) and of
+    their tracks."""
+    objects = group.table(table, {"ID": "int"}, optional=True)
+    tracks = [group.table(name, {"ID": "int"}) for name, _, _ in _track_tables(group)]
+    ids = [t["ID"] for t in (objects, *tracks) if t is not None]
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 
 
 def spot_summary(group: ObjectGroup, timepoints: int) -> tuple[int, tuple[int, ...], bool]:
     n = group.rows("Spot")
-    t = spot_times(group, n, timepoints)
+    t = row_times(group, "SpotTimeOffset", "Spot", n, timepoints)
     return n, tuple(int(v) for v in np.unique(t)), _track_count(group) > 0
 
 
@@ -62,8 +74,8 @@ def read_spots(group: ObjectGroup, timepoints: int) -> tuple[Spots, Tracks]:
     """The spots and their tracks (read together: a spot's track comes from the track tables)."""
     spots = _spot_table(group)
     ids = spots["ID"]
-    t = spot_times(group, len(ids), timepoints)
-    tracks = _tracks(group, ids)
+    t = row_times(group, "SpotTimeOffset", "Spot", len(ids), timepoints)
+    tracks = _tracks(group, ids, t)
     track_of = np.full(len(ids), NO_ID, np.int64)
     track_of[_rows_of(ids, tracks.spot_ids)] = tracks.track_ids
     found = Spots(
@@ -93,21 +105,30 @@ def _rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def _track_tables(group: ObjectGroup) -> list[tuple[str, str, str]]:
-    """(track, track-object, track-edge) dataset names: ``MainTrackTable``'s rows."""
+    """(track, track-object, track-edge) dataset names: ``MainTrackTable``'s rows. Imaris names
+    every track table there: a ``Track<k>`` holding tracks that it does not name (an empty
+    ``MainTrackTable`` beside a full ``Track0``) would hide them, and is refused."""
     main = group.table("MainTrackTable", _MAIN, optional=True)
     if main is None:
-        return [("Track0", "TrackObject0", "TrackEdge0")] if group.has("Track0") else []
-    return list(zip(main["TrackName"], main["TrackObjectName"], main["TrackEdgeName"], strict=True))
+        named = [("Track0", "TrackObject0", "TrackEdge0")] if group.has("Track0") else []
+    else:
+        named = list(zip(main["TrackName"], main["TrackObjectName"], main["TrackEdgeName"], strict=True))
+    listed = {track for track, _, _ in named if group.dataset(track) is not None}
+    for name in sorted(n for n in group.group if _TRACK_TABLE.fullmatch(n) and n not in listed):
+        if group.rows(name):
+            raise group.error(f"{name} holds {group.rows(name)} track(s), but MainTrackTable does not name it")
+    return named
 
 
 def _track_count(group: ObjectGroup) -> int:
     return sum(group.rows(track) for track, _, _ in _track_tables(group))
 
 
-def _tracks(group: ObjectGroup, spot_ids: np.ndarray) -> Tracks:
+def _tracks(group: ObjectGroup, spot_ids: np.ndarray, spot_t: np.ndarray) -> Tracks:
     parts: list[tuple[np.ndarray, ...]] = []
     track_ids: list[np.ndarray] = []
-    for track_name, object_name, edge_name in _track_tables(group):
+    tables = _track_tables(group)
+    for track_name, object_name, edge_name in tables:
         tracks = group.table(track_name, _TRACK)
         members = group.table(object_name, {"ID_Object": "int"})
         edges = group.table(edge_name, {"ID_ObjectA": "int", "ID_ObjectB": "int"})
@@ -145,4 +166,6 @@ def _tracks(group: ObjectGroup, spot_ids: np.ndarray) -> Tracks:
     for track, x, y in zip(edge_track.tolist(), edge_a.tolist(), edge_b.tolist(), strict=True):
         if track_of.get(x) != track or track_of.get(y) != track:
             raise group.error(f"an edge of track {track} joins spots {x} and {y}, which are not both in that track")
+    t_a, t_b = spot_t[_rows_of(spot_ids, edge_a)], spot_t[_rows_of(spot_ids, edge_b)]
+    group.track_edges(", ".join(edge for _, _, edge in tables), edge_a, edge_b, t_a, t_b)
     return Tracks(member_track, member_spot, edge_track, edge_a, edge_b)

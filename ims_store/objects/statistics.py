@@ -5,6 +5,11 @@ tied to a time point or object); ``StatisticsType`` (ID, ID_Category, ID_FactorL
 says what each is; ``Category`` (ID, CategoryName, Name) what it describes (Overall, Track,
 Spot); ``Factor`` (ID_List, Name, Level) its qualifiers (ID_FactorList 0: none).
 ``StatisticsValueTimeOffset`` indexes the values by time and is checked against them.
+
+The tables are the same in every ``Scene8`` object group that has them (``Points``,
+``MegaSurfaces``, ``Cells``, ``Filaments``...). Imaris writes values only for objects the group
+holds: where the caller knows the group's object ids (spots, surfaces and their tracks), a value
+naming any other object is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ def statistics_count(group: ObjectGroup) -> int:
     return group.rows("StatisticsValue") if group.has("StatisticsValue") else 0
 
 
-def read_statistics(group: ObjectGroup, timepoints: int) -> Statistics:
+def read_statistics(group: ObjectGroup, timepoints: int, object_ids: np.ndarray | None = None) -> Statistics:
+    """The group's statistics values with what each measures; ``object_ids``, where given, are
+    the ids a value may name besides -1 (none)."""
     values = group.table("StatisticsValue", _VALUE, optional=True)
     if values is None:
         return Statistics.empty()
@@ -43,6 +50,14 @@ def read_statistics(group: ObjectGroup, timepoints: int) -> Statistics:
     t = values["ID_Time"]
     group.time_indices("StatisticsValue", t, timepoints, none_allowed=True)
     _check_time_offsets(group, t)
+    if object_ids is not None:
+        objects = values["ID_Object"]
+        unknown = (objects != -1) & ~np.isin(objects, object_ids)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise group.error(
+                f"StatisticsValue row {row} is a value of object {int(objects[row])}, which the group does not hold"
+            )
 
     category_name = dict(zip(categories["ID"].tolist(), categories["Name"], strict=True))
     factor_lists: dict[int, dict[str, str]] = {}
