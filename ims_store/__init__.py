@@ -46,6 +46,7 @@ from .store.zarr_store import ChunkMode, ImsStore
 from .write.convert import to_nifti, to_ome_zarr
 from .write.images import write_images
 from .write.sources import SourceError
+from .write.spots import SpotsObject
 from .write.writer import write_ims
 
 try:
@@ -77,6 +78,7 @@ __all__ = [
     "ReadOnlyError",
     "RemoteReadError",
     "SelectionError",
+    "SpotsObject",
     "ServerError",
     "SourceError",
     "Surface",

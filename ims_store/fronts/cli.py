@@ -111,11 +111,12 @@ _DIRECTION_OPTIONS = (
     "voxel_size",
     "series",
     "axes",
+    "spots",
 )
 _OPTIONS_BY_OUTPUT = {
     "zarr": ("ngff", "codec", "chunks_per_shard"),
     "nifti": ("level", "timepoint", "channel"),
-    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes"),
+    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
 _DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
@@ -156,6 +157,17 @@ def _voxel_arg(text: str) -> tuple[float, float, float]:
     if len(sizes) != 3 or not all(0 < s < float("inf") for s in sizes):
         raise argparse.ArgumentTypeError(f"expected three positive numbers Z,Y,X, got {text!r}")
     return sizes  # type: ignore[return-value]
+
+
+def _spots_arg(text: str) -> tuple[str, str]:
+    """``--spots table.csv[:NAME]``: (path, object name). The name follows the last colon after
+    ``.csv`` (a Windows drive letter's colon is part of the path)."""
+    path, colon, name = text.rpartition(":")
+    if not colon or not path.lower().endswith(".csv") or not name:
+        path, name = text, ""
+    if not path.lower().endswith(".csv"):
+        raise argparse.ArgumentTypeError(f"expected a .csv file, optionally :NAME after it, got {text!r}")
+    return path, name or Path(path).stem
 
 
 def _direction(args: argparse.Namespace) -> str:
@@ -206,17 +218,25 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
     from ..store.zarr_store import ImsStore
     from ..write.convert import to_nifti, to_ome_zarr
     from ..write.sources import open_source, path_kind
+    from ..write.spots import read_spots_csv
     from ..write.writer import write_ims
 
     if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
         args.input = ImsStore(args.input, image=args.image)
     elif dst == "ims" and path_kind(args.input) == "ims" and (store := ImsStore(args.input)).is_collection:
+        if args.spots:
+            raise _UsageError(f"--spots applies to one image; {args.input} holds several (pick one with --image)")
         _ims_of_images(store, args, client)
         return
     if dst == "ims":
+        names = [name for _, name in args.spots or []]
+        if len(set(names)) != len(names):
+            raise _UsageError(f"--spots names an object twice: {names} (give each its own :NAME)")
+        spots = {name: read_spots_csv(path) for path, name in args.spots or []}
         write_ims(
             open_source(args.input, level=args.level, series=args.series, axes=args.axes),
             args.output,
+            spots=spots or None,
             voxel_size=args.voxel_size,
             compression=args.compression,
             compression_level=args.compression_level,
@@ -497,6 +517,14 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--voxel-size", type=_voxel_arg, metavar="Z,Y,X", help="voxel size, replacing the source's")
     group.add_argument("--series", type=int, metavar="N", help="TIFF: the image of a multi-series file (default 0)")
     group.add_argument("--axes", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)")
+    group.add_argument(
+        "--spots",
+        action="append",
+        type=_spots_arg,
+        metavar="CSV[:NAME]",
+        help="add a Spots object from a CSV table (id, t, x, y, z, radius[, track_id]); NAME defaults to the "
+        "file's stem; repeatable",
+    )
     convert.set_defaults(func=_cmd_convert)
 
     serve = sub.add_parser(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -119,6 +119,8 @@ class _Plan:
     time_stamps: list[_dt.datetime]
     recording_date: _dt.datetime
     create_args: dict[str, Any]
+    spots: list[Any] = field(default_factory=list)
+    """Spots objects to write beside the image (`spots.PreparedSpots`)."""
 
     @property
     def timepoints(self) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from .plan import Compression, _as_stored, _Plan, _plan, storage_dtype
 from .sink import _ChunkSink
 from .sink import _encode_block as _encode_block  # reached through this module by the tests
 from .sources import open_source
+from .spots import prepare_spots, write_spots
 from .stream import _Level, _Stream
 from .thumbnail import THUMBNAIL_SIZE, ThumbnailAccumulator
 
@@ -91,6 +92,7 @@ def write_ims(
     progress: bool = False,
     workers: int | None = None,
     client: Any = None,
+    spots: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``source`` as an Imaris file at ``path`` and return the path.
 
@@ -106,6 +108,10 @@ def write_ims(
     ``client`` (a ``dask.distributed.Client`` or a scheduler address) moves the heavy part onto
     a cluster: the workers read the source and compress level 0, slab by slab; this process
     writes their blocks in order (HDF5 has one writer) and builds the smaller levels.
+
+    ``spots`` (name -> a table as `read_spots` returns it, a ``(table, edges)`` pair or a
+    `SpotsObject`) adds Spots objects, with their tracks, as Imaris 9.5 writes them (see
+    `ims_store.write.spots`); they are checked before any of the image is written.
 
     >>> import numpy as np
     >>> stack = np.random.default_rng(0).integers(0, 4000, (2, 20, 300, 200), dtype=np.uint16)
@@ -129,8 +135,10 @@ def write_ims(
         channel_colors=channel_colors,
         time_stamps=time_stamps,
     )
+    prepared = prepare_spots(spots, int(src.data.shape[0])) if spots else []
     with dask_client(client) as cluster:
         plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
+        plan.spots = prepared
         _write_file(plan, path, overwrite, workers or os.cpu_count() or 1, progress, cluster)
     return path
 
@@ -265,6 +273,8 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                 description=plan.source.description or "",
             )
             write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
+            if plan.spots:
+                write_spots(f, plan.spots, unit=plan.unit, time_stamps=plan.time_stamps)
     finally:
         sink.close()
         if bar is not None:
