@@ -112,11 +112,12 @@ _DIRECTION_OPTIONS = (
     "series",
     "axes",
     "spots",
+    "join",
 )
 _OPTIONS_BY_OUTPUT = {
     "zarr": ("ngff", "codec", "chunks_per_shard"),
     "nifti": ("level", "timepoint", "channel"),
-    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots"),
+    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots", "join"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
 _DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
@@ -175,6 +176,18 @@ def _direction(args: argparse.Namespace) -> str:
     the defaults of those it does."""
     from ..write.sources import path_kind
 
+    *more, args.output = args.output  # INPUT [INPUT ...] OUTPUT: argparse gives all but the first here
+    args.inputs = [args.input, *more]
+    if more:
+        if path_kind(args.output, output=True) != "ims":
+            raise _UsageError(f"several inputs are written into one .ims only, not {args.output}")
+        if args.image is not None:
+            raise _UsageError("--image applies to one .ims input, not to several inputs")
+        for extra in more:
+            if path_kind(extra) is None:
+                raise _UsageError(f"cannot read {extra}: give .ims, .zarr, .nii, .nii.gz, .tif or .tiff inputs")
+    if args.join is not None and not more:
+        raise _UsageError("--join applies to several inputs")
     src, dst = path_kind(args.input), path_kind(args.output, output=True)
     if not (dst == "ims" and src is not None) and not (src == "ims" and dst in ("zarr", "nifti")):
         raise _UsageError(
@@ -233,9 +246,11 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
         if len(set(names)) != len(names):
             raise _UsageError(f"--spots names an object twice: {names} (give each its own :NAME)")
         spots = {name: read_spots_csv(path) for path, name in args.spots or []}
+        sources = [open_source(i, level=args.level, series=args.series, axes=args.axes) for i in args.inputs]
         write_ims(
-            open_source(args.input, level=args.level, series=args.series, axes=args.axes),
+            sources if len(sources) > 1 else sources[0],
             args.output,
+            join=args.join or "channels",
             spots=spots or None,
             voxel_size=args.voxel_size,
             compression=args.compression,
@@ -476,7 +491,12 @@ def _parser() -> argparse.ArgumentParser:
         "TIFF / OME-TIFF (.tif, .tiff) and .ims to .ims. The direction comes from the file names.",
     )
     convert.add_argument("input")
-    convert.add_argument("output")
+    convert.add_argument(
+        "output",
+        nargs="+",
+        metavar="[INPUT ...] OUTPUT",
+        help="more inputs (to .ims: their channels one after another)",
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument(
@@ -517,6 +537,11 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--voxel-size", type=_voxel_arg, metavar="Z,Y,X", help="voxel size, replacing the source's")
     group.add_argument("--series", type=int, metavar="N", help="TIFF: the image of a multi-series file (default 0)")
     group.add_argument("--axes", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)")
+    group.add_argument(
+        "--join",
+        choices=("channels", "time"),
+        help="several inputs: their channels one after another (default), or their time points",
+    )
     group.add_argument(
         "--spots",
         action="append",

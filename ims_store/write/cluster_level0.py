@@ -17,7 +17,7 @@ import numpy as np
 from ..format.layout import Filter
 from ..format.pyramid import downsample
 from .histogram import _count
-from .plan import _as_stored
+from .plan import as_stored
 from .sink import _encode_block
 from .stream import _row_blocks, _Stream
 from .thumbnail import _mip
@@ -47,7 +47,7 @@ def _encode_slab(
     label: str,
 ) -> _EncodedSlab:
     """Level 0's work on one slab of whole block rows, run on a worker next to the data it read."""
-    planes = np.ascontiguousarray(_as_stored(planes, dtype, label))
+    planes = np.ascontiguousarray(as_stored(planes, dtype, label))
     blocks, counts = [], []
     for r in range(0, planes.shape[0], block[0]):
         row = planes[r : r + block[0]]

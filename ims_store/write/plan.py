@@ -82,7 +82,7 @@ def _check_range(values: np.ndarray, target: np.dtype, label: str) -> None:
             raise WriteError(f"values up to {top} overflow {target}, the only float type Imaris stores", label)
 
 
-def _as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
+def as_stored(planes: Any, target: np.dtype, label: str) -> np.ndarray:
     """A slab as the file stores it: range-checked by the dtype rule, then cast to ``target``.
 
     The type the slab really has decides, not the one its source declared (a source may declare

@@ -40,11 +40,12 @@ from ..format.pyramid import halved_axes
 from .cluster import dask_client, worker_threads
 from .cluster_level0 import _distributed_level0
 from .histogram import HistogramAccumulator, histogram
+from .merge import Join, merge_sources
 from .metadata import write_dataset_info, write_histograms, write_root_attributes, write_thumbnail
-from .plan import Compression, _as_stored, _Plan, _plan, storage_dtype
+from .plan import Compression, _Plan, _plan, as_stored, storage_dtype
 from .sink import _ChunkSink
 from .sink import _encode_block as _encode_block  # reached through this module by the tests
-from .sources import open_source
+from .sources import SourceError, is_source_list, open_source, open_sources
 from .spots import prepare_spots, write_spots
 from .stream import _Level, _Stream
 from .thumbnail import THUMBNAIL_SIZE, ThumbnailAccumulator
@@ -93,6 +94,7 @@ def write_ims(
     workers: int | None = None,
     client: Any = None,
     spots: Mapping[str, Any] | None = None,
+    join: Join = "channels",
 ) -> Path:
     """Write ``source`` as an Imaris file at ``path`` and return the path.
 
@@ -109,6 +111,11 @@ def write_ims(
     a cluster: the workers read the source and compress level 0, slab by slab; this process
     writes their blocks in order (HDF5 has one writer) and builds the smaller levels.
 
+    ``source`` may also be a list of such sources: their channels are written one after another
+    (``join="time"``: their time points), names and colours kept (see `ims_store.write.merge` for
+    what they must agree on); ``axes`` then names the axes of its array sources. A list of plain
+    numbers stays one array.
+
     ``spots`` (name -> a table as `read_spots` returns it, a ``(table, edges)`` pair or a
     `SpotsObject`) adds Spots objects, with their tracks, as Imaris 9.5 writes them (see
     `ims_store.write.spots`); they are checked before any of the image is written.
@@ -124,6 +131,11 @@ def write_ims(
     path = Path(path)
     if not overwrite and (path.exists() or path.is_symlink()):  # before any reading, however long
         raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    if is_source_list(source):
+        source = merge_sources(open_sources(source, axes=axes, series=series), join).image
+        axes = series = None
+    elif join != "channels":
+        raise SourceError(f"join={join!r} needs a list of sources")
     src = open_source(
         source,
         axes=axes,
@@ -196,7 +208,7 @@ def _local_level0(plan: _Plan, data: Any, t: int, c: int, stream: _Stream, label
         # one indexing step: dask then reads just these planes from an array-like source (a nested
         # data[t, c][z0:z1] would read its whole chunk)
         planes = view[t, c, z0:z1] if view is not None else data[t, c, z0:z1].compute()
-        stream.push(0, _as_stored(planes, plan.dtype, label))
+        stream.push(0, as_stored(planes, plan.dtype, label))
 
 
 def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, client: Any) -> None:
