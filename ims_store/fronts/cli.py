@@ -120,8 +120,7 @@ _OPTIONS_BY_OUTPUT = {
     "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots", "join"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
-_DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
-_GZIP_LEVEL = 2  # as Imaris writes
+_DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0}
 
 
 def _flag(dest: str) -> str:
@@ -210,8 +209,6 @@ def _direction(args: argparse.Namespace) -> str:
     for dest, value in _DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
-    if args.compression_level is None:
-        args.compression_level = _GZIP_LEVEL
     return dst
 
 
@@ -236,6 +233,7 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
 
     if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
         args.input = ImsStore(args.input, image=args.image)
+        args.inputs = [args.input]  # (_direction refused --image with several inputs)
     elif dst == "ims" and path_kind(args.input) == "ims" and (store := ImsStore(args.input)).is_collection:
         if args.spots:
             raise _UsageError(f"--spots applies to one image; {args.input} holds several (pick one with --image)")

@@ -47,6 +47,16 @@ class Part:
     image: SourceImage
     start: int
     count: int
+    label: str = ""
+    """``source k (what it is)``, for messages."""
+
+    def planes(self, t: int, c: int, z0: int, z1: int, dtype: np.dtype) -> np.ndarray:
+        """Planes ``z0:z1`` of this source's (``t``, ``c``) as the merged file stores them
+        (`as_stored` by the source's own rule, then widened to ``dtype``), read from the
+        caller's numpy array itself where the source is one."""
+        view = self.image.numpy_view()
+        planes = view[t, c, z0:z1] if view is not None else self.image.data[t, c, z0:z1].compute()
+        return _cast(planes, storage_dtype(np.dtype(self.image.data.dtype)), dtype, self.label)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,7 @@ def merge_sources(images: Sequence[SourceImage], join: Join = "channels") -> Mer
         label=" + ".join(im.label for im in images),
         in_memory=False,
         numpy=None,
+        ims=None,  # the parts keep theirs: which channels can be copied as stored is decided per part
     )
-    parts = tuple(Part(im, s, n) for im, s, n in zip(images, starts, counts, strict=True))
+    parts = tuple(Part(im, s, n, lb) for im, s, n, lb in zip(images, starts, counts, labels, strict=True))
     return Merged(merged, parts, join)

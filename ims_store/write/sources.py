@@ -62,6 +62,10 @@ class SourceImage:
     """For a numpy array in memory: the dask name of `data` and the same values as a (t, c, z,
     y, x) numpy view, which the writer slices (dask's compute copies every result)."""
 
+    ims: tuple[Any, int] | None = None
+    """For an ``.ims`` source: the `ImsStore` and the level it was read at, so that the writer
+    may copy its stored chunks rather than decode them (`ims_store.write.stored`)."""
+
     def numpy_view(self) -> np.ndarray | None:
         """`data` as a numpy view of the caller's array, while `data` is still that array
         (a replaced or derived dask array has another name); None otherwise."""
@@ -380,6 +384,7 @@ def _from_ims(store: Any, index: int = 0) -> SourceImage:
         description=layout.description,
         recording_date=layout.recording_date,
         label=layout.path,
+        ims=(store, level.index),
     )
 
 

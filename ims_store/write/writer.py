@@ -40,13 +40,14 @@ from ..format.pyramid import halved_axes
 from .cluster import dask_client, worker_threads
 from .cluster_level0 import _distributed_level0
 from .histogram import HistogramAccumulator, histogram
-from .merge import Join, merge_sources
+from .merge import Join, Merged, Part, merge_sources
 from .metadata import write_dataset_info, write_histograms, write_root_attributes, write_thumbnail
 from .plan import Compression, _Plan, _plan, as_stored, storage_dtype
 from .sink import _ChunkSink
 from .sink import _encode_block as _encode_block  # reached through this module by the tests
 from .sources import SourceError, is_source_list, open_source, open_sources
 from .spots import prepare_spots, write_spots
+from .stored import copy_channel, stored_channels
 from .stream import _Level, _Stream
 from .thumbnail import THUMBNAIL_SIZE, ThumbnailAccumulator
 
@@ -85,8 +86,8 @@ def write_ims(
     channel_names: Sequence[str] | None = None,
     channel_colors: Sequence[tuple[float, float, float]] | None = None,
     time_stamps: Sequence[Any] | None = None,
-    compression: Compression = "gzip",
-    compression_level: int = 2,
+    compression: Compression | None = None,
+    compression_level: int | None = None,
     shuffle: bool | None = None,
     chunks: Sequence[int] | None = None,
     overwrite: bool = False,
@@ -116,6 +117,13 @@ def write_ims(
     what they must agree on); ``axes`` then names the axes of its array sources. A list of plain
     numbers stays one array.
 
+    An ``.ims`` source whose levels are the pyramid the output needs (same level sizes, chunk
+    shapes and type) is copied as stored: its chunks' bytes are moved without decoding, with
+    their filters and its histograms (`ims_store.write.stored`); ``compression`` left at None
+    keeps their filters (and is gzip level 2, as Imaris, for what is encoded); an explicit
+    ``compression``, ``compression_level`` or ``shuffle`` is honoured by encoding every source not
+    stored that way.
+
     ``spots`` (name -> a table as `read_spots` returns it, a ``(table, edges)`` pair or a
     `SpotsObject`) adds Spots objects, with their tracks, as Imaris 9.5 writes them (see
     `ims_store.write.spots`); they are checked before any of the image is written.
@@ -131,9 +139,10 @@ def write_ims(
     path = Path(path)
     if not overwrite and (path.exists() or path.is_symlink()):  # before any reading, however long
         raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    merged = None
     if is_source_list(source):
-        source = merge_sources(open_sources(source, axes=axes, series=series), join).image
-        axes = series = None
+        merged = merge_sources(open_sources(source, axes=axes, series=series), join)
+        source, axes, series = merged.image, None, None
     elif join != "channels":
         raise SourceError(f"join={join!r} needs a list of sources")
     src = open_source(
@@ -149,8 +158,24 @@ def write_ims(
     )
     prepared = prepare_spots(spots, int(src.data.shape[0])) if spots else []
     with dask_client(client) as cluster:
-        plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
+        plan = _plan(
+            src,
+            compression=compression or "gzip",
+            compression_level=2 if compression_level is None else compression_level,  # 2: as Imaris
+            shuffle=shuffle,
+            chunks=chunks,
+        )
         plan.spots = prepared
+        plan.merged = merged
+        whole = merged or Merged(src, (Part(src, 0, plan.channels),), "channels")
+        plan.stored = stored_channels(
+            whole,
+            sizes=plan.sizes,
+            blocks=plan.blocks,
+            dtype=plan.dtype,
+            create_args=plan.create_args,
+            keep_filters=compression is None and compression_level is None and shuffle is None,
+        )
         _write_file(plan, path, overwrite, workers or os.cpu_count() or 1, progress, cluster)
     return path
 
@@ -202,7 +227,13 @@ def _slab_planes(plan: _Plan) -> tuple[int, int]:
 
 
 def _local_level0(plan: _Plan, data: Any, t: int, c: int, stream: _Stream, label: str) -> None:
-    """Push one (time point, channel) of the source through ``stream``, slab by slab."""
+    """Push one (time point, channel) of the source through ``stream``, slab by slab (of several
+    sources, from the one that holds it: its own numpy array, not the concatenation, is read)."""
+    if plan.merged is not None:
+        part, pt, pc = plan.merged.origin(t, c)
+        for z0, z1 in _slabs(part.image.data.chunks[2], *_slab_planes(plan)):
+            stream.push(0, part.planes(pt, pc, z0, z1, plan.dtype))
+        return
     view = plan.source.numpy_view()  # a numpy array in memory: its slabs are views, not copies
     for z0, z1 in _slabs(data.chunks[2], *_slab_planes(plan)):
         # one indexing step: dask then reads just these planes from an array-like source (a nested
@@ -230,12 +261,15 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
     sink = _ChunkSink(workers, bar)
     thumb = ThumbnailAccumulator(thumb_level)
     ranges_seen: dict[int, tuple[float, float]] = {}
+    sources = _StoredSources()
     try:
         with h5py.File(tmp, "w") as f:
             write_root_attributes(f)
             root = f.create_group("DataSet")
             for t in range(T):
                 for c in range(C):
+                    if _copied(plan, sources, root, t, c, ranges_seen, bar):
+                        continue
                     levels = []
                     for index, (size, block) in enumerate(zip(plan.sizes, plan.blocks, strict=True)):
                         group = root.require_group(f"ResolutionLevel {index}/TimePoint {t}/Channel {c}")
@@ -284,10 +318,85 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                 name=plan.source.name or Path(label).stem,  # Imaris names an image after its file
                 description=plan.source.description or "",
             )
-            write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
+            thumbnail = _stored_thumbnail(plan, sources, ranges, C)
+            if thumbnail is None:
+                for c in range(C):  # the channels copied as stored: their projections read now
+                    if c not in thumb.mips and (item := plan.stored.get((0, c))) is not None:
+                        size = plan.sizes[thumb.level]
+                        thumb.channel = c
+                        thumb.add(sources.get(item.path)[item.data_path(thumb.level)][: size[0], : size[1], : size[2]])
+                thumbnail = thumb.rgba(plan.channel_colors, ranges)
+            write_thumbnail(f, thumbnail)
             if plan.spots:
                 write_spots(f, plan.spots, unit=plan.unit, time_stamps=plan.time_stamps)
     finally:
+        sources.close()
         sink.close()
         if bar is not None:
             bar.close()
+
+
+class _StoredSources:
+    """The ``.ims`` sources chunks are copied from, each opened once, read-only."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, h5py.File] = {}
+
+    def get(self, path: str) -> h5py.File:
+        if path not in self.files:
+            self.files[path] = h5py.File(path, "r")
+        return self.files[path]
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _copied(
+    plan: _Plan,
+    sources: _StoredSources,
+    root: h5py.Group,
+    t: int,
+    c: int,
+    ranges_seen: dict[int, tuple[float, float]],
+    bar: Any,
+) -> bool:
+    """Copy the output's (``t``, ``c``) as stored from its ``.ims`` source where it can be
+    (`stored.copy_channel`), with its display range."""
+    item = plan.stored.get((t, c))
+    if item is None:
+        return False
+    source = sources.get(item.path)
+    done = copy_channel(source, item, root, t, c, len(plan.sizes))
+    if done is None:
+        return False
+    found, chunks = done
+    if bar is not None:
+        bar.update(chunks)
+    item.copied = True
+    if t == 0:
+        ranges_seen[c] = item.color_range or found or (0.0, 1.0)
+    return True
+
+
+def _stored_thumbnail(
+    plan: _Plan, sources: _StoredSources, ranges: Sequence[tuple[float, float]], channels: int
+) -> np.ndarray | None:
+    """The source's own ``Thumbnail/Data`` where the output's first time point is that
+    source's, channel for channel, copied as stored, with its colours and display ranges (the
+    thumbnail would be made the same again); None otherwise."""
+    items = [plan.stored.get((0, c)) for c in range(channels)]
+    if any(i is None or not i.copied or i.t != 0 or i.c != c for c, i in enumerate(items)):
+        return None
+    paths = {i.path for i in items}  # type: ignore[union-attr]
+    layout = items[0].layout  # type: ignore[union-attr]
+    if len(paths) != 1 or len(layout.channels) != channels:
+        return None
+    same_look = all(
+        tuple(plan.channel_colors[c]) == tuple(ch.color or (1.0, 1.0, 1.0)) and tuple(ranges[c]) == ch.color_range
+        for c, ch in enumerate(layout.channels)
+    )
+    thumbnail = sources.get(paths.pop()).get("Thumbnail/Data")
+    if not same_look or not isinstance(thumbnail, h5py.Dataset) or thumbnail.dtype != np.uint8 or thumbnail.ndim != 2:
+        return None
+    return thumbnail[()]
