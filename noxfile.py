@@ -26,7 +26,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def interop(session: nox.Session) -> None:
-    """ZarrNii and ngff-zarr on .ims files (the interop extra is large: ITK comes with it)."""
+    """ZarrNii, ngff-zarr and OpenReadout on .ims files (the interop extra is large: ITK comes with it)."""
     session.install("-e", ".[test,interop]")
     session.run("pytest", "-m", "interop", *session.posargs)
 

@@ -121,3 +121,25 @@ def test_other_pyramids_and_asked_compression_are_encoded(source: tuple[Path, np
     with h5py.File(half, "r") as f:
         assert f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"].chunks == (8, 64, 64)
     assert np.array_equal(h5py_level(half, 0, 0, 1), data[0, 1])
+
+
+def test_copied_and_added_channels_read_by_an_independent_reader(
+    source: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    from imaris_ims_file_reader.ims import ims as open_ims  # shares no code with ims_store
+
+    src, data = source
+    mask = (data[:, 1] > 1500).astype(np.uint8)
+    out = write_ims([src, mask], tmp_path / "plus_mask.ims", axes="tzyx")
+    reader = open_ims(str(out))
+    assert reader.shape == (2, 3, *data.shape[2:])
+    # six indices, the first the resolution level; one (t, c) at a time (its channel ranges
+    # are not read as numpy's)
+    for t in range(2):
+        for c in range(2):
+            np.testing.assert_array_equal(reader[0, t, c, :, :, :], data[t, c])
+        np.testing.assert_array_equal(reader[0, t, 2, :, :, :], mask[t])
+    for level in range(1, h5py_counts(out)[0]):
+        for t in range(2):
+            for c in range(3):
+                np.testing.assert_array_equal(reader[level, t, c, :, :, :], h5py_level(out, level, t, c))
