@@ -327,3 +327,19 @@ def test_cli_convert_with_spots_csv(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main(["convert", str(IMARIS95), str(tmp_path / "x.ims"), "--quiet", *argv]) != 0
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.ims").exists()
+
+
+def test_cli_spots_with_their_edges(tmp_path: Path) -> None:
+    from ims_store.fronts.cli import main
+
+    spots, edges = tmp_path / "s.csv", tmp_path / "e.csv"
+    spots.write_text("id,t,x,y,z,radius,track_id\n0,0,1,1,1,1,5\n1,1,2,1,1,1,5\n2,1,3,1,1,1,5\n")
+    edges.write_text("track_id,spot_a,spot_b\n5,0,1\n5,0,2\n")
+    out = tmp_path / "out.ims"
+    image = write_ims([IMARIS95, IMARIS95], tmp_path / "two_times.ims", join="time")
+    argv = ["convert", str(image), str(out), "--quiet", "--spots", f"{spots}:S"]
+    assert main([*argv, "--spot-edges", f"{edges}:Other"]) != 0  # edges of an object not given
+    assert main([*argv]) != 0  # a branching track without its edges
+    assert not out.exists()
+    assert main([*argv, "--spot-edges", f"{edges}:S"]) == 0
+    assert read_track_edges(out, "S").values.tolist() == [[5, 0, 1], [5, 0, 2]]

@@ -112,12 +112,13 @@ _DIRECTION_OPTIONS = (
     "series",
     "axes",
     "spots",
+    "spot_edges",
     "join",
 )
 _OPTIONS_BY_OUTPUT = {
     "zarr": ("ngff", "codec", "chunks_per_shard"),
     "nifti": ("level", "timepoint", "channel"),
-    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots", "join"),
+    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots", "spot_edges", "join"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
 _DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0}
@@ -243,7 +244,14 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
         names = [name for _, name in args.spots or []]
         if len(set(names)) != len(names):
             raise _UsageError(f"--spots names an object twice: {names} (give each its own :NAME)")
-        spots = {name: read_spots_csv(path) for path, name in args.spots or []}
+        edges = {name: path for path, name in args.spot_edges or []}
+        unknown = sorted(set(edges) - set(names))
+        if unknown:
+            raise _UsageError(f"--spot-edges names {unknown}, which no --spots names (its names: {names})")
+        spots = {
+            name: (read_spots_csv(path), read_spots_csv(edges[name]) if name in edges else None)
+            for path, name in args.spots or []
+        }
         sources = [open_source(i, level=args.level, series=args.series, axes=args.axes) for i in args.inputs]
         write_ims(
             sources if len(sources) > 1 else sources[0],
@@ -547,6 +555,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CSV[:NAME]",
         help="add a Spots object from a CSV table (id, t, x, y, z, radius[, track_id]); NAME defaults to the "
         "file's stem; repeatable",
+    )
+    group.add_argument(
+        "--spot-edges",
+        action="append",
+        type=_spots_arg,
+        metavar="CSV[:NAME]",
+        help="the track edges (track_id, spot_a, spot_b) of the --spots object NAME, for tracks that branch",
     )
     convert.set_defaults(func=_cmd_convert)
 

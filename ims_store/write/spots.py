@@ -146,8 +146,9 @@ def spots_object(value: Any) -> SpotsObject:
 
 def read_spots_csv(path: str | os.PathLike[str]) -> Any:
     """A spots table from a CSV file with a header naming the columns ``id``, ``t``, ``x``, ``y``,
-    ``z``, ``radius`` and optionally ``track_id`` (empty cells: no track), as
-    ``ims-store objects --export`` writes them (needs pandas, the ``objects`` extra).
+    ``z``, ``radius`` and optionally ``track_id`` (empty cells: no track), or an edges table
+    (``track_id``, ``spot_a``, ``spot_b``), as ``ims-store objects --export --format csv`` writes
+    them (needs pandas, the ``objects`` extra).
 
     >>> from pathlib import Path
     >>> _ = Path("d.csv").write_text("id,t,x,y,z,radius,track_id\\n0,0,1,2,3,0.5,\\n1,0,2,2,3,0.5,7\\n")
