@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
+from bench_convert import best_of
 
 from ims_store import read_layout, write_ims
 
@@ -47,16 +46,6 @@ def source_file(shape: tuple[int, int, int]) -> Path:
                 data[c, k] = np.clip(smooth + 300 * c + rng.normal(0, 12, (y, x)), 0, 65535)
         write_ims(data, path, axes="czyx", voxel_size=(1.0, 0.2, 0.2))
     return path
-
-
-def best_of(repeats: int, fn: Callable[[], object], out: Path) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        out.unlink(missing_ok=True)
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def check_copied(src: Path, out: Path) -> None:
@@ -83,11 +72,15 @@ def main() -> None:
     geometry = {"voxel_size": layout.levels[0].voxel_size, "origin": layout.origin}
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         out = Path(tmp) / "out.ims"
-        copy = best_of(args.repeats, lambda: shutil.copyfile(src, out), out)
-        rewrite = best_of(args.repeats, lambda: write_ims(src, out), out)
+
+        def clean() -> None:
+            out.unlink(missing_ok=True)
+
+        copy = best_of(args.repeats, lambda: shutil.copyfile(src, out), clean)
+        rewrite = best_of(args.repeats, lambda: write_ims(src, out), clean)
         check_copied(src, out)
-        encode = best_of(args.repeats, lambda: write_ims(mask.astype(np.uint16), out, **geometry), out)
-        added = best_of(args.repeats, lambda: write_ims([src, mask], out), out)
+        encode = best_of(args.repeats, lambda: write_ims(mask.astype(np.uint16), out, **geometry), clean)
+        added = best_of(args.repeats, lambda: write_ims([src, mask], out), clean)
         check_copied(src, out)
     size = src.stat().st_size / 2**20
     print(f"source: {shape} uint16 x 2 channels, {size:.0f} MiB on disk, {len(layout.levels)} levels")
