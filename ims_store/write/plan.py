@@ -120,11 +120,11 @@ class _Plan:
     recording_date: _dt.datetime
     create_args: dict[str, Any]
     spots: list[Any] = field(default_factory=list)
+    """Spots objects to write beside the image (`spots.PreparedSpots`)."""
     merged: Any = None
     """Of several sources: the `merge.Merged` whose parts level 0 is read from."""
     stored: dict[tuple[int, int], Any] = field(default_factory=dict)
     """(time point, channel) -> where it is copied from as stored (`stored.StoredChannel`)."""
-    """Spots objects to write beside the image (`spots.PreparedSpots`)."""
 
     @property
     def timepoints(self) -> int:
