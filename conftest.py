@@ -1,6 +1,7 @@
 """Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``
-(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py, and
-``tiles.ims``, a file of two images side by side)."""
+(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py,
+``megasurfaces.ims`` with Imaris 9 surfaces, by tests/mega_surface_files.py, and ``tiles.ims``, a
+file of two images side by side)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims", "tiles.ims")
+EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims", "megasurfaces.ims", "tiles.ims")
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,9 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tracks_file(folder / "tracks.ims")
     surfaces_file(folder / "surfaces.ims")
+    from mega_surface_files import mega_surfaces_file
+
+    mega_surfaces_file(folder / "megasurfaces.ims")
     from ims_store import write_images
 
     # two 8 x 64 x 64 tiles, the second 90 um further along x (ExtMin x 0 and 90)
