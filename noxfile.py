@@ -49,7 +49,7 @@ def portable(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def interop(session: nox.Session) -> None:
-    """ZarrNii and ngff-zarr on .ims files (the interop extra is large: ITK comes with it)."""
+    """ZarrNii, ngff-zarr and OpenReadout on .ims files (the interop extra is large: ITK comes with it)."""
     session.install("-e", ".[test,interop]")
     session.run("pytest", "-m", "interop", *session.posargs)
 

@@ -51,6 +51,7 @@ from .write.beside import keep_beside_image
 from .write.convert import to_nifti, to_ome_zarr
 from .write.images import write_images
 from .write.sources import SourceError
+from .write.spots import SpotsObject
 from .write.writer import write_ims
 
 try:
@@ -86,6 +87,7 @@ __all__ = [
     "RemoteReadError",
     "ResourceLimitError",
     "SelectionError",
+    "SpotsObject",
     "ServerError",
     "SourceError",
     "Surface",

@@ -242,7 +242,7 @@ def _interrupted(
     [
         ("out.ome.zarr", []),
         ("sharded.ome.zarr", ["--chunks-per-shard", "1,2,2"]),
-        ("out.ims", []),
+        ("out.ims", ["--compression-level", "6"]),  # (re-encoded: a plain rewrite is a stored copy, too fast)
         ("out.nii.gz", []),
         ("library.ims", None),  # write_ims in a script: Python's own Ctrl-C handling
     ],

@@ -116,15 +116,17 @@ _DIRECTION_OPTIONS = (
     "voxel_size",
     "series",
     "axes",
+    "spots",
+    "spot_edges",
+    "join",
 )
 _OPTIONS_BY_OUTPUT = {
     "zarr": ("ngff", "codec", "chunks_per_shard"),
     "nifti": ("level", "timepoint", "channel"),
-    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes"),
+    "ims": ("level", "compression", "compression_level", "voxel_size", "series", "axes", "spots", "spot_edges", "join"),
 }
 _OUTPUT_NAMES = {"zarr": "OME-Zarr", "nifti": "NIfTI", "ims": ".ims"}
-_DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0, "compression": "gzip"}
-_GZIP_LEVEL = 2  # as Imaris writes
+_DEFAULTS = {"ngff": "0.5", "codec": "auto", "level": 0, "timepoint": 0, "channel": 0}
 
 
 def _flag(dest: str) -> str:
@@ -163,11 +165,34 @@ def _voxel_arg(text: str) -> tuple[float, float, float]:
     return sizes  # type: ignore[return-value]
 
 
+def _spots_arg(text: str) -> tuple[str, str]:
+    """``--spots table.csv[:NAME]``: (path, object name). The name follows the last colon after
+    ``.csv`` (a Windows drive letter's colon is part of the path)."""
+    path, colon, name = text.rpartition(":")
+    if not colon or not path.lower().endswith(".csv") or not name:
+        path, name = text, ""
+    if not path.lower().endswith(".csv"):
+        raise argparse.ArgumentTypeError(f"expected a .csv file, optionally :NAME after it, got {text!r}")
+    return path, name or Path(path).stem
+
+
 def _direction(args: argparse.Namespace) -> str:
     """The output kind of a conversion; refuses options its direction does not use and fills in
     the defaults of those it does."""
     from ..write.sources import path_kind
 
+    *more, args.output = args.output  # INPUT [INPUT ...] OUTPUT: argparse gives all but the first here
+    args.inputs = [args.input, *more]
+    if more:
+        if path_kind(args.output, output=True) != "ims":
+            raise _UsageError(f"several inputs are written into one .ims only, not {args.output}")
+        if args.image is not None:
+            raise _UsageError("--image applies to one .ims input, not to several inputs")
+        for extra in more:
+            if path_kind(extra) is None:
+                raise _UsageError(f"cannot read {extra}: give .ims, .zarr, .nii, .nii.gz, .tif or .tiff inputs")
+    if args.join is not None and not more:
+        raise _UsageError("--join applies to several inputs")
     src, dst = path_kind(args.input), path_kind(args.output, output=True)
     if not (dst == "ims" and src is not None) and not (src == "ims" and dst in ("zarr", "nifti")):
         raise _UsageError(
@@ -190,8 +215,6 @@ def _direction(args: argparse.Namespace) -> str:
     for dest, value in _DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
-    if args.compression_level is None:
-        args.compression_level = _GZIP_LEVEL
     return dst
 
 
@@ -211,17 +234,35 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
     from ..store.zarr_store import ImsStore
     from ..write.convert import to_nifti, to_ome_zarr
     from ..write.sources import open_source, path_kind
+    from ..write.spots import read_spots_csv
     from ..write.writer import write_ims
 
     if args.image is not None:  # one image of a file of several (checked by _direction: an .ims input)
         args.input = ImsStore(args.input, image=args.image)
+        args.inputs = [args.input]  # (_direction refused --image with several inputs)
     elif dst == "ims" and path_kind(args.input) == "ims" and (store := ImsStore(args.input)).is_collection:
+        if args.spots:
+            raise _UsageError(f"--spots applies to one image; {args.input} holds several (pick one with --image)")
         _ims_of_images(store, args, client)
         return
     if dst == "ims":
+        names = [name for _, name in args.spots or []]
+        if len(set(names)) != len(names):
+            raise _UsageError(f"--spots names an object twice: {names} (give each its own :NAME)")
+        edges = {name: path for path, name in args.spot_edges or []}
+        unknown = sorted(set(edges) - set(names))
+        if unknown:
+            raise _UsageError(f"--spot-edges names {unknown}, which no --spots names (its names: {names})")
+        spots = {
+            name: (read_spots_csv(path), read_spots_csv(edges[name]) if name in edges else None)
+            for path, name in args.spots or []
+        }
+        sources = [open_source(i, level=args.level, series=args.series, axes=args.axes) for i in args.inputs]
         write_ims(
-            open_source(args.input, level=args.level, series=args.series, axes=args.axes),
+            sources if len(sources) > 1 else sources[0],
             args.output,
+            join=args.join or "channels",
+            spots=spots or None,
             voxel_size=args.voxel_size,
             compression=args.compression,
             compression_level=args.compression_level,
@@ -474,7 +515,13 @@ def _parser() -> argparse.ArgumentParser:
         "TIFF / OME-TIFF (.tif, .tiff) and .ims to .ims. The direction comes from the file names.",
     )
     convert.add_argument("input", type=_path_argument)
-    convert.add_argument("output", type=_path_argument)
+    convert.add_argument(
+        "output",
+        nargs="+",
+        type=_path_argument,
+        metavar="[INPUT ...] OUTPUT",
+        help="more inputs (to .ims: their channels one after another)",
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument(
@@ -515,6 +562,26 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--voxel-size", type=_voxel_arg, metavar="Z,Y,X", help="voxel size, replacing the source's")
     group.add_argument("--series", type=int, metavar="N", help="TIFF: the image of a multi-series file (default 0)")
     group.add_argument("--axes", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)")
+    group.add_argument(
+        "--join",
+        choices=("channels", "time"),
+        help="several inputs: their channels one after another (default), or their time points",
+    )
+    group.add_argument(
+        "--spots",
+        action="append",
+        type=_spots_arg,
+        metavar="CSV[:NAME]",
+        help="add a Spots object from a CSV table (id, t, x, y, z, radius[, track_id]); NAME defaults to the "
+        "file's stem; repeatable",
+    )
+    group.add_argument(
+        "--spot-edges",
+        action="append",
+        type=_spots_arg,
+        metavar="CSV[:NAME]",
+        help="the track edges (track_id, spot_a, spot_b) of the --spots object NAME, for tracks that branch",
+    )
     convert.set_defaults(func=_cmd_convert)
 
     serve = sub.add_parser(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -122,6 +122,12 @@ class Plan:
     time_stamps: list[_dt.datetime]
     recording_date: _dt.datetime
     create_args: dict[str, Any]
+    spots: list[Any] = field(default_factory=list)
+    """Spots objects to write beside the image (`spots.PreparedSpots`)."""
+    merged: Any = None
+    """Of several sources: the `merge.Merged` whose parts level 0 is read from."""
+    stored: dict[tuple[int, int], Any] = field(default_factory=dict)
+    """(time point, channel) -> where it is copied from as stored (`stored.StoredChannel`)."""
 
     @property
     def timepoints(self) -> int:

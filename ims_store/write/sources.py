@@ -30,7 +30,7 @@ from ..format.geometry import imaris_unit as _imaris_unit
 from ..format.geometry import voxel_centre_origin
 from .tiff_source import read_tiff
 
-__all__ = ["SourceError", "SourceImage", "open_source", "path_kind", "source_layout"]
+__all__ = ["SourceError", "SourceImage", "is_source_list", "open_source", "open_sources", "path_kind", "source_layout"]
 
 Vec3 = tuple[float, float, float]
 
@@ -68,6 +68,10 @@ class SourceImage:
     ims: tuple[Any, int] | None = None
     """For an Imaris source: its `ImsStore` and the resolution level read, so that a new Imaris
     file of the same geometry keeps what the source holds beside the image (`beside`)."""
+
+    ims: tuple[Any, int] | None = None
+    """For an ``.ims`` source: the `ImsStore` and the level it was read at, so that the writer
+    may copy its stored chunks rather than decode them (`ims_store.write.stored`)."""
 
     def numpy_view(self) -> np.ndarray | None:
         """`data` as a numpy view of the caller's array, while `data` is still that array
@@ -133,7 +137,42 @@ def named_files(source: Any) -> tuple[str, ...]:
         return (source.path,)
     if isinstance(source, SourceImage):
         return source.files
+    if is_source_list(source):  # several sources: every one's
+        return tuple(name for item in source for name in named_files(item))
     return ()
+
+
+def is_source_list(source: Any) -> bool:
+    """Whether ``source`` is a list (or tuple) of sources rather than one array given as nested
+    lists: it is when any element is something other than a list, a tuple or a number.
+
+    >>> is_source_list(["a.ims", "b.tif"]), is_source_list([[1, 2], [3, 4]])
+    (True, False)
+    """
+    if not isinstance(source, (list, tuple)) or not source:
+        return False
+    return any(not isinstance(s, (list, tuple, int, float, np.number, bool)) for s in source)
+
+
+def _names_its_axes(source: Any) -> bool:
+    return isinstance(source, (SourceImage, str, os.PathLike)) or _is_zarr_group(source) or hasattr(source, "dims")
+
+
+def open_sources(sources: Any, *, axes: str | None = None, series: int | None = None) -> list[SourceImage]:
+    """Each of ``sources`` as a `SourceImage`: ``axes`` names the axes of its array sources,
+    ``series`` picks the image of its TIFF files.
+
+    >>> [s.data.shape for s in open_sources([np.zeros((2, 3, 4)), np.zeros((2, 3, 4))], axes="czx")]
+    [(1, 2, 3, 1, 4), (1, 2, 3, 1, 4)]
+    """
+    from ..store.zarr_store import ImsStore
+
+    images = []
+    for s in sources:
+        tiff = isinstance(s, (str, os.PathLike)) and path_kind(s) == "tiff"
+        array = not _names_its_axes(s) and not isinstance(s, ImsStore)
+        images.append(open_source(s, axes=axes if array or tiff else None, series=series if tiff else None))
+    return images
 
 
 def _as_array(source: Any) -> np.ndarray:
