@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from object_files import (
+from ims_store.write.examples import (
     OtherSpec,
     SpotsSpec,
     SurfacesSpec,

@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from object_files import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
+from ims_store.write.examples import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
 
 from ims_store.format.layout import ImsWarning
 from ims_store.fronts.napari_objects import object_layers
