@@ -580,6 +580,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _describe(err: Exception) -> str:
+    """An unexpected error as one line: an OS error as ``PATH: what the system said``, a full
+    memory as such, anything else by its type and message."""
+    if isinstance(err, OSError) and err.strerror:
+        where = ", ".join(os.fspath(p) for p in (err.filename, err.filename2) if p is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f" ({err})" if str(err) else "")
+    return _one_line(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
@@ -607,7 +622,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImsError, _UsageError, ValueError) as err:
         if args.debug:
             raise
-        print(f"ims-store {args.command}: error: {err}", file=sys.stderr)
+        print(f"ims-store {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except Exception as err:  # anything else (the OS, memory, a library) is one line too, never a traceback
+        if args.debug:
+            raise
+        print(f"ims-store {args.command}: error: {_describe(err)} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ims-store {args.command}: interrupted", file=sys.stderr)
