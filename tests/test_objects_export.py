@@ -11,7 +11,15 @@ import meshio
 import numpy as np
 import pandas as pd
 import pytest
-from ims_store.write.examples import OtherSpec, cells_spots, image, nuclei_surfaces, untracked_spots, write_scene, write_scene8
+from ims_store.write.examples import (
+    OtherSpec,
+    cells_spots,
+    image,
+    nuclei_surfaces,
+    untracked_spots,
+    write_scene,
+    write_scene8,
+)
 
 from ims_store import DestinationExistsError
 from ims_store.fronts.cli import main

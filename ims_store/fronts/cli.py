@@ -638,7 +638,9 @@ def _parser() -> argparse.ArgumentParser:
     refs.add_argument("file", metavar="FILE", help="the .ims file (or a URL)")
     refs.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file to write")
     refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
-    refs.add_argument("--url", metavar="URL", help="the address the references give the file (default: its absolute path)")
+    refs.add_argument(
+        "--url", metavar="URL", help="the address the references give the file (default: its absolute path)"
+    )
     refs.add_argument("--overwrite", action="store_true", help="replace an existing output")
     refs.add_argument(
         "--image", type=int, metavar="K", help="image K of a file of several alone (default: the whole collection)"

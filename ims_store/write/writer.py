@@ -41,7 +41,7 @@ from .cluster import dask_client, worker_threads
 from .cluster_level0 import _distributed_level0
 from .histogram import HistogramAccumulator, histogram
 from .metadata import write_dataset_info, write_histograms, write_root_attributes, write_thumbnail
-from .plan import Compression, _as_stored, _Plan, _plan, storage_dtype
+from .plan import Compression, _as_stored, _Plan, _plan, check_text, storage_dtype
 from .sink import _ChunkSink
 from .sink import _encode_block as _encode_block  # reached through this module by the tests
 from .sources import open_source
@@ -129,6 +129,7 @@ def write_ims(
         channel_colors=channel_colors,
         time_stamps=time_stamps,
     )
+    check_text(src, path)  # before a cluster is reached or a voxel written
     with dask_client(client) as cluster:
         plan = _plan(src, compression=compression, compression_level=compression_level, shuffle=shuffle, chunks=chunks)
         _write_file(plan, path, overwrite, workers or os.cpu_count() or 1, progress, cluster)
