@@ -10,11 +10,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ims_store.write.examples import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
 
 from ims_store.format.layout import ImsWarning
 from ims_store.fronts.napari_objects import object_layers
 from ims_store.fronts.napari_reader import reader_function
+from ims_store.write.examples import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
 from ims_store.write.synthetic import make_example_ims
 
 BRIGHT = 1000
