@@ -1,14 +1,19 @@
-"""Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``
-(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, and
-``tiles.ims``, a file of two images side by side)."""
+"""Project-wide pytest setup: docstring examples run in a folder holding the documentation's
+example files (`ims_store.write.examples.make_example_files`: ``cells.ims``, ``tracks.ims`` /
+``surfaces.ims`` with analysis objects, ``tiles.ims``, a file of two images side by side) and
+``megasurfaces.ims`` with Imaris 9 surfaces, built by tests/mega_surface_files.py."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from ims_store.write.examples import EXAMPLE_FILES
+from ims_store.write.examples import EXAMPLE_FILES as PACKAGE_EXAMPLES
+
+# megasurfaces.ims is built by a test helper (not, so far, by make_example_files)
+EXAMPLE_FILES = (*PACKAGE_EXAMPLES, "megasurfaces.ims")
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +23,10 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("examples")
     make_example_files(folder)
+    sys.path.insert(0, str(Path(__file__).parent / "tests"))
+    from mega_surface_files import mega_surfaces_file
+
+    mega_surfaces_file(folder / "megasurfaces.ims")
     return folder
 
 

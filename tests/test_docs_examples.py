@@ -48,8 +48,8 @@ def test_python_examples_run_as_scripts(document: Path, example_dir: Path, tmp_p
     interpreters that import the script again), in a folder holding the example files ``ims-store
     demo --examples`` makes (``example_dir``, the root conftest): what a reader who copies one
     example gets."""
-    for name in EXAMPLE_FILES:
-        (tmp_path / name).symlink_to(example_dir / name)
+    for example in example_dir.iterdir():
+        (tmp_path / example.name).symlink_to(example)
     scripts = []
     for i, code in enumerate(BLOCK.findall(document.read_text())):
         scripts.append(f"{document.stem}_block{i}.py")
@@ -115,8 +115,8 @@ def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path) ->
 
     lines = _cli_lines(document)
     if not any(argv[:2] == ["demo", "--examples"] for argv in lines):
-        for name in EXAMPLE_FILES:
-            (tmp_path / name).symlink_to(example_dir / name)
+        for example in example_dir.iterdir():
+            (tmp_path / example.name).symlink_to(example)
     runnable = []
     for argv in lines:
         if argv[0] == "serve" or any(PLACEHOLDER.search(word) for word in argv):
