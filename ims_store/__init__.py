@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .access.files import read_images, read_layout
-from .access.outputs import DestinationExistsError, WriteError
+from .access.outputs import DestinationExistsError, OutputIsInputError, WriteError
 from .errors import (
     ClusterError,
     CorruptChunkError,
@@ -24,8 +24,10 @@ from .errors import (
     MissingDependencyError,
     NotHDF5Error,
     NotImarisError,
+    OutsideFolderError,
     ReadOnlyError,
     RemoteReadError,
+    ResourceLimitError,
     SelectionError,
     ServerError,
     TruncatedFileError,
@@ -43,6 +45,7 @@ from .objects import (
     read_tracks,
 )
 from .store.zarr_store import ChunkMode, ImsStore
+from .write.beside import keep_beside_image
 from .write.convert import to_nifti, to_ome_zarr
 from .write.images import write_images
 from .write.sources import SourceError
@@ -74,8 +77,11 @@ __all__ = [
     "NotHDF5Error",
     "NotImarisError",
     "ObjectInfo",
+    "OutputIsInputError",
+    "OutsideFolderError",
     "ReadOnlyError",
     "RemoteReadError",
+    "ResourceLimitError",
     "SelectionError",
     "ServerError",
     "SourceError",
@@ -85,6 +91,7 @@ __all__ = [
     "__version__",
     "WriteError",
     "export_objects",
+    "keep_beside_image",
     "list_objects",
     "read_images",
     "read_layout",

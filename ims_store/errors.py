@@ -28,8 +28,10 @@ __all__ = [
     "MissingDependencyError",
     "NotHDF5Error",
     "NotImarisError",
+    "OutsideFolderError",
     "ReadOnlyError",
     "RemoteReadError",
+    "ResourceLimitError",
     "SelectionError",
     "ServerError",
     "SourceError",
@@ -78,6 +80,12 @@ class LinkTargetError(MalformedImsError):
     The message names the linking file, the link and its target."""
 
 
+class OutsideFolderError(LinkTargetError):
+    """A file a server would open lies outside the folder it serves: the served file reached
+    through a link that leads out (or was swapped while it was opened), or a link's target, a
+    virtual dataset's source or an external raw data file elsewhere."""
+
+
 class MalformedObjectsError(MalformedImsError):
     """An analysis-object group (``Scene/Content/Points0``, ``Scene8/Content/Surfaces1``...) is
     damaged or not understood: a dataset missing, of the wrong type or shape, fields missing, an
@@ -119,6 +127,12 @@ class ClusterError(ImsError, ConnectionError):
 class RemoteReadError(ImsError, OSError):
     """A remote file could not be read: its server failed or refused a request, or could not be
     reached (the message gives the server's answer or the connection's error)."""
+
+
+class ResourceLimitError(ImsError, OSError):
+    """The process ran out of something it needs, not the file of something it holds: no file
+    descriptors left (``EMFILE``), or a request larger than a server's memory budget. Trying
+    again later may succeed."""
 
 
 class ServerError(ImsError, OSError):

@@ -29,8 +29,12 @@ SHIPPED = Path(__file__).resolve().parent / "data"
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 FIXTURES_ENV = "IMS_STORE_FIXTURES"
 NOT_SHIPPED = {
-    "PyramidalCell.ims": "it is GPL-2.0 (aarpon/IceImarisConnector), so this BSD-3-Clause repository does not ship it"
+    "PyramidalCell.ims": "it is GPL-2.0 (aarpon/IceImarisConnector), so this BSD-3-Clause repository does not ship it",
+    "PyramidalCell_Imaris95.ims": "it is GPL-2.0-only (pIceImarisConnector 0.4.3), so this BSD-3-Clause repository "
+    "does not ship it",
 }
+NAMED_REAL_FILES = ["PyramidalCell_Imaris95.ims"]
+"""Real files tests ask for by name only (``real_files[name]``), not run through every `real_file` test."""
 
 
 def _digest(path: Path) -> str:
@@ -71,7 +75,7 @@ class RealFiles(dict[str, Path]):
     (fails it under IMS_STORE_REQUIRE_FIXTURES), so a test needing only shipped files always runs."""
 
     def __missing__(self, name: str) -> Path:
-        if name in REAL_FILES:
+        if name in REAL_FILES or name in NAMED_REAL_FILES:
             _unavailable(name)
         raise KeyError(name)
 
@@ -93,7 +97,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def real_files(tmp_path_factory: pytest.TempPathFactory):
     """Copies of the real files found (the originals are read-only and must stay untouched)."""
-    found = {name: path for name in REAL_FILES if (path := find_real_file(name)) is not None}
+    found = {name: path for name in REAL_FILES + NAMED_REAL_FILES if (path := find_real_file(name)) is not None}
     before = {name: _digest(path) for name, path in found.items()}
     expected = _expected_digests()
     wrong = [f"{path} (sha256 {before[name]})" for name, path in found.items() if before[name] != expected[name]]

@@ -596,3 +596,79 @@ RUN: dict[str, Callable[[Case, Path, pytest.CaptureFixture[str]], Outcome]] = {
     "convert-ims": _convert_ims,
     "bioio": _bioio,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# the commands that write: none may destroy its input, whatever name the output is given
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A command that writes, as its command line for an input and an output."""
+
+    argv: Callable[[Path, Path], list[str]]
+    input_kind: str
+    """``ims`` (an Imaris file) or ``zarr`` (an OME-Zarr folder): what the input is."""
+    output_suffix: str
+    """What the output's name ends with."""
+    replaces: bool = True
+    """Whether an existing output is replaced as a whole (an export only adds files to its folder)."""
+
+
+WRITERS: dict[str, Writer] = {
+    "convert-zarr": Writer(lambda i, o: ["convert", str(i), str(o), "--overwrite", "--quiet"], "ims", ".ome.zarr"),
+    "convert-ims": Writer(lambda i, o: ["convert", str(i), str(o), "--overwrite", "--quiet"], "ims", ".ims"),
+    "convert-nifti": Writer(lambda i, o: ["convert", str(i), str(o), "--overwrite", "--quiet"], "ims", ".nii.gz"),
+    "convert-zarr-to-ims": Writer(lambda i, o: ["convert", str(i), str(o), "--overwrite", "--quiet"], "zarr", ".ims"),
+    "refs": Writer(lambda i, o: ["refs", str(i), "-o", str(o), "--overwrite"], "ims", ".json"),
+    "objects-export": Writer(
+        lambda i, o: ["objects", str(i), "--export", str(o), "--overwrite", "--quiet"], "ims", "", replaces=False
+    ),
+}
+
+
+def _same_file(source: Path, folder: Path, suffix: str, how: str) -> Path:
+    """A name in ``folder`` for the file or folder ``source`` itself: the path, a symlink or a hard link."""
+    if how == "path":
+        return source
+    target = folder / f"alias{suffix}"
+    if how == "symlink":
+        target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+    else:
+        os.link(source, target)
+    return target
+
+
+OUTPUT_VARIANTS = ("output == input", "output == input (symlink)", "output == input (hard link)", "output holds input")
+INPUT_VARIANTS = ("input holds output",)
+"""Where the input is a folder (an OME-Zarr): an output inside it."""
+
+
+def output_for(variant: str, source: Path, folder: Path, writer: Writer) -> Path:
+    """The output path a variant names for ``source`` (made in ``folder``)."""
+    if variant == "output == input":
+        return _same_file(source, folder, writer.output_suffix, "path")
+    if variant == "output == input (symlink)":
+        return _same_file(source, folder, writer.output_suffix, "symlink")
+    if variant == "output == input (hard link)":
+        if source.is_dir():
+            pytest.skip("folders have no hard links")
+        return _same_file(source, folder, writer.output_suffix, "hard link")
+    if variant == "output holds input":
+        return source.parent  # a zarr folder (as an earlier conversion made it) that holds the input
+    if variant == "input holds output":
+        return source / f"inner{writer.output_suffix}"
+    raise AssertionError(variant)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """sha256 of a file, or of every file under a folder, by relative name."""
+    import hashlib
+
+    if path.is_file():
+        return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }

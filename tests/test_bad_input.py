@@ -117,7 +117,8 @@ EXPECTED: dict[str, dict[str, Outcome]] = {
     # for convert-ims: the broken chunk is in level 1, and write_ims builds its pyramid from level 0
     "chunk-index-past-eof": broken(TruncatedFileError) | {"convert-ims": WORKS},
     "zero-length": refused(NotHDF5Error),
-    "directory": refused(NotHDF5Error) | {"serve": WORKS},  # serve takes a folder: here, an empty one
+    # serve takes a folder, but not one holding no .ims file (this one is empty)
+    "directory": refused(NotHDF5Error) | {"serve": NotImarisError},
     "text-file": refused(NotHDF5Error),
     "hdf5-signature-then-garbage": refused(TruncatedFileError),  # "HDF5 cannot open the file; it is damaged"
     "hdf5-not-imaris": refused(NotImarisError),

@@ -28,7 +28,17 @@ import hdf5plugin  # noqa: F401 - h5py reads the LZ4 chunks of re-encoded files
 import numpy as np
 import pytest
 import zarr
-from contract import COMMANDS, RUN, Case, assert_specific
+from contract import (
+    COMMANDS,
+    INPUT_VARIANTS,
+    OUTPUT_VARIANTS,
+    RUN,
+    WRITERS,
+    Case,
+    assert_specific,
+    output_for,
+    tree_digest,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -483,3 +493,78 @@ def test_a_real_write_failure_through_hdf5_is_a_clear_error(tmp_path: Path) -> N
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert str(target) in proc.stdout and "writing failed" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # neither the destination nor the temporary file
+
+
+# --------------------------------------------------------------------------------------------
+# no command that writes destroys its input, whatever its output is named (see `contract.WRITERS`)
+
+
+def _writer_cases() -> list[tuple[str, str]]:
+    cases = []
+    for name, writer in WRITERS.items():
+        for variant in OUTPUT_VARIANTS:
+            if variant == "output == input" and writer.output_suffix not in ("", ".json", f".{writer.input_kind}"):
+                continue  # the input's own name makes it another command (ims -> ims); its aliases are named apart
+            if variant == "output == input (hard link)" and writer.input_kind == "zarr":
+                continue  # folders have no hard links
+            cases.append((name, variant))
+        if writer.input_kind == "zarr":
+            cases += [(name, variant) for variant in INPUT_VARIANTS]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def writer_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An Imaris file with analysis objects (for the export) and an OME-Zarr made from it."""
+    from object_files import tracks_file
+
+    folder = tmp_path_factory.mktemp("writer-sources")
+    ims = tracks_file(folder / "in.ims")
+    return {"ims": ims, "zarr": to_ome_zarr(ims, folder / "in.ome.zarr")}
+
+
+_REFUSALS = {
+    "output == input": "is the input",
+    "output == input (symlink)": "is the input",
+    "output == input (hard link)": "is the input",
+    "output holds input": "holds the input",
+    "input holds output": "lies inside the input",
+}
+
+
+@pytest.mark.parametrize(("command", "variant"), _writer_cases())
+def test_no_command_writes_over_its_input(
+    writer_sources: dict[str, Path], tmp_path: Path, command: str, variant: str
+) -> None:
+    """The command refuses (exit status 2, one line naming the output and why) before writing
+    anything, and the input is byte for byte what it was; an export, which only adds files to
+    its folder, may write beside its input but never over it."""
+    import shutil
+
+    writer = WRITERS[command]
+    # the input lies in a folder named as the output would be, holding zarr metadata: an earlier
+    # conversion's output, which an overwriting one replaces
+    holder = tmp_path / f"holder{writer.output_suffix}"
+    holder.mkdir()
+    (holder / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    original = writer_sources[writer.input_kind]
+    source = holder / original.name
+    if original.is_dir():
+        shutil.copytree(original, source)
+    else:
+        shutil.copyfile(original, source)
+    output = output_for(variant, source, tmp_path, writer)
+    before = tree_digest(source)
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ims_store.fronts.cli", *writer.argv(source, output)], capture_output=True, text=True
+    )
+    assert tree_digest(source) == before, f"{command} changed its input ({variant})"
+    if not writer.replaces and variant == "output holds input":
+        assert proc.returncode == 0, proc.stderr  # files added beside the input, none over it
+        return
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and _REFUSALS[variant] in proc.stderr and str(output) in proc.stderr, (
+        proc.stderr
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == made, "the refused command wrote something"

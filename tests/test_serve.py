@@ -62,27 +62,101 @@ def test_tensorstore_over_http(server: ImsHTTPServer, real_files: dict[str, Path
 
 def test_ranges_head_and_cors(server: ImsHTTPServer) -> None:
     key = "/0/c/0/0/1/0/0" if server.ngff == "0.5" else "/0/0/0/1/0/0"  # type: ignore[attr-defined]
-    response, whole = _request(server, "GET", key)
-    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    response, whole = _request(server, "GET", key, {"Origin": NEUROGLANCER})
+    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == NEUROGLANCER
+    assert response.headers["Vary"] == "Origin"
     response, part = _request(server, "GET", key, {"Range": "bytes=10-19"})
     assert response.status == 206 and part == whole[10:20]
     assert response.headers["Content-Range"] == f"bytes 10-19/{len(whole)}"
     response, part = _request(server, "GET", key, {"Range": "bytes=-7"})
     assert response.status == 206 and part == whole[-7:]
-    for bad in (f"bytes={len(whole)}-", "bytes=5-2", "bytes=abc", "bytes=0-1,4-5", "bytes=" + "9" * 40 + "-"):
-        response, _ = _request(server, "GET", key, {"Range": bad})
-        assert response.status == 416, bad
+    for unsatisfiable in (f"bytes={len(whole)}-", "bytes=-0", "bytes=" + "9" * 40 + "-"):
+        response, _ = _request(server, "GET", key, {"Range": unsatisfiable})
+        assert response.status == 416, unsatisfiable
+        assert response.headers["Content-Range"] == f"bytes */{len(whole)}"
     response, body = _request(server, "HEAD", key)
     assert response.status == 200 and body == b"" and int(response.headers["Content-Length"]) == len(whole)
     response, _ = _request(
         server,
         "OPTIONS",
         key,
-        {"Origin": "http://viewer", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"},
+        {"Origin": VIZARR, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"},
     )
-    assert response.status == 204
+    assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == VIZARR
     assert "range" in response.headers["Access-Control-Allow-Headers"].lower()
     assert "GET" in response.headers["Access-Control-Allow-Methods"]
+
+
+NEUROGLANCER = "https://neuroglancer-demo.appspot.com"
+VIZARR = "https://hms-dbmi.github.io"
+
+
+def test_range_units_are_case_insensitive_and_others_are_ignored(server: ImsHTTPServer) -> None:
+    """RFC 9110 14.2: the unit is case-insensitive; a Range the server does not honour (another
+    unit, several ranges, a malformed one) is ignored: 200 with the whole chunk, not 416."""
+    key = "/0/c/0/0/1/0/0" if server.ngff == "0.5" else "/0/0/0/1/0/0"  # type: ignore[attr-defined]
+    _, whole = _request(server, "GET", key)
+    for header in ("Bytes=10-19", "BYTES=10-19", "bytes = 10-19"):
+        response, part = _request(server, "GET", key, {"Range": header})
+        assert response.status == 206 and part == whole[10:20], header
+    for ignored in ("items=0-5", "bytes=0-1,4-5", "bytes=abc", "bytes=5-2", "bytes", "=0-1"):
+        response, body = _request(server, "GET", key, {"Range": ignored})
+        assert response.status == 200 and body == whole and "Content-Range" not in response.headers, ignored
+
+
+def test_cors_only_for_the_viewers_and_this_machine(server: ImsHTTPServer) -> None:
+    """Any web page the user visits must not read their images: only the viewers the server links
+    to (and pages of this machine itself) get an Access-Control-Allow-Origin."""
+    for origin in ("https://evil.example", "http://neuroglancer-demo.appspot.com", "https://hms-dbmi.github.io.evil"):
+        for method in ("GET", "OPTIONS"):
+            response, _ = _request(
+                server, method, "/zarr.json", {"Origin": origin, "Access-Control-Request-Method": "GET"}
+            )
+            assert "Access-Control-Allow-Origin" not in response.headers, (origin, method)
+    for origin in (NEUROGLANCER, VIZARR, "http://127.0.0.1:9000", "http://localhost:8080", "http://[::1]:1234"):
+        response, _ = _request(server, "GET", "/zarr.json", {"Origin": origin})
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+
+
+def test_allow_origin_widens_cors(real_files: dict[str, Path]) -> None:
+    for allowed, origin, expected in (
+        (["https://lab.example"], "https://lab.example", "https://lab.example"),
+        (["*"], "https://anyone.example", "*"),
+    ):
+        srv = make_server(real_files["Minimal_IMS_File.ims"], port=0, allow_origins=allowed)
+        srv.serve_in_thread(poll_interval=0.05)
+        try:
+            response, _ = _request(srv, "GET", "/zarr.json", {"Origin": origin})
+            assert response.headers["Access-Control-Allow-Origin"] == expected
+            response, _ = _request(srv, "GET", "/zarr.json", {"Origin": "https://other.example"})
+            assert response.headers.get("Access-Control-Allow-Origin") == ("*" if expected == "*" else None)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+
+def test_a_host_that_names_another_server_is_refused(server: ImsHTTPServer) -> None:
+    """DNS rebinding: a page at evil.example whose name now points at 127.0.0.1 sends
+    ``Host: evil.example``; the server answers 421, not the image."""
+    port = server.server_address[1]
+    root = "/zarr.json" if server.ngff == "0.5" else "/.zattrs"  # type: ignore[attr-defined]
+    for host in (f"evil.example:{port}", "evil.example", "127.0.0.2", f"localhost.evil:{port}", 'a"><b>'):
+        response, body = _request(server, "GET", root, {"Host": host})
+        assert response.status == 421 and b"multiscales" not in body, host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "localhost."):
+        response, _ = _request(server, "GET", root, {"Host": host})
+        assert response.status == 200, host
+
+
+def test_allow_host_names_the_machine(real_files: dict[str, Path]) -> None:
+    srv = make_server(real_files["Minimal_IMS_File.ims"], port=0, allow_hosts=["microscope.lab"])
+    srv.serve_in_thread(poll_interval=0.05)
+    try:
+        assert _request(srv, "GET", "/zarr.json", {"Host": "microscope.lab:8000"})[0].status == 200
+        assert _request(srv, "GET", "/zarr.json", {"Host": "other.lab:8000"})[0].status == 421
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.mark.parametrize(

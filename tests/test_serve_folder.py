@@ -200,7 +200,7 @@ def test_the_index_is_html_for_a_person_and_json_for_a_program(
     server: ImsHTTPServer, path: str, accept: str, kind: str
 ) -> None:
     response, body = _request(server, "GET", path, {"Accept": accept} if accept else {})
-    assert response.status == 200 and response.headers["Vary"] == "Accept"
+    assert response.status == 200 and response.headers["Vary"] == "Accept, Origin"
     if kind == "json":
         assert response.headers["Content-Type"] == "application/json"
         assert len(json.loads(body)["images"]) == len(SERVED)
@@ -224,9 +224,9 @@ def test_links_use_the_address_the_client_used(server: ImsHTTPServer) -> None:
     """Behind a name (or another interface) the index's links point where the client came from;
     a Host header that is no host name is ignored."""
     port = server.server_address[1]
-    _, body = _request(server, "GET", "/index.json", {"Host": f"microscope.lab:{port}"})
-    assert json.loads(body)["images"][0]["url"].startswith(f"http://microscope.lab:{port}/")
-    _, body = _request(server, "GET", "/index.json", {"Host": 'evil"><script>'})
+    _, body = _request(server, "GET", "/index.json", {"Host": f"localhost:{port}"})
+    assert json.loads(body)["images"][0]["url"].startswith(f"http://localhost:{port}/")
+    _, body = _request(server, "GET", "/index.json", {"Host": ""})
     assert json.loads(body)["images"][0]["url"].startswith(server.url)
 
 
@@ -235,8 +235,10 @@ def test_head_range_and_cors_on_the_index_and_a_file(server: ImsHTTPServer) -> N
     response, part = _request(server, "GET", "/index.json", {"Range": "bytes=0-9"})
     assert response.status == 206 and part == whole[:10]
     key = "/sub/levels.ims/0/c/0/0/0/0/0" if server.ngff == "0.5" else "/sub/levels.ims/0/0/0/0/0/0"  # type: ignore[attr-defined]
-    response, chunk = _request(server, "GET", key)
-    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    response, chunk = _request(server, "GET", key, {"Origin": "https://hms-dbmi.github.io"})
+    assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "https://hms-dbmi.github.io"
+    response, _ = _request(server, "GET", "/index.json", {"Origin": "https://evil.example"})
+    assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
     response, part = _request(server, "GET", key, {"Range": "bytes=-5"})
     assert response.status == 206 and part == chunk[-5:]
     response, body = _request(server, "HEAD", key)
@@ -607,4 +609,4 @@ def test_serve_command_refuses_a_bad_idle_timeout(lab: Path, capsys: pytest.Capt
     from ims_store.fronts.cli import main
 
     assert main(["serve", str(lab), "--port", "0", "--idle-timeout", "0"]) == 2
-    assert "idle_timeout" in capsys.readouterr().err
+    assert "--idle-timeout must be a number of seconds > 0" in capsys.readouterr().err

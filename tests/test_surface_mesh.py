@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -22,7 +23,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from conftest import find_real_file
-from ims_store.errors import MalformedObjectsError, SelectionError
+from ims_store.errors import MalformedObjectsError, MissingDependencyError, SelectionError
 from ims_store.objects.surface_mesh import read_mega_surface
 
 IMARIS95 = "PyramidalCell_Imaris95.ims"
@@ -257,3 +258,10 @@ def test_a_damaged_group_raises_the_specific_error(example: Path, tmp_path: Path
 def test_a_surface_index_outside_the_table_is_a_selection_error(example: Path) -> None:
     with h5py.File(example, "r") as f, pytest.raises(SelectionError, match=r"surfaces 0\.\.1, not surface 2"):
         read_mega_surface(f[GROUP], 2)
+
+
+def test_without_scikit_image_the_error_names_the_extra(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # scikit-image is the `surfaces` extra, not a core requirement: its absence is a clear error
+    monkeypatch.setitem(sys.modules, "skimage.measure", None)
+    with h5py.File(example, "r") as f, pytest.raises(MissingDependencyError, match=r"ims-store\[surfaces\]"):
+        read_mega_surface(f[GROUP], 0)

@@ -12,6 +12,7 @@ chunk bytes are then fetched as byte ranges, never through h5py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import threading
@@ -26,9 +27,12 @@ from ..errors import (
     ImsFileNotFoundError,
     MissingDependencyError,
     NotHDF5Error,
+    OutsideFolderError,
     RemoteReadError,
+    ResourceLimitError,
     TruncatedFileError,
 )
+from ..format.confine import identity, open_inside
 from ..format.layout import ImageEntry, ImsLayout, open_hdf5, parse_images, parse_layout
 from ..format.links import Links
 from .workers import run_blocking
@@ -83,19 +87,38 @@ class LocalFile:
 
     remote = False
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, within: str | None = None) -> None:
         self.label = path
+        self.within = within
+        """A folder (a real path) the file must lie in, checked on the descriptors opened (see
+        `ims_store.format.confine`): a server's boundary. None: no check."""
         self._fd: int | None = None
         self._readers: dict[int, int] = {}  # descriptor -> reads in flight on it
         self._retired: set[int] = set()  # closed by `close`, still in use by reads
         self._lock = threading.Lock()
 
     def open_hdf5(self) -> h5py.File:
-        return open_hdf5(self.label)
+        f = open_hdf5(self.label)
+        if self.within is not None:
+            # HDF5 opens the file by its name: it must have opened the file this source's own
+            # descriptor (opened following no link) holds, not one a link swapped in meanwhile
+            try:
+                fd = self._acquire()
+                try:
+                    same = identity(f.id.get_vfd_handle()) == identity(fd)
+                finally:
+                    self._release(fd)
+            except BaseException:
+                f.close()
+                raise
+            if not same:
+                f.close()
+                raise OutsideFolderError("changed while it was opened (a link was swapped)", self.label)
+        return f
 
     def linked(self, path: str) -> LocalFile:
-        """Another file on this machine (the target of an external link)."""
-        return LocalFile(path)
+        """Another file on this machine (the target of an external link), within the same folder."""
+        return LocalFile(path, self.within)
 
     def failed_read(self, what: str = "") -> RemoteReadError | None:
         """Never anything: a local file has no requests to fail (see `RemoteFile`)."""
@@ -104,7 +127,15 @@ class LocalFile:
     def _acquire(self) -> int:
         with self._lock:
             if self._fd is None:
-                self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                try:
+                    if self.within is not None:
+                        self._fd = open_inside(self.within, self.label)
+                    else:
+                        self._fd = os.open(self.label, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as err:
+                    if err.errno in (errno.EMFILE, errno.ENFILE):
+                        raise ResourceLimitError(f"cannot be opened: {err.strerror}", self.label) from err
+                    raise
             self._readers[self._fd] = self._readers.get(self._fd, 0) + 1
             return self._fd
 
@@ -418,6 +449,7 @@ def links_of(
     *,
     follow: bool = True,
     open_linked: Callable[[str], h5py.File] | None = None,
+    within: str | None = None,
 ) -> Links:
     """The links of ``f``, ``source``'s open HDF5 file: a remote file's targets are opened with
     ``open_linked`` (default: on the same file system, with the same options)."""
@@ -427,6 +459,7 @@ def links_of(
         remote=source.remote,
         follow=follow,
         open_linked=open_linked or (lambda url: source.linked(url).open_hdf5()),
+        within=within,
     )
 
 
@@ -450,12 +483,15 @@ def missing_protocol(url: str, err: ImportError) -> MissingDependencyError:
     return MissingDependencyError(f"{protocol}:// URLs need {what}, not installed: {fix}", url)
 
 
-def open_file(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> LocalFile | RemoteFile:
-    """The byte source for ``path``: local, or remote when it is a URL."""
+def open_file(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, within: str | None = None
+) -> LocalFile | RemoteFile:
+    """The byte source for ``path``: local, or remote when it is a URL. ``within``: a folder a
+    local file must lie in (see `LocalFile.within`)."""
     text = os.fspath(path)
     if is_remote(text):
         return RemoteFile(text, storage_options)
-    return LocalFile(text[len("file://") :] if text.startswith("file://") else text)
+    return LocalFile(text[len("file://") :] if text.startswith("file://") else text, within)
 
 
 _preadv = getattr(os, "preadv", None)

@@ -17,6 +17,7 @@ Opening is cheap even for files with thousands of datasets: per resolution level
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import math
 import os
 import re
@@ -34,6 +35,7 @@ from ..errors import (
     NotHDF5Error,
     NotImarisError,
     RemoteReadError,
+    ResourceLimitError,
     SelectionError,
     TruncatedFileError,
 )
@@ -235,6 +237,10 @@ def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
         raise ImsError("cannot be read: permission denied", path) from err
     except OSError as err:
         message = str(err)
+        # no descriptor left says nothing of the file: HDF5 gives the errno in its message
+        failed = re.search(r"errno = (\d+)", message)
+        if err.errno in _NO_DESCRIPTORS or (failed and int(failed.group(1)) in _NO_DESCRIPTORS):
+            raise ResourceLimitError("cannot be opened: too many open files", path) from err
         if "truncated" in message.lower():
             raise TruncatedFileError(
                 f"the file is truncated (shorter than its HDF5 structures say: {message})", path
@@ -242,6 +248,9 @@ def open_hdf5(path: str | os.PathLike[str]) -> h5py.File:
         if "signature" in message.lower() or not _has_hdf5_signature(path):
             raise NotHDF5Error("not an HDF5 file, so not an Imaris (.ims) file", path) from err
         raise TruncatedFileError(f"HDF5 cannot open the file; it is damaged ({message})", path) from err
+
+
+_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 
 
 def _has_hdf5_signature(path: str) -> bool:

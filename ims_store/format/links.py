@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import h5py
 
-from ..errors import ImsError, LinkTargetError
+from ..errors import ImsError, LinkTargetError, OutsideFolderError
+from .confine import inside
 
 __all__ = ["MAX_LINKS", "Located", "Links", "link_target_url", "stored_elsewhere"]
 
@@ -61,8 +62,13 @@ class Links:
     follow
         False refuses every external link (`LinkTargetError`) instead of opening its target.
     open_linked
-        For a remote file: opens the file at a URL. Each target is opened once, and closed by
-        `close`.
+        For a remote file, or one kept ``within`` a folder: opens the file at a URL or path.
+        Each target is opened once, and closed by `close`.
+    within
+        A folder (a real path) every target must lie in (a server's boundary): each external
+        link is then resolved here, against the linking file's folder only (not HDF5's
+        ``HDF5_EXT_PREFIX`` nor the working folder), a target outside raises
+        `OutsideFolderError`, and targets are opened with ``open_linked``.
     """
 
     def __init__(
@@ -73,8 +79,10 @@ class Links:
         remote: bool = False,
         follow: bool = True,
         open_linked: Callable[[str], h5py.File] | None = None,
+        within: str | None = None,
     ) -> None:
         self.file = f
+        self.within = within
         self.label = label
         self.remote = remote
         self.follow = follow
@@ -85,7 +93,7 @@ class Links:
         """The object at ``path`` and its file; None where nothing is there (a missing member,
         a dangling soft link). A broken external link (missing, looping, unreadable or refused
         target) raises `LinkTargetError` naming this file, the link and its target."""
-        if not self.remote and self.follow:
+        if not self.remote and self.follow and self.within is None:
             # HDF5 follows every link itself, as it does for h5py: one call; the walk below
             # only runs to say which link broke
             try:
@@ -138,6 +146,15 @@ class Links:
                 obj = self._open_remote(file, described)
                 parts.extendleft(reversed([p for p in link.path.split("/") if p]))
                 continue
+            if self.within is not None:
+                target = os.path.join(os.path.dirname(os.path.abspath(file or self.label)), link.filename)
+                real = inside(self.within, target)
+                if real is None:
+                    raise OutsideFolderError(f"{described}, outside the folder served ({self.within})", self.label)
+                file = real
+                obj = self._open_remote(file, described)
+                parts.extendleft(reversed([p for p in link.path.split("/") if p]))
+                continue
             try:
                 obj = obj[name]  # HDF5 finds the target as it always does for h5py
             except _HDF5_ERRORS as err:
@@ -151,6 +168,8 @@ class Links:
         if url not in self._opened:
             try:
                 self._opened[url] = self._open_linked(url)
+            except OutsideFolderError as err:
+                raise OutsideFolderError(f"{described}, which {err.reason}", self.label) from err
             except ImsError as err:
                 raise LinkTargetError(f"{described}, which cannot be opened ({url}: {err.reason})", self.label) from err
         return self._opened[url]["/"]
@@ -186,15 +205,26 @@ def _hdf5_reason(err: BaseException) -> str:
     return inner or type(err).__name__
 
 
-def stored_elsewhere(dataset: h5py.Dataset, *, remote: bool, follow: bool = True) -> str:
+def stored_elsewhere(
+    dataset: h5py.Dataset, *, remote: bool, follow: bool = True, within: str | None = None, depth: int = 0
+) -> str:
     """What keeps HDF5 from reading ``dataset`` right when its data lies in other files ("" when
     nothing does): a virtual dataset's missing source (HDF5 would read its fill value, with no
     error), an external raw data file that is missing; either in a remote file, whose other
-    files HDF5 would look for on this machine; or any other file at all when not ``follow``."""
+    files HDF5 would look for on this machine; or any other file at all when not ``follow``.
+
+    ``within`` (a server's folder, a real path): external raw data files are refused whatever
+    they are, and each virtual source must be the file HDF5 itself would find (its prefix
+    variable and working folder included), inside that folder, and a dataset whose own data
+    lies nowhere else (checked the same way, up to `MAX_LINKS` sources deep)."""
     plist = dataset.id.get_create_plist()
     folder = os.path.dirname(os.path.abspath(dataset.file.filename)) if not remote else ""
     if plist.get_external_count() and not follow:
         return "its data lies in external raw data files, which are not followed here"
+    if plist.get_external_count() and within is not None:
+        # any file at all, named by the dataset: a server never reads one (a file's own voxels
+        # are never stored so by Imaris)
+        return "its data lies in external raw data files, which a server never reads"
     if dataset.is_virtual:
         for source in dataset.virtual_sources():
             if source.file_name == ".":
@@ -205,7 +235,12 @@ def stored_elsewhere(dataset: h5py.Dataset, *, remote: bool, follow: bool = True
                 return f"a virtual dataset in a remote file: HDF5 would look for its source {source.file_name} here"
             # HDF5 looks in HDF5_VDS_PREFIX's folders, the virtual dataset's folder, the working folder
             places = [*_prefixes("HDF5_VDS_PREFIX", folder), folder, ""]
-            if not _has_dataset(_candidates(source.file_name, places), source.dset_name):
+            candidates = _candidates(source.file_name, places)
+            if within is not None:
+                problem = _source_within(within, candidates, source.file_name, source.dset_name, depth)
+                if problem:
+                    return problem
+            elif not _has_dataset(candidates, source.dset_name):
                 return f"a virtual dataset whose source {source.file_name}:{source.dset_name} cannot be found"
     for i in range(plist.get_external_count()):
         name = plist.get_external(i)[0].decode("utf-8", "replace")
@@ -216,6 +251,33 @@ def stored_elsewhere(dataset: h5py.Dataset, *, remote: bool, follow: bool = True
         if not any(os.path.isfile(p) for p in _candidates(name, places)):
             return f"its data lies in the external raw data file {name}, which cannot be found"
     return ""
+
+
+def _source_within(within: str, candidates: list[str], name: str, dataset: str, depth: int) -> str:
+    """Why a virtual source cannot be read by a server serving ``within`` ("" when it can): the
+    first candidate HDF5 would open must lie inside, hold the dataset without crossing an
+    external link (HDF5 would resolve that itself), and its data must lie nowhere outside."""
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        return f"a virtual dataset whose source {name}:{dataset} cannot be found"
+    real = inside(within, found)
+    if real is None:
+        return f"a virtual dataset whose source {name} is {os.path.abspath(found)}, outside the folder served"
+    if depth >= MAX_LINKS:
+        return f"a virtual dataset whose sources nest more than {MAX_LINKS} deep"
+    try:
+        with h5py.File(real, "r") as f:
+            located = Links(f, real, within=within).get(dataset)
+            if located is None or not isinstance(located.obj, h5py.Dataset):
+                return f"a virtual dataset whose source {name}:{dataset} cannot be found"
+            if located.file is not None:
+                return f"a virtual dataset whose source {name}:{dataset} lies behind an external link, not followed"
+            inner = stored_elsewhere(located.obj, remote=False, within=within, depth=depth + 1)
+    except ImsError as err:
+        return f"a virtual dataset whose source {name}:{dataset} cannot be read ({err.reason})"
+    except _HDF5_ERRORS as err:
+        return f"a virtual dataset whose source {name} cannot be opened ({_hdf5_reason(err)})"
+    return f"a virtual dataset whose source {name}:{dataset} is itself {inner}" if inner else ""
 
 
 def _prefixes(variable: str, folder: str) -> list[str]:

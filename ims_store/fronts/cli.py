@@ -7,14 +7,16 @@
                              [--compression gzip|lz4|none] [--compression-level N] [--overwrite]
                              [--voxel-size Z,Y,X] [--series N --axes AXES]
                              [--scheduler ADDRESS]
-    ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4] [--cors ORIGIN]
-                    [--idle-timeout SECONDS]
+    ims-store serve FILE.ims|FOLDER [--host 127.0.0.1] [--port 8000] [--ngff 0.5|0.4]
+                    [--allow-origin ORIGIN] [--allow-host NAME] [--follow-links]
+                    [--idle-timeout SECONDS] [--max-open N] [--max-request-mib MIB]
     ims-store validate FILE.ims [--strict] [--deep]
     ims-store refs FILE.ims -o REFS.json [--ngff 0.4|0.5] [--url URL]
-    ims-store demo [--output FILE.ims] [--zarr-format 2|3]
+    ims-store demo [--output FILE.ims [--overwrite]] [--zarr-format 2|3]
 
 Bad input gives a one-line error naming the file and a non-zero exit status; ``--debug``
-shows the traceback.
+shows the traceback. Ctrl-C and SIGTERM stop any command at once (status 130 / 143), leaving
+nothing of an output behind.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -281,17 +285,28 @@ def _ims_of_images(store: ImsStore, args: argparse.Namespace, client: object) ->
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import make_server, neuroglancer_state, viewer_links
+    from .serve import Limits, make_server, neuroglancer_state, viewer_links
 
+    if not 0 <= args.port <= 65535:
+        raise _UsageError(f"--port must be a port number from 0 to 65535, not {args.port}")
+    if not args.idle_timeout > 0:  # (NaN too)
+        raise _UsageError(f"--idle-timeout must be a number of seconds > 0, not {args.idle_timeout:g}")
+    for flag, value in (("--max-open", args.max_open), ("--max-request-mib", args.max_request_mib)):
+        if value < 1:
+            raise _UsageError(f"{flag} must be at least 1, not {value}")
+    request_bytes = args.max_request_mib * 1024 * 1024
     server = make_server(
         args.file,
         host=args.host,
         port=args.port,
         ngff=args.ngff,
-        cors=args.cors or None,
+        allow_origins=[origin for origin in args.allow_origin if origin],
+        allow_hosts=args.allow_host,
         follow_links=args.follow_links,
         idle_timeout=args.idle_timeout,
         image=args.image,
+        max_open=args.max_open,
+        limits=Limits(request_bytes=request_bytes, memory_bytes=max(4 * request_bytes, 512 * 1024 * 1024)),
     )
     try:
         if server.folder is not None:
@@ -417,7 +432,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             channel_names=["DAPI", "GFP", "mCherry"],
             channel_colors=[(0.0, 0.4, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.3)],
             time_stamps=[0.0, 1.5],
-            overwrite=bool(args.output),
+            overwrite=args.overwrite,
         )
         print()
         print("2. What the file holds (ims-store info):")
@@ -590,17 +605,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("file", metavar="PATH", help="an .ims file, or a folder of them")
     serve.add_argument(
-        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (default: loopback only)"
-    )
-    serve.add_argument("--port", type=int, default=8000, metavar="N", help="port to listen on (default 8000)")
-    serve.add_argument(
-        "--ngff",
-        choices=("0.5", "0.4"),
-        default="0.5",
-        help="OME-NGFF version: 0.5 on zarr v3 (default), 0.4 on zarr v2",
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to listen on: 127.0.0.1 (default, this machine only), ::1, 0.0.0.0 or :: (every address)",
     )
     serve.add_argument(
-        "--cors", default="*", metavar="ORIGIN", help="Access-Control-Allow-Origin value ('' for none; default *)"
+        "--port", type=int, default=8000, metavar="N", help="port to listen on (default 8000; 0: any free one)"
+    )
+    serve.add_argument(
+        "--ngff", choices=("0.5", "0.4"), default="0.5", help="0.5: OME-NGFF on zarr v3 (default); 0.4: on zarr v2"
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also let web pages from ORIGIN (https://host[:port]) read the server; '*': any page. Repeatable. "
+        "By default only neuroglancer's and vizarr's pages and pages of this machine (localhost) may",
+    )
+    # the option --allow-origin replaced (its '' meant "no CORS header", now the default for other pages)
+    serve.add_argument("--cors", dest="allow_origin", action="append", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (this machine's name on the network; '*': any). Repeatable. "
+        "By default only the address listened on and localhost are (421 otherwise)",
     )
     serve.add_argument(
         "--print-state",
@@ -613,14 +645,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--follow-links",
         action="store_true",
-        help="also serve data the file links to in other files (external links; by default refused)",
+        help="also serve data kept in other files that HDF5 external links and virtual datasets name, when "
+        "those files lie inside the folder served (for one file: its own folder); nothing outside is ever "
+        "opened, and external raw data files are never read (by default all of these are refused)",
     )
     serve.add_argument(
         "--idle-timeout",
         type=float,
-        default=300.0,
+        default=30.0,
         metavar="SECONDS",
-        help="a folder's files are opened on first request and closed after this long unused (default 300)",
+        help="a folder's files are opened on first request and closed after this long unused, "
+        "so that another program may replace them (default 30)",
+    )
+    serve.add_argument(
+        "--max-open",
+        type=int,
+        default=32,
+        metavar="N",
+        help="a folder's files open at once at most; the least recently used is closed first (default 32)",
+    )
+    serve.add_argument(
+        "--max-request-mib",
+        type=int,
+        default=128,
+        metavar="MIB",
+        help="memory one request may take (twice its chunk's decoded size); larger chunks are refused with "
+        "500 (default 128)",
     )
     serve.set_defaults(func=_cmd_serve)
 
@@ -679,7 +729,10 @@ def _parser() -> argparse.ArgumentParser:
         "--examples",
         metavar="DIR",
         help="instead, write the documentation's example files (cells.ims, tracks.ims, surfaces.ims, tiles.ims) "
-        "into DIR (made if missing; existing ones are refused)",
+        "into DIR (made if missing; existing ones are refused unless --overwrite)",
+    )
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file (or --examples files)"
     )
     demo.add_argument(
         "--zarr-format",
@@ -707,11 +760,49 @@ def _describe(err: Exception) -> str:
     return _one_line(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that it unwinds the same way."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While a command runs, Ctrl-C (SIGINT) and SIGTERM (``kill``, a job scheduler's stop)
+    stop it and remove the output under way: the handlers raise, as Python's own SIGINT handler
+    does, and also `request_stop`, because an exception raised inside a ``__del__`` or a weakref
+    callback is lost. Only the main thread can install handlers (a `main` called from another
+    thread keeps the process's); Windows has both signals, SIGTERM only from within the
+    process."""
+    from ..access.outputs import request_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        request_stop()
+        raise _Terminated() if signum != signal.SIGINT else KeyboardInterrupt()
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) is signal.SIG_IGN:  # (started with it ignored: keep so)
+            continue
+        with contextlib.suppress(OSError, ValueError):  # (an embedding that owns the signals)
+            previous[number] = signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        request_stop(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``ims-store info cells.ims``)."""
     args = _parser().parse_args(argv)
     try:
-        status = int(args.func(args))
+        with _stop_on_signals():
+            status = int(args.func(args))
         # flush here, inside the try: a reader that went away (``| head``) shows up now
         sys.stdout.flush()
         return status
@@ -741,6 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ims-store {args.command}: error: {_describe(err)} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"ims-store {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"ims-store {args.command}: interrupted", file=sys.stderr)
         return 130

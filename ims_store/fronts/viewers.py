@@ -15,7 +15,13 @@ from ..format.geometry import ngff_unit
 from ..format.layout import ImsLayout
 from ..store.ngff import channel_hex, time_step, type_range
 
-__all__ = ["neuroglancer_state", "viewer_links"]
+__all__ = ["VIEWER_ORIGINS", "neuroglancer_state", "viewer_links"]
+
+_NEUROGLANCER = "https://neuroglancer-demo.appspot.com"
+_VIZARR = "https://hms-dbmi.github.io"
+
+# the web origins of the viewers `viewer_links` opens: the pages a server lets read it (CORS)
+VIEWER_ORIGINS = (_NEUROGLANCER, _VIZARR)
 
 
 def neuroglancer_state(layout: ImsLayout, url: str, ngff: Literal["0.4", "0.5"]) -> dict[str, Any]:
@@ -91,6 +97,6 @@ def viewer_links(url: str, ngff: Literal["0.4", "0.5"], layout: ImsLayout | None
         state = {"layers": [{"type": "image", "source": f"{scheme}://{url}", "name": "image"}], "layout": "xy"}
     fragment = urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
     return {
-        "neuroglancer": f"https://neuroglancer-demo.appspot.com/#!{fragment}",
-        "vizarr": f"https://hms-dbmi.github.io/vizarr/?source={urllib.parse.quote(url, safe='')}",
+        "neuroglancer": f"{_NEUROGLANCER}/#!{fragment}",
+        "vizarr": f"{_VIZARR}/vizarr/?source={urllib.parse.quote(url, safe='')}",
     }

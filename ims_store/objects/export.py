@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..access.outputs import atomic_output
+from ..access.outputs import WriteError, atomic_output, check_output
 from ..errors import MissingDependencyError
 from .catalog import catalog, opened
 from .frames import spots_frame, statistics_frame, track_edges_frame, tracks_frame
@@ -54,15 +54,18 @@ def _file_name(name: str, taken: set[str]) -> str:
     return unique
 
 
-def _write_table(frame: Any, path: Path, fmt: str, overwrite: bool) -> Path:
+def _write_table(frame: Any, path: Path, fmt: str) -> None:
     if "factors" in frame.columns:  # a dict per row: JSON text in both formats
         frame = frame.assign(factors=[json.dumps(f, sort_keys=True) for f in frame["factors"]])
-    with atomic_output(path, overwrite) as tmp:
-        if fmt == "parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-    return path
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+        return
+    import pyarrow
+
+    try:
+        frame.to_parquet(path, index=False)
+    except pyarrow.ArrowException as err:  # (its OSErrors are the output's failures, as any other)
+        raise WriteError(f"writing failed: {err}", path) from err
 
 
 def export_objects(
@@ -78,11 +81,23 @@ def export_objects(
 
     Returns the files written and the names of the objects left out (layouts not read). An
     existing file is replaced only with ``overwrite``; ``progress`` shows a bar (tqdm) per object.
+    The files are written into a temporary folder beside ``directory`` and moved into it at the
+    end (`outputs.atomic_output`): a failed or interrupted export leaves nothing, and any
+    failure to write is a `WriteError`.
     """
     fmt = table_format(fmt)
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    folder = check_output(directory, overwrite, [path], replaced=False)
+    with atomic_output(folder, overwrite, inputs=[path], merge=True) as tmp:
+        tmp.mkdir()
+        names, skipped = _export(path, tmp, fmt, progress, storage_options)
+    return [folder / name for name in names], skipped
+
+
+def _export(
+    path: str | os.PathLike[str], tmp: Path, fmt: str, progress: bool, storage_options: dict[str, Any] | None
+) -> tuple[list[str], list[str]]:
+    """The objects of ``path`` written into the folder ``tmp``: the file names, the objects left out."""
+    written: list[str] = []
     skipped: list[str] = []
     taken: set[str] = set()
     with opened(path, storage_options) as f:
@@ -110,14 +125,14 @@ def export_objects(
                         "statistics": statistics_frame(entry.statistics()),
                     }
                     for what, frame in tables.items():
-                        written.append(_write_table(frame, folder / f"{stem}.{what}.{fmt}", fmt, overwrite))
+                        _write_table(frame, tmp / f"{stem}.{what}.{fmt}", fmt)
+                        written.append(f"{stem}.{what}.{fmt}")
                 else:
                     stem = _file_name(info.name, taken)
                     for surface in entry.surfaces():
-                        target = folder / f"{stem}.t{surface.t}.ply"
-                        with atomic_output(target, overwrite) as tmp:
-                            write_ply(surface, tmp, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
-                        written.append(target)
+                        name = f"{stem}.t{surface.t}.ply"
+                        write_ply(surface, tmp / name, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
+                        written.append(name)
                 if bar is not None:
                     bar.update(1)
         finally:

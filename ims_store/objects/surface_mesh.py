@@ -31,7 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import SelectionError
+from ..errors import MissingDependencyError, SelectionError
 from .groups import ObjectGroup
 from .model import Surface
 
@@ -409,7 +409,13 @@ def _triangulate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes over the finest cells, a chunk of the grid at a time: vertices in grid
     units (float64 x, y, z) and triangles."""
-    from skimage.measure import marching_cubes
+    try:
+        from skimage.measure import marching_cubes
+    except ImportError as err:
+        raise MissingDependencyError(
+            "Imaris 9+ surface meshes are meshed by marching cubes, which needs scikit-image: "
+            "pip install 'ims-store[surfaces]'"
+        ) from err
 
     shape = size + 1
     coords = np.stack(np.unravel_index(points, tuple(shape), order="F"), axis=1)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from ..access.outputs import atomic_output
+from ..access.outputs import atomic_output, check_output
 from ..errors import ImsError
 from .keys import ChunkKey, chunk_key
 from .zarr_store import ImsStore
@@ -113,8 +113,10 @@ def write_references(
     overwrite: bool = False,
     image: int | None = None,
 ) -> Path:
-    """`make_references` written as JSON (atomically) to ``output``."""
+    """`make_references` written as JSON (atomically) to ``output``; an output that is the
+    file itself is refused before anything is read, a failed write is a `WriteError`."""
+    target = check_output(output, overwrite, [path])
     refs = make_references(path, zarr_format=zarr_format, url=url, image=image)
-    with atomic_output(Path(output), overwrite) as tmp:
+    with atomic_output(target, overwrite, inputs=[path]) as tmp:
         tmp.write_text(json.dumps(refs))
-    return Path(output)
+    return target

@@ -118,6 +118,11 @@ class ImsStore(Store):
         (image k at ``k/``, see `store.collection`).
     read_only
         Must be true: the store never writes. Accepted for zarr's ``Store.open`` protocol.
+    within
+        A folder every file the store opens must lie in: the file itself (checked on the opened
+        descriptor, so that a link swapped meanwhile cannot lead out) and whatever its links
+        lead to (resolved against the linking file's folder only; external raw data files are
+        refused). A server's boundary (see `ims_store.format.confine`); default: no check.
 
     Examples
     --------
@@ -141,6 +146,7 @@ class ImsStore(Store):
         min_chunk_bytes: int = MIN_CHUNK_BYTES,
         image: int | None = None,
         read_only: bool = True,
+        within: str | os.PathLike[str] | None = None,
     ) -> None:
         if not read_only:
             raise ReadOnlyError("ImsStore is read-only; " + _READ_ONLY, path)
@@ -160,7 +166,8 @@ class ImsStore(Store):
         self._follow_links = follow_links
         self._min_chunk_bytes = min_chunk_bytes
         self._image = image
-        self._source = open_file(self._path, self._storage_options)
+        self._within = None if within is None else os.path.realpath(within)
+        self._source = open_file(self._path, self._storage_options, self._within)
         self._linked = _LinkedFiles(self._source)
         self._links: Links | None = None
         self._h5: h5py.File | None = self._source.open_hdf5()
@@ -283,6 +290,11 @@ class ImsStore(Store):
         return self._path
 
     @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options a remote file is opened with (a copy; empty for a local file)."""
+        return dict(self._storage_options)
+
+    @property
     def zarr_format(self) -> ZarrFormat:
         return self._zarr_format
 
@@ -341,6 +353,7 @@ class ImsStore(Store):
             "follow_links": self._follow_links,
             "min_chunk_bytes": self._min_chunk_bytes,
             "image": self._image,
+            "within": self._within,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -420,6 +433,7 @@ class ImsStore(Store):
                     self._file(),
                     follow=self._follow_links,
                     open_linked=self._linked.open_hdf5,
+                    within=self._within,
                 )
             return self._links
 
@@ -663,7 +677,9 @@ class ImsStore(Store):
         except ValueError as err:
             raise MalformedImsError(f"{path}: {err}", self._path) from err
         if not index.direct:
-            problem = stored_elsewhere(dataset, remote=self._source.remote, follow=self._follow_links)
+            problem = stored_elsewhere(
+                dataset, remote=self._source.remote, follow=self._follow_links, within=self._within
+            )
             if problem:
                 raise LinkTargetError(f"{path}: {problem}", self._path)
         return index

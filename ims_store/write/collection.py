@@ -14,7 +14,7 @@ complete to whoever opens it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..access.outputs import atomic_output
@@ -25,14 +25,19 @@ __all__ = ["collection_to_ome_zarr"]
 
 
 def collection_to_ome_zarr(
-    store: ImsStore, path: Path, convert_one: Callable[[int, Path], Path], overwrite: bool
+    store: ImsStore,
+    path: Path,
+    convert_one: Callable[[int, Path], Path],
+    overwrite: bool,
+    inputs: Sequence[str] = (),
 ) -> Path:
     """Write the collection ``store`` presents at ``path``; ``convert_one(k, folder)`` writes
-    image k as an OME-Zarr image at ``folder``."""
+    image k as an OME-Zarr image at ``folder``. ``inputs``: the files read (see
+    `outputs.check_output`)."""
     for entry in store.images:
         if entry.error is not None:
             raise entry.error
-    with atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite, inputs=(*inputs, store.path)) as tmp:
         tmp.mkdir()
         for key, doc in collection_metadata(store.images, store.zarr_format).items():
             (tmp / key).parent.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,17 @@ failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ..access.outputs import WriteError, atomic_output, progress_bar
+from ..access.outputs import atomic_output, check_output, check_stop, progress_bar
 from ..errors import MissingDependencyError, SelectionError
 from ..format.codecs import RAW, CodecPlan
 from ..format.layout import ImsLayout
@@ -31,7 +31,7 @@ from ..store.keys import ChunkKey, build_metadata, chunk_key
 from ..store.ngff import AXES
 from ..store.zarr_store import ImsStore
 from .cluster import dask_client
-from .sources import SourceImage, open_source, path_kind, source_layout
+from .sources import SourceImage, named_files, open_source, path_kind, source_layout
 from .writer import storage_dtype
 
 __all__ = ["to_nifti", "to_ome_zarr"]
@@ -116,6 +116,8 @@ class _Output:
     progress: bool
     workers: int | None
     chunks_per_shard: tuple[int, int, int] | None
+    inputs: tuple[str, ...] = ()
+    """the files and folders read (see `outputs.check_output`)"""
 
     @property
     def recode(self) -> str:
@@ -123,7 +125,7 @@ class _Output:
         return "zstd" if self.codec == "copy" else self.codec
 
     def write(self, metadata: dict[str, bytes], jobs: list[ChunkKey], write: _Writer, client: Any = None) -> Path:
-        _write_zarr(self.path, metadata, jobs, write, self.overwrite, self.progress, self.workers, client)
+        _write_zarr(self, metadata, jobs, write, client)
         return self.path
 
 
@@ -176,10 +178,13 @@ def to_ome_zarr(
             raise ValueError("sharding needs zarr v3: use ngff_version='0.5'")
         if codec == "copy":
             raise ValueError("sharded chunks are re-encoded: use codec 'zstd', 'zlib' or 'none' with sharding")
-    out = _Output(Path(path), fmt, codec, codec_level, overwrite, progress, workers, shard)  # type: ignore[arg-type]
+    inputs = named_files(source)
+    target = check_output(path, overwrite, inputs)  # before connecting or reading anything
+    out = _Output(target, fmt, codec, codec_level, overwrite, progress, workers, shard, inputs)  # type: ignore[arg-type]
     with dask_client(client) as cluster:
         if not _is_ims(source):
-            return _generic_to_ome_zarr(open_source(source), out)
+            image = open_source(source)
+            return _generic_to_ome_zarr(image, replace(out, inputs=image.files))
         return _ims_to_ome_zarr(source, out, cluster)
 
 
@@ -197,7 +202,7 @@ def _ims_to_ome_zarr(source: str | os.PathLike[str] | ImsStore, out: _Output, cl
         def one(k: int, dst: Path) -> Path:
             return _ims_to_ome_zarr(store.image_store(k), replace(out, path=dst, overwrite=False), client)
 
-        return collection_to_ome_zarr(store, out.path, one, out.overwrite)
+        return collection_to_ome_zarr(store, out.path, one, out.overwrite, out.inputs)
     layout = store.layout
     if out.chunks_per_shard is not None:
         return _sharded_ims_to_ome_zarr(store, out, client)
@@ -310,35 +315,83 @@ class _ShardWriter:
         return len(keys)
 
 
-def _write_zarr(
-    path: Path,
-    metadata: dict[str, bytes],
-    jobs: list[ChunkKey],
-    write: _Writer,
-    overwrite: bool,
-    progress: bool,
-    workers: int | None,
-    client: Any = None,
-) -> None:
+def _write_zarr(out: _Output, metadata: dict[str, bytes], jobs: list[ChunkKey], write: _Writer, client: Any) -> None:
     """Write the metadata documents, then run ``write`` over ``jobs`` (one each, or batches on a cluster)."""
-    with atomic_output(path, overwrite) as tmp, _as_write_error(path):
+    with atomic_output(out.path, out.overwrite, inputs=out.inputs) as tmp:
         tmp.mkdir()
         for key, doc in metadata.items():
             (tmp / key).parent.mkdir(parents=True, exist_ok=True)
             (tmp / key).write_bytes(doc)
-        bar = progress_bar(progress, len(jobs), f"writing {path.name}")
+        bar = progress_bar(out.progress, len(jobs), f"writing {out.path.name}")
         try:
             if client is None:
-                with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                    done: Iterable[int] = pool.map(lambda ck: write([ck], tmp), jobs)
+                _on_threads(jobs, write, tmp, out.workers or os.cpu_count() or 1, bar)
             else:
-                done = _on_cluster(client, jobs, write, tmp)
-            for count in done:
-                if bar is not None:
-                    bar.update(count)
+                for count in _on_cluster(client, jobs, write, tmp):
+                    if bar is not None:
+                        bar.update(count)
         finally:
             if bar is not None:
                 bar.close()
+
+
+class _Guard:
+    """Lets jobs write only until `close`, which returns once none writes any more.
+
+    The pool's own shutdown cannot promise that: an interruption that lands while `submit`
+    starts a thread leaves that thread unknown to the pool, and it would go on writing into a
+    temporary folder being removed."""
+
+    def __init__(self, write: _Writer) -> None:
+        self._write = write
+        self._lock = threading.Condition()
+        self._writing = 0
+        self._closed = False
+
+    def __call__(self, keys: list[ChunkKey], root: Path) -> int:
+        with self._lock:
+            if self._closed:
+                return 0
+            self._writing += 1
+        try:
+            return self._write(keys, root)
+        finally:
+            with self._lock:
+                self._writing -= 1
+                self._lock.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            while self._writing:
+                self._lock.wait(0.1)
+
+
+def _on_threads(jobs: list[ChunkKey], write: _Writer, root: Path, workers: int, bar: Any) -> None:
+    """``write`` of each job on ``workers`` threads, a few jobs queued per thread. The first
+    failure, or an interruption (Ctrl-C), cancels the jobs not started and waits for those under
+    way, which write into ``root``, before it propagates: the cleanup that follows then removes
+    everything. The wait for results wakes up often, so that an interruption is noticed at
+    once on every platform (Windows does not interrupt a blocked wait)."""
+    queued = iter(jobs)
+    running: set[Future[int]] = set()
+    guard = _Guard(write)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ims-store-convert")
+    try:
+        while True:
+            while len(running) < 4 * workers and (ck := next(queued, None)) is not None:
+                running.add(pool.submit(guard, [ck], root))
+            if not running:
+                return
+            done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            check_stop()
+            for future in done:
+                count = future.result()  # the first failure raises here
+                if bar is not None:
+                    bar.update(count)
+    finally:
+        guard.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _on_cluster(client: Any, jobs: list[ChunkKey], write: _Writer, root: Path) -> Iterator[int]:
@@ -353,21 +406,16 @@ def _on_cluster(client: Any, jobs: list[ChunkKey], write: _Writer, root: Path) -
             batches.append([ck])
     shared = client.scatter(write, broadcast=True)  # the store's handle, unpickled once per worker, not per task
     futures = client.map(_run_batch, batches, write=shared, root=root, pure=False)
-    for future in futures:  # in order (distributed's as_completed wants a default client)
-        yield future.result()
+    try:
+        for future in futures:  # in order (distributed's as_completed wants a default client)
+            check_stop()
+            yield future.result()
+    finally:  # a failure or an interruption: what has not run yet never will
+        client.cancel(futures)
 
 
 def _run_batch(keys: list[ChunkKey], write: _Writer, root: Path) -> int:
     return write(keys, root)
-
-
-@contextlib.contextmanager
-def _as_write_error(path: Path) -> Iterator[None]:
-    """Operating-system failures (a full disk, a lost mount) as a `WriteError` naming the output."""
-    try:
-        yield
-    except OSError as err:
-        raise WriteError(f"writing failed: {err.strerror or err}", path) from err
 
 
 def _generic_to_ome_zarr(image: SourceImage, out: _Output) -> Path:
@@ -443,6 +491,7 @@ def to_nifti(
     where NIfTI has it (micrometres for ``um``), with the unit in the header. ``timepoint=None``
     writes all time points as the fourth axis. ``progress`` shows a bar over the chunks read.
     """
+    target = check_output(path, overwrite, named_files(source))  # before reading the voxels
     try:
         import nibabel as nib
     except ImportError as err:  # pragma: no cover - nibabel is a core dependency
@@ -476,10 +525,8 @@ def to_nifti(
         nifti.header.set_zooms((*nifti.header.get_zooms()[:3], step if step > 0 else 1.0))
     nifti.header.set_qform(affine, code=1)
     nifti.header.set_sform(affine, code=1)
-    target = Path(path)
-    with atomic_output(target, overwrite) as tmp, _as_write_error(target):
-        # nibabel picks gzip from the name, so the temporary file keeps the destination's suffixes
-        named = tmp.with_name(tmp.name + "".join(target.suffixes))
-        nib.save(nifti, named)
-        named.rename(tmp)
+    # nibabel picks gzip from the name: the temporary file ends as the destination does
+    suffix = ".nii.gz" if target.name.lower().endswith(".gz") else ".nii"
+    with atomic_output(target, overwrite, inputs=image.files, suffix=suffix) as tmp:
+        nib.save(nifti, tmp)
     return target

@@ -21,7 +21,6 @@ image stays in a file of its own beside the output, ``<stem>_image_<k>.ims``, an
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..access.outputs import DestinationExistsError, WriteError, atomic_output
+from ..access.outputs import WriteError, atomic_output, check_output, scratch_folder
 from ..errors import ImsError
 from .metadata import write_root_attributes
+from .sources import named_files
 from .writer import write_ims
 
 __all__ = ["write_images"]
@@ -66,22 +66,21 @@ def write_images(
         raise ValueError("write_images needs one image at least")
     if positions is not None and len(positions) != len(images):
         raise ValueError(f"{len(positions)} positions for {len(images)} images")
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    inputs = [name for image in images for name in named_files(image)]
+    check_output(path, overwrite, inputs)
     if link:
         tiles = [path.with_name(f"{path.stem}_image_{k}.ims") for k in range(len(images))]
         for tile in tiles:
-            if not overwrite and (tile.exists() or tile.is_symlink()):
-                raise DestinationExistsError(f"exists already (image file of {path.name}); pass overwrite=True", tile)
+            check_output(tile, overwrite, inputs)
         _write_each(images, tiles, positions, overwrite, progress, options)
-        _compose(path, tiles, overwrite, link=True)
+        _compose(path, tiles, overwrite, inputs, link=True)
         return path
     if not path.parent.is_dir():
         raise WriteError(f"folder {path.parent} does not exist", path)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.images.") as folder:
-        tiles = [Path(folder) / f"image_{k}.ims" for k in range(len(images))]
+    with scratch_folder(path) as folder:
+        tiles = [folder / f"image_{k}.ims" for k in range(len(images))]
         _write_each(images, tiles, positions, True, progress, options)
-        _compose(path, tiles, overwrite, link=False)
+        _compose(path, tiles, overwrite, inputs, link=False)
     return path
 
 
@@ -100,9 +99,9 @@ def _write_each(
         write_ims(source, tile, overwrite=overwrite, progress=progress, **extra)
 
 
-def _compose(path: Path, tiles: list[Path], overwrite: bool, *, link: bool) -> None:
+def _compose(path: Path, tiles: list[Path], overwrite: bool, inputs: list[str], *, link: bool) -> None:
     """The file of several images, from files of one image each (see the module docstring)."""
-    with atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite, inputs=inputs) as tmp:
         try:
             with h5py.File(tmp, "w") as f:
                 write_root_attributes(f)

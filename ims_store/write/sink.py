@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..access.outputs import WriteError
+from ..access.outputs import WriteError, check_stop
 from ..format.codecs import encode_chunk
 from ..format.layout import Filter
 
@@ -65,6 +65,7 @@ class _ChunkSink:
             self._write_one()
 
     def _write_one(self) -> None:
+        check_stop()
         dataset, offset, future = self._pending.popleft()
         dataset.id.write_direct_chunk(offset, bytes(memoryview(future.result())))
         if self._progress is not None:

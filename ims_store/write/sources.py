@@ -61,6 +61,12 @@ class SourceImage:
     numpy: tuple[str, np.ndarray] | None = None
     """For a numpy array in memory: the dask name of `data` and the same values as a (t, c, z,
     y, x) numpy view, which the writer slices (dask's compute copies every result)."""
+    files: tuple[str, ...] = ()
+    """The local files and folders the voxels are read from: no output may be one of them, hold
+    one or lie inside one (`outputs.check_output`)."""
+    ims: tuple[Any, int] | None = None
+    """For an Imaris source: its `ImsStore` and the resolution level read, so that a new Imaris
+    file of the same geometry keeps what the source holds beside the image (`beside`)."""
 
     def numpy_view(self) -> np.ndarray | None:
         """`data` as a numpy view of the caller's array, while `data` is still that array
@@ -109,6 +115,24 @@ def open_source(
         raise SourceError("axes= applies to array sources only; this source names its own axes", image.label)
     changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
     return replace(image, **changes) if changes else image
+
+
+def named_files(source: Any) -> tuple[str, ...]:
+    """The local files or folders a source names, known before it is opened (a path, an
+    `ImsStore`): an output is checked against them before anything is read.
+
+    >>> named_files("cells.ims"), named_files([1, 2, 3])
+    (('cells.ims',), ())
+    """
+    from ..store.zarr_store import ImsStore
+
+    if isinstance(source, (str, os.PathLike)):
+        return (os.fspath(source),)
+    if isinstance(source, ImsStore):
+        return (source.path,)
+    if isinstance(source, SourceImage):
+        return source.files
+    return ()
 
 
 def _as_array(source: Any) -> np.ndarray:
@@ -326,7 +350,7 @@ def _from_tiff(path: str, series: int, level: int, axes: str | None) -> SourceIm
     """A TIFF / OME-TIFF file (see `tiff_source`), read a few planes at a time."""
     tiff = read_tiff(path, series=series, level=level, axes=axes)
     data = _read_as_tczyx(tiff.voxels, tiff.axes, _default_chunks(tiff.voxels, tiff.axes))
-    return SourceImage(data=data, label=path, **tiff.metadata)
+    return SourceImage(data=data, label=path, files=(path,), **tiff.metadata)
 
 
 def _from_ims(store: Any, index: int = 0) -> SourceImage:
@@ -347,6 +371,8 @@ def _from_ims(store: Any, index: int = 0) -> SourceImage:
         description=layout.description,
         recording_date=layout.recording_date,
         label=layout.path,
+        files=(layout.path,),
+        ims=(store, level.index),
     )
 
 
@@ -445,6 +471,7 @@ def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
         unit=unit,
         name=ms.get("name") or None,
         label=str(label),
+        files=_zarr_folder(group, label),
     )
     omero = ome.get("omero")
     if omero and omero.get("channels"):
@@ -460,6 +487,14 @@ def _from_ome_zarr(group: Any, label: Any, level: int = 0) -> SourceImage:
         base = _dt.datetime(2000, 1, 1)
         image = replace(image, time_stamps=tuple(base + _dt.timedelta(seconds=start + i * step) for i in range(count)))
     return image
+
+
+def _zarr_folder(group: Any, label: Any) -> tuple[str, ...]:
+    """The local folder an OME-Zarr group is read from, if it is one."""
+    root = getattr(getattr(group, "store", None), "root", None)
+    if root is not None:
+        return (os.fspath(root),)
+    return (os.fspath(label),) if isinstance(label, (str, os.PathLike)) else ()
 
 
 def _hex_color(text: str) -> tuple[float, float, float]:
@@ -521,7 +556,15 @@ def _from_nifti(path: str) -> SourceImage:
     data = data.transpose(3, 2, 1, 0)[:, None]
     voxel = tuple(float(abs(steps[w]) * factor) for w in (2, 1, 0))
     centre = tuple(float(origin[w] * factor) for w in (2, 1, 0))
-    return SourceImage(data=data, voxel_size=voxel, origin=centre, unit="um", name=Path(path).name, label=path)  # type: ignore[arg-type]
+    return SourceImage(
+        data=data,
+        voxel_size=voxel,  # type: ignore[arg-type]
+        origin=centre,  # type: ignore[arg-type]
+        unit="um",
+        name=Path(path).name,
+        label=path,
+        files=(path,),
+    )
 
 
 _NIFTI_CHUNK_BYTES = 32 * 1024 * 1024

@@ -32,11 +32,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..access.outputs import DestinationExistsError, WriteError, atomic_output, progress_bar
+from ..access.outputs import DestinationExistsError, WriteError, atomic_output, check_output, progress_bar
 from ..errors import ImsError
 from ..format.attributes import write_text
 from ..format.layout import dataset_filters
 from ..format.pyramid import halved_axes
+from .beside import geometry_change, keep_beside_image
 from .cluster import dask_client, worker_threads
 from .cluster_level0 import _distributed_level0
 from .histogram import HistogramAccumulator, histogram
@@ -44,7 +45,7 @@ from .metadata import write_dataset_info, write_histograms, write_root_attribute
 from .plan import Compression, _as_stored, _Plan, _plan, check_text, storage_dtype
 from .sink import _ChunkSink
 from .sink import _encode_block as _encode_block  # reached through this module by the tests
-from .sources import open_source
+from .sources import named_files, open_source
 from .stream import _Level, _Stream
 from .thumbnail import THUMBNAIL_SIZE, ThumbnailAccumulator
 
@@ -115,9 +116,7 @@ def write_ims(
     >>> [lvl.size for lvl in read_layout(out).levels]
     [(20, 300, 200), (20, 150, 100)]
     """
-    path = Path(path)
-    if not overwrite and (path.exists() or path.is_symlink()):  # before any reading, however long
-        raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    path = check_output(path, overwrite, named_files(source))  # before any reading, however long
     src = open_source(
         source,
         axes=axes,
@@ -137,13 +136,31 @@ def write_ims(
 
 
 def _write_file(plan: _Plan, path: Path, overwrite: bool, workers: int, progress: bool, client: Any) -> None:
-    with atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite, inputs=plan.source.files) as tmp:
         try:
             _write(plan, tmp, workers, progress, path.name, client)
         except ImsError:
             raise
         except (OSError, ValueError, RuntimeError, TypeError) as err:
-            raise WriteError(f"writing failed: {err}", path) from err
+            # (HDF5's messages run over several lines: one line, as every error)
+            raise WriteError(f"writing failed: {' '.join(str(err).split())}", path) from err
+
+
+def _keep_beside(plan: _Plan, f: h5py.File, label: str) -> None:
+    """What the Imaris source holds beside its image, where the new image has its geometry."""
+    store, level = plan.source.ims  # type: ignore[misc]
+    changed = geometry_change(
+        store.layout,
+        level,
+        size=plan.sizes[0],
+        voxel_size=plan.voxel_size,
+        extent_min=plan.extent_min,
+        timepoints=plan.timepoints,
+        channels=plan.channels,
+    )
+    keep_beside_image(
+        store.path, f, image=store.layout.image, changed=changed, name=label, storage_options=store.storage_options
+    )
 
 
 def _slabs(z_chunks: Sequence[int], minimum: int, maximum: int) -> list[tuple[int, int]]:
@@ -266,6 +283,8 @@ def _write(plan: _Plan, tmp: Path, workers: int, progress: bool, label: str, cli
                 description=plan.source.description or "",
             )
             write_thumbnail(f, thumb.rgba(plan.channel_colors, ranges))
+            if plan.source.ims is not None:
+                _keep_beside(plan, f, label)
     finally:
         sink.close()
         if bar is not None:
