@@ -1,49 +1,32 @@
-"""Project-wide pytest setup: docstring examples run in a folder holding a real ``cells.ims``
-(and ``tracks.ims`` / ``surfaces.ims`` with analysis objects, built by tests/object_files.py,
-``megasurfaces.ims`` with Imaris 9 surfaces, by tests/mega_surface_files.py, and ``tiles.ims``, a
-file of two images side by side)."""
+"""Project-wide pytest setup: docstring examples run in a folder holding the documentation's
+example files (`ims_store.write.examples.make_example_files`: ``cells.ims``, ``tracks.ims`` /
+``surfaces.ims`` with analysis objects, ``tiles.ims``, a file of two images side by side) and
+``megasurfaces.ims`` with Imaris 9 surfaces, built by tests/mega_surface_files.py."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims", "megasurfaces.ims", "tiles.ims")
+from ims_store.write.examples import EXAMPLE_FILES as PACKAGE_EXAMPLES
+
+# megasurfaces.ims is built by a test helper (not, so far, by make_example_files)
+EXAMPLE_FILES = (*PACKAGE_EXAMPLES, "megasurfaces.ims")
 
 
 @pytest.fixture(scope="session")
 def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``cells.ims``: 3 channels (DAPI, GFP, mCherry), 2 time points, 2 levels."""
-    from ims_store.write.synthetic import make_example_ims
+    from ims_store.write.examples import make_example_files
 
     folder = tmp_path_factory.mktemp("examples")
-    make_example_ims(
-        folder / "cells.ims",
-        shape=(16, 128, 96),
-        channels=3,
-        timepoints=2,
-        threshold_voxels=100_000,
-        channel_names=["DAPI", "GFP", "mCherry"],
-    )
+    make_example_files(folder)
     sys.path.insert(0, str(Path(__file__).parent / "tests"))
-    from object_files import surfaces_file, tracks_file
-
-    tracks_file(folder / "tracks.ims")
-    surfaces_file(folder / "surfaces.ims")
     from mega_surface_files import mega_surfaces_file
 
     mega_surfaces_file(folder / "megasurfaces.ims")
-    from ims_store import write_images
-
-    # two 8 x 64 x 64 tiles, the second 90 um further along x (ExtMin x 0 and 90)
-    tiles = [np.full((8, 64, 64), 100 * (k + 1), np.uint16) for k in range(2)]
-    write_images(
-        tiles, folder / "tiles.ims", axes="zyx", voxel_size=(1.0, 0.5, 0.5),
-        positions=[(0.5, 0.25, 0.25), (0.5, 0.25, 90.25)],
-    )  # fmt: skip
     return folder
 
 

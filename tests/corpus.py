@@ -2,7 +2,7 @@
 written by odd tools. Each maker takes the sound file and the path to write the variant to.
 
 `OBJECT_VARIANTS` (part of `VARIANTS`) keep the sound image and add analysis objects
-(`object_files`: Scene8 spots with tracks and statistics, Imaris 9+ surfaces, filaments with
+(`ims_store.write.examples`: Scene8 spots with tracks and statistics, Imaris 9+ surfaces, filaments with
 statistics; or old-layout spots and surfaces) with one table damaged: tables whose shape claims
 1e8 to 2e9 rows the file never stored (`NEVER_WRITTEN`), and contradictions between tables."""
 
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from object_files import (
+
+from ims_store.format.attributes import write_text
+from ims_store.write.examples import (
     OtherSpec,
     cells_spots,
     nuclei_megasurfaces,
@@ -23,8 +25,6 @@ from object_files import (
     write_scene,
     write_scene8,
 )
-
-from ims_store.format.attributes import write_text
 from ims_store.write.synthetic import make_example_ims
 
 Maker = Callable[[Path, Path], None]

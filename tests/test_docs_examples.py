@@ -1,13 +1,18 @@
-"""Every ```python block in README.md and docs/*.md runs, in order, against a real example file."""
+"""Every ```python block of README.md and docs/*.md runs as a script, and every ``ims-store`` line of their
+shell blocks runs, beside the example files the docs name."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import link_or_copy
+
+from ims_store.write.examples import EXAMPLE_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -21,16 +26,39 @@ DOCUMENTS = [
 ]
 
 
+# runs each block given as a script, as `python block.py` would (run as __main__ with its own
+# file, so a process pool's fresh interpreters import that file, not this runner), in one
+# interpreter per page: a fresh namespace per block, the imports paid once
+RUNNER = """
+import runpy, sys, traceback
+for script in sys.argv[1:]:
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except BaseException:
+        print(f"{script} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.exit(1)
+"""
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("document", DOCUMENTS)
-def test_examples_run(document: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``example_dir`` (see the root conftest) holds the ``cells.ims`` the examples open."""
-    blocks = BLOCK.findall(document.read_text())
-    for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
-        link_or_copy(example_dir / name, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": "__docs__"}
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"{document.name}[block {i}]", "exec"), namespace)
+def test_python_examples_run_as_scripts(document: Path, example_dir: Path, tmp_path: Path) -> None:
+    """Each block saved alone as a script and run as a script (not ``exec`` in one namespace: a
+    block must import what it uses, and the process scheduler and dask.distributed start fresh
+    interpreters that import the script again), in a folder holding the example files ``ims-store
+    demo --examples`` makes (``example_dir``, the root conftest): what a reader who copies one
+    example gets."""
+    for example in example_dir.iterdir():
+        link_or_copy(example, tmp_path / example.name)
+    scripts = []
+    for i, code in enumerate(BLOCK.findall(document.read_text())):
+        scripts.append(f"{document.stem}_block{i}.py")
+        (tmp_path / scripts[-1]).write_text(code)
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, *scripts], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, f"{document.name}:\n{result.stderr[-4000:]}"
 
 
 def test_cli_reference_names_every_command_and_option() -> None:
@@ -79,26 +107,37 @@ CLI_DOCUMENTS = [
 
 
 @pytest.mark.parametrize("document", CLI_DOCUMENTS)
-def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each runnable ``ims-store`` line exits 0, in order, beside ``cells.ims``; every other line
-    at least parses, so that the options the docs name exist."""
-    from ims_store.fronts.cli import _parser, main
+def test_command_lines_run(document: Path, example_dir: Path, tmp_path: Path) -> None:
+    """The runnable ``ims-store`` lines of a page, in order, as one bash script (``set -e``) in a
+    folder holding the example files (or none, on a page that makes them with ``demo
+    --examples``); every other line at least parses, so that the options the docs name exist.
+    Installation lines (``pip install``, ``python3 -m venv``) are what ``.ci/run`` runs."""
+    from ims_store.fronts.cli import _parser
 
-    for name in ("cells.ims", "tracks.ims", "surfaces.ims"):
-        link_or_copy(example_dir / name, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
-    ran = 0
-    for argv in _cli_lines(document):
+    lines = _cli_lines(document)
+    if not any(argv[:2] == ["demo", "--examples"] for argv in lines):
+        for example in example_dir.iterdir():
+            link_or_copy(example, tmp_path / example.name)
+    runnable = []
+    for argv in lines:
         if argv[0] == "serve" or any(PLACEHOLDER.search(word) for word in argv):
             try:
                 _parser().parse_args(argv)
             except SystemExit as err:
                 pytest.fail(f"{document.name}: `ims-store {shlex.join(argv)}` does not parse (exit {err.code})")
             continue
-        assert main(argv) == 0, f"{document.name}: ims-store {shlex.join(argv)}"
-        ran += 1
+        runnable.append(argv)
+    # `ims-store` is this interpreter's (and so this checkout's) command line
+    script = [f'ims-store() {{ {shlex.quote(sys.executable)} -m ims_store.fronts.cli "$@"; }}', "set -e"]
+    script += [f"ims-store {shlex.join(argv)}" for argv in runnable]
+    (tmp_path / "example.sh").write_text("\n".join(script) + "\n")
+    result = subprocess.run(["bash", "example.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{document.name}:\n{result.stderr[-4000:]}"
+    assert "Traceback" not in result.stderr
     if document.name == "README.md":
-        assert ran >= 6 and (tmp_path / "copy.ims").is_file() and (tmp_path / "gfp.nii.gz").is_file()
+        assert len(runnable) >= 6 and (tmp_path / "copy.ims").is_file() and (tmp_path / "gfp.nii.gz").is_file()
+    if document.name == "index.md":
+        assert sorted(p.name for p in tmp_path.glob("*.ims")) == sorted(EXAMPLE_FILES)
 
 
 def test_cli_reference_names_only_options_that_exist() -> None:

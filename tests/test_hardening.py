@@ -520,7 +520,7 @@ def _writer_cases() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def writer_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An Imaris file with analysis objects (for the export) and an OME-Zarr made from it."""
-    from object_files import tracks_file
+    from ims_store.write.examples import tracks_file
 
     folder = tmp_path_factory.mktemp("writer-sources")
     ims = tracks_file(folder / "in.ims")

@@ -19,14 +19,17 @@ def test_reader_claims_only_ims(tmp_path: Path) -> None:
     assert napari_get_reader(str(tmp_path / "a.ims")) is not None
 
 
-def test_one_multiscale_layer_per_channel(real_files: dict[str, Path]) -> None:
+def test_one_layer_per_channel(real_files: dict[str, Path]) -> None:
     path = real_files["PtK2Cell.ims"]
     layers = napari_get_reader(str(path))(str(path))  # type: ignore[misc]
     assert [meta["name"] for _, meta, _ in layers] == ["Kinetochores", "Microtubules", "DNA", "Dynactin"]
     for index, (data, meta, kind) in enumerate(layers):
-        assert kind == "image" and meta["multiscale"]
-        assert len(data) == 1 and data[0].shape == (1, 32, 256, 256)
-        np.testing.assert_array_equal(np.asarray(data[0][0]), h5py_level(path, 0, 0, index))
+        # 32 x 256 x 256 fits a 3D texture: level 0 alone, which napari then draws in 3D too
+        assert kind == "image" and not meta["multiscale"]
+        assert data.shape == (1, 32, 256, 256)
+        np.testing.assert_array_equal(np.asarray(data[0]), h5py_level(path, 0, 0, index))
+        assert meta["units"] == ("pixel", "micrometer", "micrometer", "micrometer")  # one time point: no stamps
+        assert meta["axis_labels"] == ("t", "z", "y", "x")
         assert meta["contrast_limits"] == [0.0, 247.0]
         voxel = (17.118 + 0.033) / 256
         assert meta["scale"] == pytest.approx((1.0, 0.2, voxel, voxel))
@@ -35,13 +38,46 @@ def test_one_multiscale_layer_per_channel(real_files: dict[str, Path]) -> None:
     assert colormap["name"].startswith("Microtubules") and colormap["colors"][-1] == [0.0, 1.0, 0.0, 1.0]
 
 
-def test_pyramid_levels_and_histogram_limits(real_files: dict[str, Path]) -> None:
+def test_pyramid_levels_and_histogram_limits(real_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ims_store.fronts import napari_reader
+
     path = real_files["PyramidalCell.ims"]
     layers = napari_get_reader(str(path))(str(path))  # type: ignore[misc]
     ((data, meta, _),) = [layer for layer in layers if layer[2] == "image"]  # (its objects: test_objects_napari)
-    assert [level.shape for level in data] == [(1, 69, 254, 255), (1, 34, 127, 127)]
-    np.testing.assert_array_equal(np.asarray(data[1][0]), h5py_level(path, 1, 0, 0))
+    assert not meta["multiscale"] and data.shape == (1, 69, 254, 255)  # 4.5 MB: level 0 alone
     assert meta["contrast_limits"] == [0.0, 220.0]
+    assert meta["name"] == "Channel 0"  # Imaris' "(name not specified)"
+    # a volume larger than a 3D texture may hold keeps its pyramid
+    monkeypatch.setattr(napari_reader, "FULL_3D_BYTES", 69 * 254 * 255 - 1)
+    layers = napari_get_reader(str(path))(str(path))  # type: ignore[misc]
+    ((data, meta, _),) = [layer for layer in layers if layer[2] == "image"]
+    assert meta["multiscale"] and [level.shape for level in data] == [(1, 69, 254, 255), (1, 34, 127, 127)]
+    np.testing.assert_array_equal(np.asarray(data[1][0]), h5py_level(path, 1, 0, 0))
+    monkeypatch.setattr(napari_reader, "FULL_3D_BYTES", 1 << 40)
+    monkeypatch.setattr(napari_reader, "MAX_TEXTURE", 254)
+    ((data, meta, _),) = [layer for layer in napari_reader.reader_function(str(path)) if layer[2] == "image"]
+    assert meta["multiscale"]
+
+
+@pytest.mark.parametrize("name", ["PyramidalCell.ims"])
+def test_unnamed_channels_are_shown_as_channel_n(real_files: dict[str, Path], name: str) -> None:
+    """Real files name channels "(name not specified)", Imaris' placeholder: shown as Channel N."""
+    path = real_files[name]
+    with h5py.File(path, "r") as f:
+        groups = sorted((g for g in f["DataSetInfo"] if g.startswith("Channel ")), key=lambda g: int(g.split()[1]))
+        stored = [f[f"DataSetInfo/{g}"].attrs["Name"].tobytes().decode() for g in groups]
+    assert set(stored) == {"(name not specified)"}
+    names = [meta["name"] for _, meta, kind in reader_function(str(path)) if kind == "image"]
+    assert names == [f"Channel {g.split()[1]}" for g in groups]
+
+
+def test_time_in_seconds_where_the_file_has_stamps(tmp_path: Path) -> None:
+    from ims_store import write_ims
+
+    path = write_ims(np.zeros((3, 4, 8, 8), np.uint8), tmp_path / "t.ims", axes="tzyx", voxel_size=(1, 0.5, 0.5))
+    (_, meta, _), *_ = reader_function(str(path))
+    assert meta["units"] == ("second", "micrometer", "micrometer", "micrometer")
+    assert meta["scale"][0] == pytest.approx(1.0)
 
 
 def test_manifest_is_valid_and_registered() -> None:

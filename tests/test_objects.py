@@ -14,7 +14,17 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from object_files import (
+
+from ims_store import MalformedObjectsError, MissingDependencyError, SelectionError
+from ims_store.objects import (
+    list_objects,
+    read_spots,
+    read_statistics,
+    read_surfaces,
+    read_track_edges,
+    read_tracks,
+)
+from ims_store.write.examples import (
     OtherSpec,
     SpotsSpec,
     SurfacesSpec,
@@ -25,16 +35,6 @@ from object_files import (
     untracked_spots,
     write_scene,
     write_scene8,
-)
-
-from ims_store import MalformedObjectsError, MissingDependencyError, SelectionError
-from ims_store.objects import (
-    list_objects,
-    read_spots,
-    read_statistics,
-    read_surfaces,
-    read_track_edges,
-    read_tracks,
 )
 
 # -- the real file ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import meshio
 import numpy as np
 import pandas as pd
 import pytest
-from object_files import OtherSpec, cells_spots, image, nuclei_surfaces, untracked_spots, write_scene, write_scene8
 
 from ims_store import DestinationExistsError
 from ims_store.fronts.cli import main
@@ -23,6 +22,15 @@ from ims_store.objects import (
     read_track_edges,
     read_tracks,
     write_ply,
+)
+from ims_store.write.examples import (
+    OtherSpec,
+    cells_spots,
+    image,
+    nuclei_surfaces,
+    untracked_spots,
+    write_scene,
+    write_scene8,
 )
 
 

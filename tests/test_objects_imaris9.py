@@ -16,15 +16,6 @@ import pytest
 from corpus import dendrites
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from object_files import (
-    OtherSpec,
-    cells_spots,
-    image,
-    nuclei_megasurfaces,
-    nuclei_surfaces,
-    write_scene,
-    write_scene8,
-)
 
 from ims_store import (
     ImsWarning,
@@ -37,6 +28,15 @@ from ims_store import (
 )
 from ims_store.fronts.cli import main
 from ims_store.fronts.napari_objects import object_layers
+from ims_store.write.examples import (
+    OtherSpec,
+    cells_spots,
+    image,
+    nuclei_megasurfaces,
+    nuclei_surfaces,
+    write_scene,
+    write_scene8,
+)
 
 REAL = "PyramidalCell_Imaris95.ims"
 S8 = "Scene8/Content/MegaSurfaces0"

@@ -10,11 +10,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from object_files import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
 
 from ims_store.format.layout import ImsWarning
 from ims_store.fronts.napari_objects import object_layers
 from ims_store.fronts.napari_reader import reader_function
+from ims_store.write.examples import SpotsSpec, cells_spots, nuclei_surfaces, write_scene, write_scene8
 from ims_store.write.synthetic import make_example_ims
 
 BRIGHT = 1000
@@ -95,7 +95,7 @@ def test_spots_sit_on_the_blobs_they_mark(blobs_file: Path) -> None:
     points, meta, kind = layers["Blobs"]
     assert kind == "points" and points.shape == (4, 4)  # (t, z, y, x): the image has time
     world = points * np.array(meta["scale"]) + np.array(meta.get("translate", (0, 0, 0, 0)))
-    level0 = np.asarray(image[0])
+    level0 = np.asarray(image[0] if image_meta["multiscale"] else image)  # (t, z, y, x) of level 0
     for position, blob in zip(world, BLOBS, strict=True):
         index = _voxel_of(position, image_meta)
         assert tuple(index) == blob
@@ -106,7 +106,12 @@ def test_spots_sit_on_the_blobs_they_mark(blobs_file: Path) -> None:
 def test_points_size_colour_and_features(blobs_file: Path) -> None:
     points, meta, _ = _layers(blobs_file)["Blobs"]
     np.testing.assert_allclose(meta["size"], 2 * np.array([0.5, 0.6, 0.7, 0.8], np.float32))
-    assert meta["face_color"] == pytest.approx([0.1, 0.9, 0.3, 1.0])
+    # a ring in the object's colour around a faint disc, so the marked voxels stay visible
+    assert meta["face_color"] == pytest.approx([0.1, 0.9, 0.3, 0.15])
+    assert meta["border_color"] == pytest.approx([0.1, 0.9, 0.3, 1.0]) and meta["border_width"] == 0.15
+    assert meta["border_width_is_relative"]
+    assert meta["units"] == ("second", "micrometer", "micrometer", "micrometer")
+    assert meta["axis_labels"] == ("t", "z", "y", "x")
     features = meta["features"]
     assert len(features) == len(points)
     assert features["id"].tolist() == [0, 1, 2, 3] and features["track_id"].tolist() == [7, 8, 7, 8]
@@ -192,6 +197,28 @@ def test_napari_builds_the_layers_in_the_images_world(blobs_file: Path) -> None:
     assert built["Nuclei"].vertices.shape[1] == 4
     np.testing.assert_allclose(points.size, 2 * np.array([0.5, 0.6, 0.7, 0.8], np.float32))
     assert list(points.features.columns[:2]) == ["id", "track_id"]
+
+
+def test_napari_takes_units_axis_labels_and_the_styling(blobs_file: Path) -> None:
+    layers_module = pytest.importorskip("napari.layers")  # napari is an optional extra
+    built = {
+        meta["name"]: layers_module.Layer.create(data, meta, kind)
+        for data, meta, kind in reader_function(str(blobs_file))
+    }
+    for layer in built.values():
+        # pint units: the scale bar reads micrometres, the sliders t and z
+        assert [str(u) for u in layer.units][-3:] == ["micrometer"] * 3, layer.name
+        assert tuple(layer.axis_labels)[-3:] == ("z", "y", "x")
+    assert tuple(built["Channel 0"].axis_labels) == ("t", "z", "y", "x")
+    assert str(built["Channel 0"].units[0]) == "second"
+    points = built["Blobs"]
+    np.testing.assert_allclose(points.face_color[:, 3], 0.15)  # translucent faces
+    np.testing.assert_allclose(points.border_color[:, 3], 1.0)  # opaque rings
+    np.testing.assert_allclose(points.border_width, 0.15)
+    tracks = built["Blobs tracks"]
+    assert tracks.colormap == "hsv"
+    # every track drawn bright: no colour near black (turbo's dark end took one track before)
+    assert tracks.track_colors[:, :3].max(axis=1).min() > 0.5
 
 
 def test_merging_tracks_give_a_segment_two_parents() -> None:

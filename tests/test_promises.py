@@ -102,7 +102,8 @@ def test_ims_to_ims_keeps_objects_log_and_times(real_files: dict[str, Path], tmp
 def test_a_remote_ims_source_keeps_its_objects_too(tmp_path: Path) -> None:
     """The source opened over HTTP: what lies beside its image is read through the same URL."""
     from http_files import FileServer
-    from object_files import tracks_file
+
+    from ims_store.write.examples import tracks_file
 
     served = tmp_path / "served"
     served.mkdir()
@@ -386,7 +387,7 @@ _WRITES = {
 @pytest.fixture(scope="module")
 def with_objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1.5 MB Imaris file with analysis objects: none of its outputs fits in 64 KiB."""
-    from object_files import cells_spots, image, write_scene8
+    from ims_store.write.examples import cells_spots, image, write_scene8
 
     path = image(tmp_path_factory.mktemp("objects") / "cells.ims", timepoints=3, shape=(16, 256, 256))
     with h5py.File(path, "r+") as f:  # noise, so that the conversions' outputs are large

@@ -155,7 +155,9 @@ def rewritten(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layout = read_layout(IMARIS95)
     level = layout.levels[0]
     with h5py.File(IMARIS95, "r") as f:
-        data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"][: level.size[0], : level.size[1], : level.size[2]]
+        data = f["DataSet/ResolutionLevel 0/TimePoint 0/Channel 0/Data"][
+            : level.size[0], : level.size[1], : level.size[2]
+        ]
     out = tmp_path_factory.mktemp("imaris95") / "rewritten.ims"
     origin = voxel_centre_origin(layout.extent_min, level.voxel_size)
     return write_ims(

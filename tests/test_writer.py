@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -339,10 +340,16 @@ def test_any_small_shape_round_trips(tmp_path_factory: pytest.TempPathFactory, s
     np.testing.assert_array_equal(back, data)
 
 
-def test_progress_bar_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_only_when_asked_and_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = _volume((4, 64, 64), "uint8")
     write_ims(data, tmp_path / "quiet.ims", axes="zyx")
     assert capsys.readouterr().err == ""
+    # stderr is not a terminal (a log, a pipe): no bar, so no \r frames
+    write_ims(data, tmp_path / "logged.ims", axes="zyx", progress=True)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     write_ims(data, tmp_path / "loud.ims", axes="zyx", progress=True)
     assert "writing loud.ims" in capsys.readouterr().err
 

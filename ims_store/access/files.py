@@ -28,6 +28,7 @@ import h5py
 from ..errors import (
     ImsError,
     ImsFileNotFoundError,
+    MissingDependencyError,
     NotHDF5Error,
     OutsideFolderError,
     RemoteReadError,
@@ -507,7 +508,9 @@ class RemoteFile:
             options["client_kwargs"] = {"read_bufsize": HTTP_READ_BUFSIZE, **(options.get("client_kwargs") or {})}
         try:
             self.fs, self.path = fsspec.core.url_to_fs(url, **options)
-        except (ImportError, ValueError) as err:
+        except ImportError as err:
+            raise missing_protocol(url, err) from err
+        except ValueError as err:
             raise ImsError(f"cannot reach the file: {err}", url) from err
         self._size: int | None = None
         self._whole: bytes | None = None  # the whole file, from a server that ignores byte ranges
@@ -745,6 +748,26 @@ def links_of(
         open_linked=open_linked or (lambda url: source.linked(url).open_hdf5()),
         within=within,
     )
+
+
+# the extra of this distribution that installs what fsspec needs for a protocol
+REMOTE_EXTRAS = {"http": "remote", "https": "remote"}
+
+
+def missing_protocol(url: str, err: ImportError) -> MissingDependencyError:
+    """The error for a URL whose fsspec file system cannot be imported: names the missing package
+    and the extra that installs it (``ims-store[remote]`` for HTTP(S)).
+
+    >>> print(missing_protocol("https://example.org/cells.ims", ModuleNotFoundError(name="aiohttp")))
+    https://example.org/cells.ims: https:// URLs need 'aiohttp', not installed: pip install 'ims-store[remote]'
+    """
+    protocol = url.split("://", 1)[0].lower()
+    # fsspec re-raises the import's failure as a message of its own (naming more than it needs)
+    missing = err.name or getattr(err.__cause__, "name", None)
+    what = repr(missing) if missing else f"a package that is not installed ({err})"
+    extra = REMOTE_EXTRAS.get(protocol)
+    fix = f"pip install 'ims-store[{extra}]'" if extra else "install the fsspec implementation of that protocol"
+    return MissingDependencyError(f"{protocol}:// URLs need {what}, not installed: {fix}", url)
 
 
 def open_file(

@@ -362,9 +362,12 @@ def _merge(tmp: Path, folder: Path, overwrite: bool, inputs: list[Path]) -> None
 
 
 def progress_bar(enabled: bool, total: int, description: str) -> Any:
-    """A tqdm bar over ``total`` chunks when ``enabled``, else ``None`` (library calls stay quiet)."""
+    """A tqdm bar over ``total`` chunks when ``enabled``, else ``None`` (library calls stay quiet).
+
+    The bar draws only on a terminal (tqdm's ``disable=None``: a log or a pipe gets no ``\\r``
+    frames) or in a notebook (whose bar turns ``None`` into shown)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="chunk", desc=description, dynamic_ncols=True)
+    return tqdm(total=total, unit="chunk", desc=description, dynamic_ncols=True, disable=None)

@@ -154,6 +154,17 @@ def _shard_arg(text: str) -> tuple[int, int, int]:
     return counts  # type: ignore[return-value]
 
 
+def _gzip_level_arg(text: str) -> int:
+    """``--compression-level N``: a gzip level, 0 to 9."""
+    try:
+        level = int(text)
+    except ValueError:
+        level = -1
+    if not 0 <= level <= 9:
+        raise argparse.ArgumentTypeError(f"expected a gzip level 0-9, got {text!r}")
+    return level
+
+
 def _voxel_arg(text: str) -> tuple[float, float, float]:
     """``--voxel-size Z,Y,X``: three positive numbers."""
     try:
@@ -210,6 +221,11 @@ def _direction(args: argparse.Namespace) -> str:
         raise _UsageError(f"--image applies to an .ims input only, not {args.input}")
     if src == "nifti" and args.level is not None:
         raise _UsageError(f"--level does not apply to a NIfTI input ({args.input}): it has one level")
+    if dst == "zarr" and args.chunks_per_shard is not None:  # the library's message names its keywords
+        if args.ngff == "0.4":
+            raise _UsageError("--chunks-per-shard needs --ngff 0.5: zarr v2 (NGFF 0.4) has no shards")
+        if args.codec == "copy":
+            raise _UsageError("--chunks-per-shard re-encodes every chunk: use --codec zstd, zlib or none")
     if dst == "ims" and args.compression_level is not None and args.compression not in (None, "gzip"):
         raise _UsageError(f"--compression-level applies to gzip only, not --compression {args.compression}")
     for dest, value in _DEFAULTS.items():
@@ -289,6 +305,7 @@ def _convert(args: argparse.Namespace, dst: str, client: object) -> None:
             timepoint=None if args.timepoint == "all" else args.timepoint,
             channel=args.channel,
             overwrite=args.overwrite,
+            progress=not args.quiet,
         )
 
 
@@ -403,7 +420,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ..store.validate import validate
 
-    problems = validate(args.file, deep=args.deep)
+    problems = validate(args.file, deep=args.deep, progress=args.deep and not args.quiet)
     for problem in problems:
         print(problem)
     errors = sum(p.severity == "error" for p in problems)
@@ -414,6 +431,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.examples is not None:
+        if args.output is not None:
+            raise _UsageError("--examples writes the example files; --output applies to the demo alone")
+        from ..write.examples import make_example_files
+
+        # demo's --overwrite, where given, replaces them
+        for made in make_example_files(args.examples, overwrite=getattr(args, "overwrite", False)):
+            print(f"wrote {made}")
+        return 0
     import numpy as np
     import zarr
 
@@ -474,9 +500,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0 if same else 1
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with the "examples" epilog kept one command to a line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _examples(*lines: str) -> str:
+    """A command's "examples" epilog."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _version() -> str:
+    """This distribution's version (the package's ``__version__``, which fronts may not import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ims-store")
+    except PackageNotFoundError:  # pragma: no cover - a source tree never installed
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ims-store", description="Imaris (.ims) files as virtual OME-Zarr images.")
+    parser = argparse.ArgumentParser(
+        prog="ims-store",
+        description="Imaris (.ims) files as virtual OME-Zarr images.",
+        epilog=_examples("ims-store demo", "ims-store info cells.ims", "ims-store COMMAND --help"),
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"ims-store {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser(
@@ -484,8 +540,12 @@ def _parser() -> argparse.ArgumentParser:
         help="show what an .ims file holds",
         description="Show levels, sizes, chunks, "
         "compression, data type, channels, time points, voxel size, origin and unit of an .ims file.",
+        epilog=_examples(
+            "ims-store info cells.ims", "ims-store info cells.ims --json", "ims-store info tiles.ims --image 1"
+        ),
+        formatter_class=_HelpFormatter,
     )
-    info.add_argument("file", type=_path_argument, help="the .ims file")
+    info.add_argument("file", metavar="FILE", type=_path_argument, help="the .ims file (or a URL)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.add_argument("--image", type=int, metavar="K", help="only image K of a file of several (default: every image)")
     info.set_defaults(func=_cmd_info)
@@ -495,8 +555,14 @@ def _parser() -> argparse.ArgumentParser:
         help="list or export an .ims file's analysis objects (spots, tracks, surfaces, statistics)",
         description="List the analysis objects Imaris stored in an .ims file (Spots, Surfaces and their Tracks and "
         "Statistics), or export them: tables as CSV (Parquet when pyarrow is installed), surfaces as PLY meshes.",
+        epilog=_examples(
+            "ims-store objects tracks.ims",
+            "ims-store objects tracks.ims --json",
+            "ims-store objects tracks.ims --export tables",
+        ),
+        formatter_class=_HelpFormatter,
     )
-    objects.add_argument("file", type=_path_argument, help="the .ims file (or a URL)")
+    objects.add_argument("file", metavar="FILE", type=_path_argument, help="the .ims file (or a URL)")
     objects.add_argument("--json", action="store_true", help="print the list as JSON")
     objects.add_argument(
         "--export", metavar="DIR", type=_path_argument, help="write every object into this folder (made if missing)"
@@ -513,14 +579,27 @@ def _parser() -> argparse.ArgumentParser:
         help="convert between .ims, OME-Zarr and NIfTI, or TIFF to .ims (direction from the names)",
         description="Convert .ims to OME-Zarr (.zarr, .ome.zarr) or NIfTI (.nii, .nii.gz), or OME-Zarr, NIfTI, "
         "TIFF / OME-TIFF (.tif, .tiff) and .ims to .ims. The direction comes from the file names.",
+        epilog=_examples(
+            "ims-store convert cells.ims cells.ome.zarr",
+            "ims-store convert cells.ims cells.ome.zarr --ngff 0.4 --codec copy",
+            "ims-store convert cells.ims gfp.nii.gz --channel 1 --level 1",
+            "ims-store convert stack.ome.tif stack.ims --voxel-size 2,0.5,0.5",
+        ),
+        formatter_class=_HelpFormatter,
     )
-    convert.add_argument("input", type=_path_argument)
+    convert.add_argument(
+        "input",
+        metavar="INPUT",
+        type=_path_argument,
+        help="the file to convert (.ims, .zarr, .nii, .nii.gz, .tif, .tiff)",
+    )
     convert.add_argument(
         "output",
         nargs="+",
         type=_path_argument,
         metavar="[INPUT ...] OUTPUT",
-        help="more inputs (to .ims: their channels one after another)",
+        help="more inputs (to .ims: their channels one after another), then the file to write "
+        "(.ims, .zarr, .ome.zarr, .nii, .nii.gz)",
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -539,7 +618,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     # direction options default to None (see _DIRECTION_OPTIONS): given for another direction, they are refused
     group = convert.add_argument_group("to OME-Zarr")
-    group.add_argument("--ngff", choices=("0.5", "0.4"), help="OME-NGFF version (default 0.5)")
+    group.add_argument(
+        "--ngff", choices=("0.5", "0.4"), help="OME-NGFF version: 0.5 on zarr v3 (default), 0.4 on zarr v2"
+    )
     group.add_argument(
         "--codec",
         choices=("auto", "copy", "zstd", "zlib", "none"),
@@ -553,15 +634,19 @@ def _parser() -> argparse.ArgumentParser:
         help="NGFF 0.5 only: group this many chunks of each level into one shard file (zarr v3 sharding)",
     )
     group = convert.add_argument_group("to NIfTI (--level also picks the source level for .ims output)")
-    group.add_argument("--level", type=int, help="resolution level (default 0)")
+    group.add_argument("--level", type=int, metavar="N", help="resolution level (default 0)")
     group.add_argument("--timepoint", type=_timepoint_arg, metavar="T", help="time point index, or 'all' (default 0)")
-    group.add_argument("--channel", type=int, help="channel index (default 0)")
+    group.add_argument("--channel", type=int, metavar="C", help="channel index (default 0)")
     group = convert.add_argument_group("to .ims")
-    group.add_argument("--compression", choices=("gzip", "lz4", "none"), help="default gzip")
-    group.add_argument("--compression-level", type=int, help="gzip level 0-9 (default 2, as Imaris)")
+    group.add_argument("--compression", choices=("gzip", "lz4", "none"), help="chunk compression (default gzip)")
+    group.add_argument(
+        "--compression-level", type=_gzip_level_arg, metavar="N", help="gzip level 0-9 (default 2, as Imaris)"
+    )
     group.add_argument("--voxel-size", type=_voxel_arg, metavar="Z,Y,X", help="voxel size, replacing the source's")
     group.add_argument("--series", type=int, metavar="N", help="TIFF: the image of a multi-series file (default 0)")
-    group.add_argument("--axes", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)")
+    group.add_argument(
+        "--axes", metavar="AXES", help="TIFF: what its axes are, where the file does not say (e.g. tzyx)"
+    )
     group.add_argument(
         "--join",
         choices=("channels", "time"),
@@ -589,14 +674,21 @@ def _parser() -> argparse.ArgumentParser:
         help="serve an .ims (or a folder of them) over HTTP as OME-Zarr",
         description="Serve an .ims file as a virtual OME-Zarr over HTTP for web viewers and remote zarr clients; "
         "or a folder: each .ims under it at its own path (/sub/cells.ims/), with an index at / (HTML, or JSON).",
+        epilog=_examples(
+            "ims-store serve cells.ims", "ims-store serve cells.ims --port 8080 --ngff 0.4", "ims-store serve /data/lab"
+        ),
+        formatter_class=_HelpFormatter,
     )
     serve.add_argument("file", metavar="PATH", type=_path_argument, help="an .ims file, or a folder of them")
     serve.add_argument(
         "--host",
         default="127.0.0.1",
+        metavar="ADDRESS",
         help="address to listen on: 127.0.0.1 (default, this machine only), ::1, 0.0.0.0 or :: (every address)",
     )
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free one)")
+    serve.add_argument(
+        "--port", type=int, default=8000, metavar="N", help="port to listen on (default 8000; 0: any free one)"
+    )
     serve.add_argument(
         "--ngff", choices=("0.5", "0.4"), default="0.5", help="0.5: OME-NGFF on zarr v3 (default); 0.4: on zarr v2"
     )
@@ -663,12 +755,21 @@ def _parser() -> argparse.ArgumentParser:
         help="write kerchunk-style references to every chunk of an .ims",
         description="Write zero-copy references (kerchunk format, version 1) mapping every chunk to its byte range "
         "in the .ims, so that zarr reads the file through fsspec's reference filesystem without ims_store.",
+        epilog=_examples(
+            "ims-store refs cells.ims -o cells.json",
+            "ims-store refs cells.ims -o cells.json --url https://example.org/data/cells.ims",
+        ),
+        formatter_class=_HelpFormatter,
     )
-    refs.add_argument("file", type=_path_argument)
-    refs.add_argument("-o", "--output", required=True, type=_path_argument, help="the JSON file to write")
+    refs.add_argument("file", metavar="FILE", type=_path_argument, help="the .ims file (or a URL)")
+    refs.add_argument(
+        "-o", "--output", required=True, metavar="FILE", type=_path_argument, help="the JSON file to write"
+    )
     refs.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4", help="0.4: zarr v2 (default); 0.5: zarr v3")
-    refs.add_argument("--url", help="the address the references give the file (default: its absolute path)")
-    refs.add_argument("--overwrite", action="store_true")
+    refs.add_argument(
+        "--url", metavar="URL", help="the address the references give the file (default: its absolute path)"
+    )
+    refs.add_argument("--overwrite", action="store_true", help="replace an existing output")
     refs.add_argument(
         "--image", type=int, metavar="K", help="image K of a file of several alone (default: the whole collection)"
     )
@@ -679,12 +780,15 @@ def _parser() -> argparse.ArgumentParser:
         help="check an .ims against what Imaris needs",
         description="List every problem of an .ims file: required groups and attributes, attribute encoding, "
         "pyramid, data sets, histograms, thumbnail. Exit status 0 when the file is sound, 1 when not.",
+        epilog=_examples("ims-store validate copy.ims", "ims-store validate copy.ims --deep --strict"),
+        formatter_class=_HelpFormatter,
     )
-    validate.add_argument("file", type=_path_argument)
+    validate.add_argument("file", metavar="FILE", type=_path_argument, help="the .ims file (or a URL)")
     validate.add_argument("--strict", action="store_true", help="count warnings as errors")
     validate.add_argument(
         "--deep", action="store_true", help="also decode every chunk (reads the whole file) and name each that fails"
     )
+    validate.add_argument("--quiet", action="store_true", help="no progress bar (--deep shows one on a terminal)")
     validate.set_defaults(func=_cmd_validate)
 
     demo = sub.add_parser(
@@ -692,12 +796,26 @@ def _parser() -> argparse.ArgumentParser:
         help="make an example .ims and show it as OME-Zarr",
         description="Write a small "
         "multi-channel, multi-level .ims file, open it through ImsStore and print the virtual "
-        "OME-Zarr tree.",
+        "OME-Zarr tree; or, with --examples, make the example files the documentation opens.",
+        epilog=_examples("ims-store demo", "ims-store demo --output example.ims", "ims-store demo --examples ."),
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument(
-        "--output", type=_path_argument, help="keep the example file at this path (default: a temporary directory)"
+        "--output",
+        metavar="FILE",
+        type=_path_argument,
+        help="keep the example file at this path (default: a temporary directory)",
     )
-    demo.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    demo.add_argument(
+        "--examples",
+        metavar="DIR",
+        type=_path_argument,
+        help="instead, write the documentation's example files (cells.ims, tracks.ims, surfaces.ims, tiles.ims) "
+        "into DIR (made if missing; existing ones are refused unless --overwrite)",
+    )
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file (or --examples files)"
+    )
     demo.add_argument(
         "--zarr-format",
         type=int,
@@ -707,6 +825,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _describe(err: Exception) -> str:
+    """An unexpected error as one line: an OS error as ``PATH: what the system said``, a full
+    memory as such, anything else by its type and message."""
+    if isinstance(err, OSError) and err.strerror:
+        where = ", ".join(os.fspath(p) for p in (err.filename, err.filename2) if p is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f" ({err})" if str(err) else "")
+    return _one_line(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -794,7 +927,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImsError, _UsageError, ValueError) as err:
         if args.debug:
             raise
-        print(f"ims-store {args.command}: error: {err}", file=sys.stderr)
+        print(f"ims-store {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except Exception as err:  # anything else (the OS, memory, a library) is one line too, never a traceback
+        if args.debug:
+            raise
+        print(f"ims-store {args.command}: error: {_describe(err)} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except _Terminated:
         print(f"ims-store {args.command}: terminated", file=sys.stderr)

@@ -31,16 +31,21 @@ from typing import Any
 import numpy as np
 
 from ..access.files import read_layout
+from ..format.geometry import ngff_unit
 from ..format.layout import ImsLayout, ImsWarning
 from ..objects.catalog import Entry, catalog, opened
 from ..objects.frames import pandas
 from ..objects.model import NO_ID, Spots, Tracks
 from ..store.ngff import time_step
 
-__all__ = ["object_layers", "track_segments"]
+__all__ = ["layer_axes", "object_layers", "track_segments"]
 
 LayerData = tuple[Any, dict[str, Any], str]
 _DEFAULT_COLOR, _DEFAULT_HEX = (1.0, 1.0, 0.0), "FFFF00"  # objects without a Material colour
+# spots: a translucent face (alpha) inside an opaque border (a fraction of the diameter)
+SPOT_FACE_ALPHA = 0.15
+SPOT_BORDER_WIDTH = 0.15
+TRACK_COLORMAP = "hsv"
 
 
 def object_layers(path: str | os.PathLike[str], layout: ImsLayout | None = None) -> list[LayerData]:
@@ -77,14 +82,18 @@ def _spot_layers(entry: Entry, layout: ImsLayout, step: float, timed: bool) -> l
     spots, tracks = entry.spots()
     zyx = spots.xyz[:, ::-1].astype(np.float64)
     data = np.column_stack([spots.t, zyx]) if timed else zyx
-    color = [*(entry.info.color or _DEFAULT_COLOR), 1.0]
+    rgb = entry.info.color or _DEFAULT_COLOR
     meta = _meta(entry, layout, entry.info.name)
     meta.update(
         scale=(step, 1.0, 1.0, 1.0) if timed else (1.0, 1.0, 1.0),
         size=2.0 * np.asarray(spots.radius, np.float64),
-        face_color=color,
-        border_color=color,
+        # a ring in the object's colour around a faint disc: the voxels a spot marks stay visible
+        face_color=[*rgb, SPOT_FACE_ALPHA],
+        border_color=[*rgb, 1.0],
+        border_width=SPOT_BORDER_WIDTH,
+        border_width_is_relative=True,
         features=_spot_features(entry, spots),
+        **layer_axes(layout, timed),
     )
     layers: list[LayerData] = [(data, meta, "points")]
     if len(tracks.spot_ids):
@@ -98,6 +107,9 @@ def _spot_layers(entry: Entry, layout: ImsLayout, step: float, timed: bool) -> l
             graph=graph,
             features={"track_id": np.repeat(segment_track, [len(r) for r in rows]), "spot_id": spots.ids[order]},
             color_by="track_id",
+            # every hue at full brightness: no track takes a dark end (turbo's, napari's default)
+            colormap=TRACK_COLORMAP,
+            **layer_axes(layout),
         )
         layers.append((track_data, track_meta, "tracks"))
     return layers
@@ -202,5 +214,17 @@ def _surface_layer(entry: Entry, layout: ImsLayout, step: float, timed: bool) ->
         },
         contrast_limits=[0.0, 1.0],
         opacity=0.7,
+        **layer_axes(layout, timed),
     )
     return ((verts, tris, np.ones(len(verts))), meta, "surface")
+
+
+def layer_axes(layout: Any, timed: bool = True) -> dict[str, Any]:
+    """``units`` and ``axis_labels`` of a layer in the file's space, ``(t,) z, y, x``: the scale
+    bar then reads micrometres (not napari's default "pixel") and sliders say t and z. Time is
+    in seconds where the file has time stamps, else counted in time points (napari's "pixel")."""
+    space = ngff_unit(layout.unit) or "pixel"
+    units = (space, space, space)
+    if not timed:
+        return {"units": units, "axis_labels": ("z", "y", "x")}
+    return {"units": ("second" if time_step(layout) else "pixel", *units), "axis_labels": ("t", "z", "y", "x")}

@@ -6,14 +6,22 @@ and each placed where its tile was acquired; an image that cannot be read (a til
 file is missing) is left out with an `ImsWarning` naming it. A ``TableColor`` channel gets its
 colour table as a colormap.
 
-Each layer holds every resolution level as a lazy dask array ``(t, z, y, x)``, with the
-channel's name, a colormap from its colour, contrast limits from its display range (else the
-recorded histogram range, else the data type's range) and scale / translate in the file's unit.
+Each layer holds a lazy dask array ``(t, z, y, x)`` per resolution level, with the channel's
+name (``Channel N`` for Imaris' ``(name not specified)``), a colormap from its colour, contrast
+limits from its display range (else the recorded histogram range, else the data type's range),
+scale / translate and ``units`` in the file's unit and ``axis_labels`` t, z, y, x.
+
+In 3D napari draws the coarsest level of a multiscale layer. An image whose full resolution fits
+a 3D texture (at most `MAX_TEXTURE` voxels along each axis and `FULL_3D_BYTES` per channel and
+time point) is therefore given as level 0 alone: 2D and 3D both show every voxel. A larger image
+keeps its pyramid (2D reads the level the zoom needs; 3D shows the coarsest).
 The reader needs no display; napari finds it through the ``napari.manifest`` entry point.
 
 >>> layers = reader_function("cells.ims")
->>> [(meta["name"], meta["colormap"]["name"], len(data)) for data, meta, kind in layers]
-[('DAPI', 'DAPI #FF0000', 2), ('GFP', 'GFP #00FF00', 2), ('mCherry', 'mCherry #0000FF', 2)]
+>>> [(meta["name"], meta["colormap"]["name"], meta["multiscale"]) for data, meta, kind in layers]
+[('DAPI', 'DAPI #FF0000', False), ('GFP', 'GFP #00FF00', False), ('mCherry', 'mCherry #0000FF', False)]
+>>> layers[0][1]["units"], layers[0][1]["axis_labels"]
+(('second', 'micrometer', 'micrometer', 'micrometer'), ('t', 'z', 'y', 'x'))
 """
 
 from __future__ import annotations
@@ -29,10 +37,18 @@ from ..format.geometry import voxel_centre_origin
 from ..format.layout import ImsWarning
 from ..store.ngff import time_step, type_range
 from ..store.zarr_store import ImsStore
+from .napari_objects import layer_axes
 
-__all__ = ["napari_get_reader", "reader_function"]
+__all__ = ["FULL_3D_BYTES", "MAX_TEXTURE", "napari_get_reader", "reader_function"]
 
 LayerData = tuple[Any, dict[str, Any], str]
+
+# the largest 3D texture OpenGL implementations commonly allow along an axis, and the memory a
+# channel's full-resolution volume (one time point) may take for napari to draw it in 3D
+MAX_TEXTURE = 2048
+FULL_3D_BYTES = 256 * 1024**2
+# Imaris' name for a channel nobody named (3 of the 4 real files here have it)
+UNNAMED = "(name not specified)"
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -69,23 +85,33 @@ def _image_layers(store: ImsStore, prefix: str) -> list[LayerData]:
     voxel = layout.levels[0].voxel_size
     translate = voxel_centre_origin(layout.extent_min, voxel)
     step = time_step(layout) or 1.0
+    size = layout.levels[0].size
+    whole = max(size) <= MAX_TEXTURE and int(np.prod(size)) * layout.dtype.itemsize <= FULL_3D_BYTES
     for ch in layout.channels:
         color = ch.color or ((1.0, 1.0, 1.0) if len(layout.channels) == 1 else None)
         meta: dict[str, Any] = {
-            "name": prefix + ch.label,
+            "name": prefix + display_name(ch),
             "scale": (step, *voxel),
             "translate": (0.0, *translate),
             "contrast_limits": list(_limits(ch, layout.dtype)),
-            "multiscale": True,
+            "multiscale": not whole,
             "blending": "additive",
+            **layer_axes(layout),
             "metadata": {"source": layout.path, "unit": layout.unit, "description": ch.description},
         }
         if ch.color_mode == "TableColor" and ch.color_table:
             meta["colormap"] = _table_colormap(ch.label, ch.color_table)
         elif color is not None:
             meta["colormap"] = _colormap(ch.label, color)
-        layers.append(([level[:, ch.index] for level in pyramid], meta, "image"))
+        levels = [level[:, ch.index] for level in pyramid]
+        layers.append((levels[0] if whole else levels, meta, "image"))
     return layers
+
+
+def display_name(channel: Any) -> str:
+    """A channel's layer name: its label, but ``Channel N`` for Imaris' ``(name not specified)``
+    (napari would otherwise show ``(name not specified) [1]``, ``[2]``...)."""
+    return f"Channel {channel.number}" if channel.label.strip() == UNNAMED else channel.label
 
 
 def _objects(path: str, layout: Any) -> list[LayerData]:

@@ -110,7 +110,9 @@ def _export(
             from tqdm.auto import tqdm
 
             # shown only once the export has taken a second: small scenes stay quiet
-            bar = tqdm(total=len(entries), unit="object", desc=f"exporting {Path(f.label).name}", delay=1.0)
+            bar = tqdm(
+                total=len(entries), unit="object", desc=f"exporting {Path(f.label).name}", delay=1.0, disable=None
+            )
         try:
             for entry in entries:
                 info = entry.info

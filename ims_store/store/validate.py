@@ -20,17 +20,20 @@ chunk and reports each one that fails, naming its level, time point, channel and
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import h5py
 import numpy as np
 
 from ..access.files import LocalFile, RemoteFile, links_of, open_file
+from ..access.outputs import progress_bar
 from ..errors import CorruptChunkError, ImsError, LinkTargetError, RemoteReadError, TruncatedFileError
 from ..format.attributes import parse_float, parse_int, read_text
 from ..format.chunks import stored_chunks
@@ -117,11 +120,12 @@ def _text_attributes(
             yield Problem("error", where, f"attribute {name} is {problem}")
 
 
-def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
+def validate(path: str | os.PathLike[str], deep: bool = False, progress: bool = False) -> list[Problem]:
     """Every problem found in the file; an empty list means Imaris will be content with it.
 
     ``deep``: also decode every chunk of every level, time point and channel, and report each
-    chunk that cannot be read or decoded (this reads the whole file). ``path`` may be a URL.
+    chunk that cannot be read or decoded (this reads the whole file); ``progress`` shows a bar
+    over those chunks. ``path`` may be a URL.
 
     A file of several images (tiles) is checked image by image; an image that cannot be read
     at all (a tile whose linked file is missing) is one error naming its group, and the others
@@ -159,8 +163,19 @@ def validate(path: str | os.PathLike[str], deep: bool = False) -> list[Problem]:
             for layout in readable:
                 problems += _check(f, layout, data)
             problems += _check_thumbnail(f)
-            for layout in readable if deep else []:
-                problems += _check_chunks(f, layout)
+            if deep:
+                total = sum(
+                    len(layout.timepoints) * len(layout.channels) * math.prod(lvl.chunk_grid)
+                    for layout in readable
+                    for lvl in layout.levels
+                )
+                bar = progress_bar(progress, total, f"decoding {Path(path).name}")
+                try:
+                    for layout in readable:
+                        problems += _check_chunks(f, layout, bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
             return problems
         except Exception as err:
             failed = source.failed_read()
@@ -411,7 +426,7 @@ def _check_chunk_extents(data: h5py.Dataset, where: str, file_size: int) -> Iter
             )
 
 
-def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
+def _check_chunks(f: h5py.File, layout: ImsLayout, bar: Any = None) -> list[Problem]:
     """Decode every chunk (``validate(deep=True)``); one problem per chunk that fails."""
     from .zarr_store import ImsStore
 
@@ -429,6 +444,8 @@ def _check_chunks(f: h5py.File, layout: ImsLayout) -> list[Problem]:
                         data = f.get(path)
                         if isinstance(data, h5py.Dataset) and data.ndim == 3 and data.dtype == lvl.dtype:
                             problems += _decode_dataset(store.engine, pool, lvl, tp.index, ch.index, path)
+                        if bar is not None:  # a dataset without readable Data counts as checked
+                            bar.update(math.prod(lvl.chunk_grid))
                         # else: no readable Data at all, reported by the structural checks
     finally:
         store.close()

@@ -422,6 +422,7 @@ def _generic_to_ome_zarr(image: SourceImage, out: _Output) -> Path:
     if out.chunks_per_shard is not None:
         raise ValueError("sharding applies to .ims sources; write other images unsharded")
     data = image.data
+    _require_voxels(data.shape, "the selection", image.label)
     if data.dtype != storage_dtype(data.dtype) and data.dtype.kind not in "uif":
         data = data.astype(storage_dtype(data.dtype))
     size = data.shape[2:]
@@ -443,6 +444,34 @@ def _generic_to_ome_zarr(image: SourceImage, out: _Output) -> Path:
     )
 
 
+def _read_with_bar(arr: Any, progress: bool, description: str) -> np.ndarray:
+    """``np.asarray(arr)`` of a dask array, slab by slab of its first axis's chunks when a bar
+    shows the chunks read (each slab still read by dask's threads)."""
+    bar = progress_bar(progress, int(arr.npartitions), description)
+    if bar is None:
+        return np.asarray(arr)
+    values = np.empty(arr.shape, arr.dtype)
+    try:
+        start = 0
+        per_slab = arr.npartitions // len(arr.chunks[0])
+        for depth in arr.chunks[0]:
+            values[start : start + depth] = np.asarray(arr[start : start + depth])
+            start += depth
+            bar.update(per_slab)
+    finally:
+        bar.close()
+    return values
+
+
+def _require_voxels(shape: Sequence[int], selection: str, label: str) -> None:
+    """An empty selection (a crop outside the image, a level or axis of length 0) is refused
+    rather than written as an image of no voxels."""
+    if any(int(n) == 0 for n in shape):
+        raise SelectionError(
+            f"{selection} holds no voxels (shape {tuple(int(n) for n in shape)}): is a crop outside the image?", label
+        )
+
+
 def to_nifti(
     source: Any,
     path: str | os.PathLike[str],
@@ -451,6 +480,7 @@ def to_nifti(
     timepoint: int | None = 0,
     channel: int = 0,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write one level and channel (one or every time point) of an image as NIfTI.
 
@@ -458,7 +488,7 @@ def to_nifti(
     ``ims`` backend (a crop keeps its true origin) or anything `write_ims` accepts. The affine
     carries the voxel size and the voxel-centre origin; lengths are written in the image's unit
     where NIfTI has it (micrometres for ``um``), with the unit in the header. ``timepoint=None``
-    writes all time points as the fourth axis.
+    writes all time points as the fourth axis. ``progress`` shows a bar over the chunks read.
     """
     target = check_output(path, overwrite, named_files(source))  # before reading the voxels
     try:
@@ -476,7 +506,9 @@ def to_nifti(
             f"time point {timepoint} does not exist; the image has time points 0..{t_count - 1}", label
         )
     arr = data[:, channel] if timepoint is None else data[timepoint, channel]
-    values = np.asarray(arr)
+    times = "every time point" if timepoint is None else f"time point {timepoint}"
+    _require_voxels(arr.shape, f"level {level}, {times}, channel {channel}", label)
+    values = _read_with_bar(arr, progress, f"reading {Path(path).name}")
     # NIfTI arrays run (x, y, z[, t])
     values = np.transpose(values, (2, 1, 0)) if values.ndim == 3 else np.transpose(values, (3, 2, 1, 0))
     unit_name, factor = _NIFTI_UNITS.get(image.unit or "um", ("unknown", 1.0))

@@ -12,11 +12,13 @@ import datetime as _dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ..access.outputs import WriteError
+from ..errors import SourceError
 from ..format.pyramid import block_shapes, level_sizes
 from ..store.ngff import default_color
 from .sources import SourceImage
@@ -211,3 +213,33 @@ def make_plan(
         recording_date=recording,
         create_args=_create_args(compression, compression_level, bool(shuffle)),
     )
+
+
+def check_text(src: SourceImage, path: Path) -> None:
+    """Refuse, before anything is written, text the file would hold that Latin-1 cannot encode.
+
+    Imaris attributes are single-byte characters (format notes, section 2) and real files show
+    no sign of what Imaris writes for other characters, so a Greek channel name or ``細胞.ims``
+    cannot be written faithfully: the `SourceError` names the argument (a channel name, the image name,
+    which is the file's stem unless the source names it, the description, the unit) and the
+    character.
+
+    >>> import numpy as np
+    >>> from ims_store.write.sources import open_source
+    >>> image = open_source(np.zeros((2, 4, 4), np.uint8), channel_names=["細胞"])
+    >>> check_text(image, Path("cells.ims"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ims_store.errors.SourceError: cells.ims: channel_names[0] '細胞' holds '細' (U+7D30), which an Imaris ...
+    """
+    texts = [(f"channel_names[{i}]", name) for i, name in enumerate(src.channel_names or ())]
+    texts += [("the image name", src.name) if src.name else ("the file name", path.name)]
+    texts += [("description", src.description or ""), ("unit", src.unit or "")]
+    for what, text in texts:
+        bad = next((ch for ch in text if ord(ch) > 0xFF), None)
+        if bad is not None:
+            raise SourceError(
+                f"{what} {text!r} holds {bad!r} (U+{ord(bad):04X}), which an Imaris file cannot store "
+                "(its text is Latin-1); nothing was written",
+                path,
+            )

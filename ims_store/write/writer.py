@@ -43,7 +43,7 @@ from .cluster_level0 import distributed_level0
 from .histogram import HistogramAccumulator, histogram
 from .merge import Join, Merged, Part, merge_sources
 from .metadata import write_dataset_info, write_histograms, write_root_attributes, write_thumbnail
-from .plan import Compression, Plan, as_stored, make_plan, storage_dtype
+from .plan import Compression, Plan, as_stored, check_text, make_plan, storage_dtype
 from .sink import ChunkSink
 from .sink import encode_block as encode_block  # reached through this module by the tests
 from .sources import SourceError, is_source_list, named_files, open_source, open_sources
@@ -155,6 +155,7 @@ def write_ims(
         channel_colors=channel_colors,
         time_stamps=time_stamps,
     )
+    check_text(src, path)  # before a cluster is reached or a voxel written
     prepared = prepare_spots(spots, int(src.data.shape[0])) if spots else []
     with dask_client(client) as cluster:
         plan = make_plan(

@@ -1,13 +1,15 @@
-"""Imaris files with analysis objects, built from the layouts documented in the shared format
-notes (section 10), independently of ims_store's readers.
+"""The example files the documentation opens (``cells.ims``, ``tracks.ims``, ``surfaces.ims``,
+``tiles.ims``), made by `make_example_files` or ``ims-store demo --examples DIR``.
 
-A scene is described once (`SpotsSpec`, `SurfacesSpec`, `OtherSpec`) and written in either
-layout: `write_scene8` (compound tables) and `write_scene` (plain arrays, Imaris <= 7). The
-specs are the tests' ground truth.
+The analysis objects are written from the layouts documented in the shared format notes
+(section 10), independently of ims_store's readers, so the tests use them as ground truth: a
+scene is described once (`SpotsSpec`, `SurfacesSpec`, `OtherSpec`) and written in either layout,
+`write_scene8` (compound tables) or `write_scene` (plain arrays, Imaris <= 7).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +17,32 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ims_store.format.attributes import write_text
-from ims_store.write.synthetic import make_example_ims
+from ..access.outputs import DestinationExistsError
+from ..format.attributes import write_text
+from .images import write_images
+from .synthetic import make_example_ims
+
+__all__ = [
+    "EXAMPLE_FILES",
+    "OtherSpec",
+    "SpotsSpec",
+    "SurfacesSpec",
+    "make_example_files",
+    "surfaces_file",
+    "tracks_file",
+    "write_scene",
+    "write_scene8",
+]
+
+EXAMPLE_FILES = ("cells.ims", "tracks.ims", "surfaces.ims", "tiles.ims")
 
 TEXT = "S256"
 
 
 @dataclass
 class SpotsSpec:
+    """A Spots object: ids, time indices, (x, y, z, radius) rows, tracks, edges and statistics."""
+
     name: str
     ids: list[int]
     t: list[int]
@@ -36,6 +56,8 @@ class SpotsSpec:
 
 @dataclass
 class SurfacesSpec:
+    """A Surfaces object: one mesh after another, each with its time index."""
+
     name: str
     # one mesh after another: (time index, vertices (v, 6) x y z nx ny nz, triangles (f, 3) local rows)
     blocks: list[tuple[int, np.ndarray, np.ndarray]]
@@ -458,3 +480,39 @@ def surfaces_file(path: Path) -> Path:
     """The documentation's surfaces example (``surfaces.ims``): an old-layout scene."""
     image(path, timepoints=2)
     return write_scene(path, [nuclei_surfaces()])
+
+
+def make_example_files(folder: str | os.PathLike[str], overwrite: bool = False) -> list[Path]:
+    """Write the documentation's example files into ``folder`` (made if missing) and return
+    their paths: ``cells.ims`` (3 channels DAPI, GFP, mCherry; 2 time points; 16 x 128 x 96
+    voxels, 2 levels), ``tracks.ims`` (tracked and untracked spots), ``surfaces.ims`` (meshes, the
+    old layout) and ``tiles.ims`` (two images side by side). An existing one is refused before
+    anything is written (`DestinationExistsError`) unless ``overwrite``.
+
+    >>> [p.name for p in make_example_files("examples")]
+    ['cells.ims', 'tracks.ims', 'surfaces.ims', 'tiles.ims']
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in EXAMPLE_FILES]
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise DestinationExistsError("exists already; pass overwrite=True to replace it", path)
+    cells, tracks, surfaces, tiles = paths
+    make_example_ims(
+        cells,
+        shape=(16, 128, 96),
+        channels=3,
+        timepoints=2,
+        threshold_voxels=100_000,
+        channel_names=["DAPI", "GFP", "mCherry"],
+    )
+    tracks_file(tracks)
+    surfaces_file(surfaces)
+    # two 8 x 64 x 64 tiles, the second 90 um further along x (ExtMin x 0 and 90)
+    planes = [np.full((8, 64, 64), 100 * (k + 1), np.uint16) for k in range(2)]
+    write_images(
+        planes, tiles, axes="zyx", voxel_size=(1.0, 0.5, 0.5),
+        positions=[(0.5, 0.25, 0.25), (0.5, 0.25, 90.25)], overwrite=True,
+    )  # fmt: skip
+    return paths
