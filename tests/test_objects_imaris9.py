@@ -337,8 +337,10 @@ def test_the_real_files_surfaces_in_napari_are_named(real_files: dict[str, Path]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         layers = object_layers(path)
-    assert [meta["name"] for _, meta, _ in layers] == ["Spots 1"]
-    assert any("'Surfaces 1' is not shown" in str(w.message) for w in caught)
+    # the Imaris 9+ surfaces as one Surface layer of every surface's mesh (Imaris' 147,332 triangles)
+    assert [(meta["name"], kind) for _, meta, kind in layers] == [("Spots 1", "points"), ("Surfaces 1", "surface")]
+    assert len(layers[1][0][1]) == 147_332
+    assert not any("is not shown" in str(w.message) for w in caught)
 
 
 # -- any statistics ------------------------------------------------------------------------------

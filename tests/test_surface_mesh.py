@@ -266,3 +266,23 @@ def test_without_scikit_image_the_error_names_the_extra(example: Path, monkeypat
     monkeypatch.setitem(sys.modules, "skimage.measure", None)
     with h5py.File(example, "r") as f, pytest.raises(MissingDependencyError, match=r"ims-store\[surfaces\]"):
         read_mega_surface(f[GROUP], 0)
+
+
+@pytest.mark.real_file(IMARIS95)
+def test_the_public_readers_give_imaris95_surfaces_as_meshes(imaris95: Path, tmp_path: Path) -> None:
+    """list_objects, read_surfaces and the export reach the meshes: one per surface, each with
+    Imaris' triangle count and time point (SurfaceModelInfo / SurfaceModel read by h5py)."""
+    from ims_store import export_objects, list_objects, read_surfaces
+
+    with h5py.File(imaris95, "r") as f:
+        model, info = f[GROUP]["SurfaceModel"][()], f[GROUP]["SurfaceModelInfo"][()]
+    surfaces = {o.name: o for o in list_objects(imaris95)}["Surfaces 1"]
+    assert surfaces.readable and surfaces.reason is None
+    assert surfaces.contents == ("meshes", "summary", "statistics")
+    meshes = read_surfaces(imaris95, "Surfaces 1")
+    assert [len(m.triangles) for m in meshes] == info["NumberOfTriangles"].tolist()
+    assert [m.t for m in meshes] == model["ID_Time"].tolist()
+    written, skipped = export_objects(imaris95, tmp_path / "objects", fmt="csv")
+    assert "Surfaces 1" not in skipped
+    expected = sorted(f"Surfaces_1.surface{i}.t{t}.ply" for i, t in zip(model["ID"], model["ID_Time"], strict=True))
+    assert sorted(p.name for p in written if p.suffix == ".ply") == expected

@@ -26,7 +26,7 @@ from ..access.files import links_of, open_file
 from ..errors import MalformedObjectsError, SelectionError
 from ..format.layout import ImsLayout, ImsWarning, parse_layout
 from .groups import ObjectGroup, material_color
-from .megasurfaces import MESH_NOT_READ, read_summary
+from .megasurfaces import MESH_NOT_READ, MESH_TABLES, read_summary
 from .model import ObjectInfo, Spots, Statistics, Surface, Tracks
 from .scene import read_spots as scene_spots
 from .scene import read_surfaces as scene_surfaces
@@ -36,6 +36,7 @@ from .scene8 import object_ids
 from .scene8 import read_spots as scene8_spots
 from .scene8 import spot_summary as scene8_spot_summary
 from .statistics import read_statistics, statistics_count
+from .surface_mesh import read_mega_surface
 
 __all__ = ["Entry", "catalog", "opened", "select"]
 
@@ -84,6 +85,11 @@ class Entry:
         return read_summary(self.group, self.timepoints)
 
     def surfaces(self) -> list[Surface]:
+        """Its meshes: one per time point (the old layout), or one per surface (Imaris 9+
+        ``MegaSurfaces``, each rebuilt from its octree field: `surface_mesh`)."""
+        if self.prefix == "MegaSurfaces":
+            count = len(self.summary()["id"])
+            return [read_mega_surface(self.group.group, i) for i in range(count)]
         return scene_surfaces(self.group, self.timepoints)
 
 
@@ -182,14 +188,15 @@ def _describe(opened_file: OpenFile, layout_name: str, prefix: str, group: Objec
     statistics = ("statistics",) if has_statistics else ()
     if prefix == "MegaSurfaces" and layout_name == "Scene8" and group.has("SurfaceModel"):
         table = read_summary(group, timepoints)
+        meshes = all(group.has(name) for name in MESH_TABLES)
         return ObjectInfo(
             count=len(table["id"]),
             timepoints=tuple(int(v) for v in np.unique(table["t"])),
             has_tracks=False,
-            readable=False,
-            reason=MESH_NOT_READ,
+            readable=meshes,
+            reason=None if meshes else MESH_NOT_READ,
             triangles=int(table["triangles"].sum()),
-            contents=("summary", *statistics),
+            contents=(*(("meshes",) if meshes else ()), "summary", *statistics),
             **common,
         )
     reason = f"the {layout_name} layout of {prefix} groups is not read by ims_store (its geometry is not documented)"

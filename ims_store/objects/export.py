@@ -5,8 +5,9 @@ Per object ``NAME``, the tables ims_store reads of it (``.csv`` or ``.parquet``;
 ``factors`` as JSON text): spots objects ``NAME.spots``, ``NAME.tracks``, ``NAME.track_edges``;
 Imaris 9+ surfaces ``NAME.surfaces`` (the per-surface summary); every object with statistics
 (spots, surfaces, cells, filaments...) ``NAME.statistics``; and per old-layout surfaces object one
-``NAME.t<T>.ply`` mesh per time point. Objects whose geometry ims_store does not read are named
-in the second list `export_objects` returns (their tables are still written).
+``NAME.t<T>.ply`` mesh per time point, per Imaris 9+ surface one
+``NAME.surface<ID>.t<T>.ply``. Objects whose geometry ims_store does not read are named in the
+second list `export_objects` returns (their tables are still written).
 
 >>> written, skipped = export_objects("tracks.ims", "objects", fmt="csv")
 >>> [p.name for p in written if p.name.startswith("Nuclei")], skipped
@@ -122,8 +123,12 @@ def _export(
                 for what, frame in _tables(entry).items():
                     _write_table(frame, tmp / f"{stem}.{what}.{fmt}", fmt)
                     written.append(f"{stem}.{what}.{fmt}")
-                for surface in entry.surfaces() if "meshes" in info.contents else []:
-                    name = f"{stem}.t{surface.t}.ply"
+                meshes = entry.surfaces() if "meshes" in info.contents else []
+                # Imaris 9+ surfaces: one mesh per surface, several at a time point
+                ids = entry.summary()["id"] if "summary" in info.contents else None
+                for k, surface in enumerate(meshes):
+                    part = f".surface{int(ids[k])}" if ids is not None else ""
+                    name = f"{stem}{part}.t{surface.t}.ply"
                     write_ply(surface, tmp / name, comment=f"{info.name}, time point {surface.t}, unit {info.unit}")
                     written.append(name)
                 if bar is not None:

@@ -19,11 +19,14 @@ import numpy as np
 from .groups import ObjectGroup
 from .scene8 import row_times
 
-__all__ = ["MESH_NOT_READ", "read_summary"]
+__all__ = ["MESH_NOT_READ", "MESH_TABLES", "read_summary"]
+
+MESH_TABLES = ("LevelInfo", "BlockInfo", "SplitOffset", "BlockData")
+"""What a ``MegaSurfaces`` group's meshes are rebuilt from (`surface_mesh.read_mega_surface`)."""
 
 MESH_NOT_READ = (
-    "the meshes of Imaris 9+ MegaSurfaces groups (an octree of sampled blocks: BlockInfo, BlockData) are a"
-    " layout ims_store does not read; their per-surface summary and statistics are read"
+    "the meshes of Imaris 9+ MegaSurfaces groups are not read without their octree tables"
+    f" ({', '.join(MESH_TABLES)}), which this group lacks; its per-surface summary and statistics are read"
 )
 
 _MODEL = {
